@@ -1,0 +1,182 @@
+"""The shepherd wire protocol: the single source of truth.
+
+Every message code, field layout and constant shared by Python and the C
+shepherd is written here and nowhere else.  ``tools/gen_protocol.py`` renders
+``src/shepherd/protocol.h`` from this module (``--check`` fails when the header
+is stale), and the zygote announces :data:`PROTOCOL_DIGEST` in its first
+message so that a stale binary is refused at run time.
+
+Invariants:
+
+* Both sockets are ``AF_UNIX``/``SOCK_SEQPACKET``: one record is one frame,
+  so framing is the kernel's job and a short or long record is malformed.
+* A frame is one type byte followed by the fixed fields of that type, packed
+  with no padding, little-endian.  Only ``SPAWN`` and ``SPAWN_PART`` carry a
+  variable tail after the fixed fields.
+* A frame whose length differs from its type's fixed size (or, for the tails,
+  is shorter) is malformed; the receiver never reads past the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+PROTOCOL_VERSION = 1
+
+#: C type name -> (struct code, size in bytes)
+FIELD_TYPES: dict[str, tuple[str, int]] = {
+    "u8": ("B", 1),
+    "u16": ("H", 2),
+    "u32": ("I", 4),
+    "i32": ("i", 4),
+    "u64": ("Q", 8),
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One frame type: its code, direction and fixed fields."""
+
+    name: str
+    code: int
+    direction: str  # "to_zygote", "from_zygote", "to_shepherd", "from_shepherd"
+    fields: tuple[tuple[str, str], ...]
+    tail: bool = False  # a variable-length byte tail follows the fixed fields
+    doc: str = ""
+
+    @property
+    def struct(self) -> struct.Struct:
+        return struct.Struct("<B" + "".join(FIELD_TYPES[t][0] for _, t in self.fields))
+
+    @property
+    def size(self) -> int:
+        """Size of the type byte plus the fixed fields."""
+        return 1 + sum(FIELD_TYPES[t][1] for _, t in self.fields)
+
+
+MESSAGES: tuple[Message, ...] = (
+    # --- zygote socket -------------------------------------------------------
+    Message(
+        "Z_HELLO", 0x01, "from_zygote",
+        (("version", "u32"), ("digest", "u32"), ("pid", "i32")),
+        doc="First record on the zygote socket: protocol version, table digest, zygote pid.",
+    ),
+    Message(
+        "Z_FORK", 0x02, "to_zygote", (),
+        doc="Fork one shepherd. Carries exactly 4 fds (SCM_RIGHTS): control, stdin, stdout, stderr.",
+    ),
+    Message(
+        "Z_FORKED", 0x03, "from_zygote",
+        (("pid", "i32"), ("error", "i32")),
+        doc="Reply to Z_FORK: the shepherd's pid (a child of the zygote's parent), or 0 and an errno.",
+    ),
+    # --- control socket, Python -> shepherd ----------------------------------
+    Message(
+        "C_SPAWN", 0x10, "to_shepherd",
+        (("flags", "u32"), ("kill_timeout_ms", "u32"), ("argc", "u32"), ("envc", "u32"),
+         ("npaths", "u32")),
+        tail=True,
+        doc=(
+            "Start the command. The tail (after any SPAWN_PART tails) holds argc argv strings, "
+            "envc environment strings, npaths executable paths to try in order, then the cwd "
+            "if FLAG_CWD is set; each string NUL-terminated, nothing after the last."
+        ),
+    ),
+    Message(
+        "C_SPAWN_PART", 0x11, "to_shepherd", (), tail=True,
+        doc="A leading piece of the SPAWN tail, for requests larger than one record.",
+    ),
+    Message(
+        "C_SIGNAL", 0x12, "to_shepherd", (("signo", "u32"),),
+        doc="Send a signal to the command's process group (ignored once the command is reaped).",
+    ),
+    Message(
+        "C_STOP", 0x13, "to_shepherd", (("kill_timeout_ms", "u32"),),
+        doc="Stop the tree: SIGTERM everything, wait kill_timeout_ms (0: the SPAWN value), SIGKILL.",
+    ),
+    Message(
+        "C_WINSIZE", 0x14, "to_shepherd", (("rows", "u16"), ("cols", "u16")),
+        doc="Resize the command's terminal (pty only; ignored otherwise).",
+    ),
+    # --- control socket, shepherd -> Python ----------------------------------
+    Message(
+        "S_STARTED", 0x20, "from_shepherd", (("pid", "i32"),),
+        doc="execve succeeded; pid is the command's pid and process group id.",
+    ),
+    Message(
+        "S_EXEC_FAILED", 0x21, "from_shepherd", (("error", "i32"), ("stage", "u32")),
+        doc="The command could not be started: errno and the STAGE_* that failed. The shepherd exits.",
+    ),
+    Message(
+        "S_EXITED", 0x22, "from_shepherd",
+        (("status", "i32"), ("utime_us", "u64"), ("stime_us", "u64"), ("maxrss_kb", "u64")),
+        doc=(
+            "The command's raw wait status and the rusage of every process the shepherd reaped "
+            "(summed CPU, largest max RSS). Sent once the tree is gone; the shepherd then exits."
+        ),
+    ),
+    Message(
+        "S_ERROR", 0x23, "from_shepherd", (("code", "u32"), ("error", "i32")),
+        doc="A protocol or system error (ERR_*, errno); the shepherd stops the tree and exits.",
+    ),
+)
+
+# C_SPAWN flags
+FLAG_DETACH = 0x1  # leftovers="detach"
+FLAG_CWD = 0x2  # the tail ends with a cwd
+FLAG_PTY = 0x4  # reserved for pty support
+
+# S_EXEC_FAILED stages
+STAGE_SETUP = 1  # dup2, setpgid, prctl, signal reset
+STAGE_CHDIR = 2
+STAGE_EXEC = 3
+
+# S_ERROR codes
+ERR_MALFORMED = 1  # a frame of the wrong size or an unknown type
+ERR_UNEXPECTED = 2  # a valid frame at the wrong time
+ERR_TOO_LARGE = 3  # the SPAWN request exceeds MAX_SPAWN_BYTES
+ERR_SYSTEM = 4  # a system call failed; error holds errno
+
+#: Largest accepted SPAWN request (all tails together).
+MAX_SPAWN_BYTES = 64 * 1024 * 1024
+#: Largest record either side sends or accepts on a control socket.
+MAX_RECORD = 65536
+#: Number of fds attached to Z_FORK.
+ZYGOTE_FDS = 4
+
+CONSTANTS: tuple[tuple[str, int], ...] = (
+    ("PROTOCOL_VERSION", PROTOCOL_VERSION),
+    ("FLAG_DETACH", FLAG_DETACH),
+    ("FLAG_CWD", FLAG_CWD),
+    ("FLAG_PTY", FLAG_PTY),
+    ("STAGE_SETUP", STAGE_SETUP),
+    ("STAGE_CHDIR", STAGE_CHDIR),
+    ("STAGE_EXEC", STAGE_EXEC),
+    ("ERR_MALFORMED", ERR_MALFORMED),
+    ("ERR_UNEXPECTED", ERR_UNEXPECTED),
+    ("ERR_TOO_LARGE", ERR_TOO_LARGE),
+    ("ERR_SYSTEM", ERR_SYSTEM),
+    ("MAX_SPAWN_BYTES", MAX_SPAWN_BYTES),
+    ("MAX_RECORD", MAX_RECORD),
+    ("ZYGOTE_FDS", ZYGOTE_FDS),
+)
+
+
+def canonical_table() -> str:
+    """A stable text rendering of every code, layout and constant."""
+    lines = [f"{name}={value}" for name, value in CONSTANTS]
+    for m in MESSAGES:
+        fields = ",".join(f"{n}:{t}" for n, t in m.fields)
+        lines.append(f"{m.name}={m.code}:{m.direction}:{fields}:{'tail' if m.tail else ''}")
+    return "\n".join(lines) + "\n"
+
+
+#: First 32 bits of the SHA-256 of :func:`canonical_table`.
+PROTOCOL_DIGEST: int = int.from_bytes(
+    hashlib.sha256(canonical_table().encode()).digest()[:4], "little"
+)
+
+BY_NAME: dict[str, Message] = {m.name: m for m in MESSAGES}
+BY_CODE: dict[int, Message] = {m.code: m for m in MESSAGES}
