@@ -1,0 +1,104 @@
+"""Shared fixtures: every test runs under a unique marker and proves nothing it
+started survives it.
+
+The marker is an environment variable set for the duration of each test; every
+command the test starts inherits it (``env=None``), so survivors are found by
+scanning ``/proc/*/environ`` — never by parent pid, since PID 1 here may not
+reap orphans.  Tests that pass their own ``env`` must include ``marker_env``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+MARKER_VAR = "NETRUNNER_TEST_MARKER"
+
+
+def pids_with_marker(marker: str) -> list[int]:
+    """Live (non-zombie) processes whose environment carries ``marker``."""
+    needle = f"{MARKER_VAR}={marker}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != b"Z" and needle in environ.split(b"\0"):
+            found.append(int(name))
+    return found
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def own_children() -> set[int]:
+    """Direct children of this process (every thread's), zombies included."""
+    kids: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                kids.update(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return kids
+
+
+def helper_pids() -> set[int]:
+    """Long-lived helper processes netrunner keeps (the zygote), not per-command.
+
+    Also reaps shepherds whose owner object was dropped (their reaping is
+    deferred to the next spawn or to interpreter exit by design)."""
+    try:
+        from netrunner import _lifetime
+        from netrunner._io import zygote
+    except ImportError:
+        return set()
+    _lifetime.reap_detached()
+    pid = zygote.current_pid()
+    return {pid} if pid else set()
+
+
+@pytest.fixture(autouse=True)
+def marker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A unique marker in the environment; after the test, assert no survivors
+    and no shepherd or command left as a child of this process."""
+    value = uuid.uuid4().hex
+    before = own_children()
+    monkeypatch.setenv(MARKER_VAR, value)
+    yield value
+    survivors = wait_until(lambda: not pids_with_marker(value), timeout=15.0)
+    left = pids_with_marker(value)
+    for pid in left:  # clean up only what this test started, then fail
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    assert not left, f"processes survived the test: {left}"
+    del survivors
+    extra = wait_until(lambda: not (own_children() - before - helper_pids()), timeout=10.0)
+    del extra
+    stray = own_children() - before - helper_pids()
+    assert not stray, f"child processes (shepherds?) left unreaped: {sorted(stray)}"
+
+
+@pytest.fixture
+def marker_env(marker: str) -> dict[str, str]:
+    """A minimal explicit environment that still carries the marker."""
+    return {"PATH": os.environ.get("PATH", os.defpath), MARKER_VAR: marker}
