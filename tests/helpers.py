@@ -1,0 +1,121 @@
+"""Small helpers shared by the sync contract tests (children, /proc probes,
+line reading from a ``Process``).  Polling goes through ``conftest.wait_until``;
+nothing here sleeps to decide correctness."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from conftest import helper_pids, own_children, pids_with_marker, wait_until
+
+__all__ = [
+    "PY",
+    "LineReader",
+    "gone",
+    "helper_pids",
+    "own_children",
+    "pid_alive",
+    "pids_with_marker",
+    "py",
+    "rss_bytes",
+    "stray_children",
+    "wait_until",
+]
+
+PY = sys.executable
+
+
+def py(code: str, *args: str) -> list[str]:
+    """argv for a ``python -c`` child."""
+    return [PY, "-c", code, *args]
+
+
+def pid_alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != b"Z"
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    """Wait (polling) until ``pid`` is dead; return whether it is."""
+    return bool(wait_until(lambda: not pid_alive(pid), timeout=timeout))
+
+
+def rss_bytes() -> int:
+    """This process's resident set size, from /proc/self/status."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def stray_children(before: set[int]) -> set[int]:
+    """Children of this process that are neither pre-existing nor netrunner helpers."""
+    return own_children() - before - helper_pids()
+
+
+def status_field(pid: int | str, name: str) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {name} in /proc/{pid}/status")
+
+
+class LineReader:
+    """Read whole lines from a netrunner ``Process`` (stdout or stderr)."""
+
+    def __init__(self, proc: Any, stderr: bool = False) -> None:
+        self._read = proc.read_stderr if stderr else proc.read
+        self.buf = b""
+
+    def readline(self, timeout: float = 10.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no complete line within {timeout}s; have {self.buf!r}")
+            try:
+                data = self._read(65536, timeout=remaining)
+            except TimeoutError:
+                continue
+            if isinstance(data, str):
+                data = data.encode()
+            if not data:
+                line, self.buf = self.buf, b""
+                if line:
+                    return line
+                raise EOFError("end of output before a line arrived")
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+    def read_until_eof(self, timeout: float = 10.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        out = self.buf
+        self.buf = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no EOF within {timeout}s; have {out!r}")
+            try:
+                data = self._read(65536, timeout=remaining)
+            except TimeoutError:
+                continue
+            if isinstance(data, str):
+                data = data.encode()
+            if not data:
+                return out
+            out += data
+
+
+def open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
