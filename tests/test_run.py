@@ -1,0 +1,320 @@
+"""SPEC section 3: ``netrunner.run`` — Result, signal deaths, check, no hang on
+leftover descendants, timeout, max_output_size (sync API)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import pytest
+
+import netrunner
+from helpers import PY, gone, pids_with_marker, py, stray_children, wait_until
+
+
+def test_result_fields() -> None:
+    cmd = py("import sys; sys.stdout.write('out'); sys.stderr.write('err'); sys.exit(3)")
+    result = netrunner.run(cmd)
+    assert isinstance(result, netrunner.Result)
+    assert result.args == tuple(cmd)
+    assert isinstance(result.args, tuple)
+    assert result.stdout == b"out"
+    assert result.stderr == b"err"
+    assert result.returncode == 3
+    assert result.exit_status == 3
+    assert result.signal is None
+    assert result.ok is False
+    assert isinstance(result.stats, netrunner.Stats)
+    assert result.stats.returncode == 3
+    assert result.stats.exit_status == 3
+
+
+def test_args_as_given() -> None:
+    cmd = [pathlib.Path("/bin/sh"), b"-c", "exit 0"]
+    assert netrunner.run(cmd).args == tuple(cmd)
+    cmd2 = ("true",)
+    assert netrunner.run(cmd2).args == cmd2
+
+
+def test_success() -> None:
+    result = netrunner.run(["echo", "hello"])
+    assert result.stdout == b"hello\n"
+    assert result.stderr == b""
+    assert result.returncode == 0
+    assert result.exit_status == 0
+    assert result.ok is True
+    assert result.check() is result
+    assert result.check_returncode() is result
+
+
+@pytest.mark.parametrize("mode", ["redirect", "discard", "inherit"])
+def test_stderr_empty_unless_captured(mode: str) -> None:
+    result = netrunner.run(["sh", "-c", "echo e >&2"], stderr=mode)
+    assert result.stderr == b""
+
+
+@pytest.mark.parametrize("code", [1, 2, 42, 126, 127, 255])
+def test_exit_codes(code: int) -> None:
+    result = netrunner.run(["sh", "-c", f"exit {code}"])
+    assert result.returncode == code
+    assert result.exit_status == code
+    assert result.signal is None
+    assert not result.ok
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV, signal.SIGUSR1, signal.SIGPIPE])
+def test_signal_death(sig: signal.Signals) -> None:
+    result = netrunner.run(["sh", "-c", f"kill -{int(sig)} $$"])
+    assert result.returncode == -int(sig)
+    assert result.exit_status == 128 + int(sig)
+    assert result.signal == sig
+    assert isinstance(result.signal, signal.Signals)
+    assert result.ok is False
+    assert result.stats.returncode == -int(sig)
+    assert result.stats.exit_status == 128 + int(sig)
+
+
+def test_check_raises_process_error() -> None:
+    result = netrunner.run(["sh", "-c", "echo o; echo e >&2; exit 5"])
+    with pytest.raises(netrunner.ProcessError) as ei:
+        result.check()
+    err = ei.value
+    assert isinstance(err, subprocess.CalledProcessError)
+    assert err.returncode == 5
+    assert err.exit_status == 5
+    assert err.signal is None
+    assert list(err.cmd) == ["sh", "-c", "echo o; echo e >&2; exit 5"]
+    assert err.stdout == err.output == b"o\n"
+    assert err.stderr == b"e\n"
+    with pytest.raises(netrunner.ProcessError):
+        result.check_returncode()
+
+
+def test_check_on_signal_death() -> None:
+    with pytest.raises(netrunner.ProcessError) as ei:
+        netrunner.run(["sh", "-c", "kill -9 $$"], check=True)
+    assert ei.value.returncode == -9
+    assert ei.value.exit_status == 137
+    assert ei.value.signal == signal.SIGKILL
+
+
+def test_duck_types_completed_process() -> None:
+    result = netrunner.run(["sh", "-c", "echo x; exit 1"])
+    completed = subprocess.CompletedProcess(["x"], 0)
+    for attr in ("args", "returncode", "stdout", "stderr", "check_returncode"):
+        assert hasattr(completed, attr)
+        assert hasattr(result, attr)
+    with pytest.raises(subprocess.CalledProcessError):
+        result.check_returncode()
+
+
+def test_result_is_frozen() -> None:
+    result = netrunner.run(["true"])
+    for name, value in [("returncode", 1), ("stdout", b"x"), ("stderr", b"x"), ("args", ()), ("stats", None)]:
+        with pytest.raises((AttributeError, dataclasses.FrozenInstanceError)):
+            setattr(result, name, value)
+    assert result.returncode == 0
+
+
+def test_text_result() -> None:
+    result = netrunner.run(["sh", "-c", "printf 'ö'; printf 'ä' >&2"], text=True)
+    assert result.stdout == "ö"
+    assert result.stderr == "ä"
+
+
+def test_large_output() -> None:
+    result = netrunner.run(["head", "-c", "20000000", "/dev/zero"], timeout=60)
+    assert len(result.stdout) == 20_000_000
+    assert result.stats.bytes_out == 20_000_000
+
+
+def test_input_and_output_without_deadlock() -> None:
+    data = os.urandom(4_000_000)
+    result = netrunner.run(["cat"], input=data, timeout=60)
+    assert result.stdout == data
+
+
+# --- background descendants holding the pipes -------------------------------------
+
+
+def test_background_job_does_not_hang(marker: str) -> None:
+    start = time.monotonic()
+    result = netrunner.run(["sh", "-c", "sleep 100 & echo hi"])
+    elapsed = time.monotonic() - start
+    assert result.stdout == b"hi\n"
+    assert result.returncode == 0
+    assert elapsed < 3, elapsed
+    assert wait_until(lambda: not pids_with_marker(marker), timeout=5), pids_with_marker(marker)
+
+
+def test_background_job_is_stopped() -> None:
+    start = time.monotonic()
+    result = netrunner.run(["sh", "-c", "sleep 100 & echo $!"])
+    assert time.monotonic() - start < 3
+    assert gone(int(result.stdout), timeout=5)
+
+
+def test_background_job_holding_stderr_does_not_hang() -> None:
+    start = time.monotonic()
+    result = netrunner.run(["sh", "-c", "sleep 100 >/dev/null & echo hi >&2"])
+    assert time.monotonic() - start < 3
+    assert result.stderr == b"hi\n"
+
+
+def test_setsid_escapee_does_not_hang() -> None:
+    start = time.monotonic()
+    # the inner sh leaves its session's sleep behind, holding stdout open
+    result = netrunner.run(["sh", "-c", "setsid sh -c 'sleep 100 & echo $!'"])
+    assert time.monotonic() - start < 3
+    assert gone(int(result.stdout), timeout=5)
+
+
+# --- timeout ----------------------------------------------------------------------
+
+
+def test_timeout(marker: str) -> None:
+    cmd = ["sh", "-c", "echo partial; echo perr >&2; sleep 100 & wait"]
+    start = time.monotonic()
+    with pytest.raises(netrunner.Timeout) as ei:
+        netrunner.run(cmd, timeout=0.5, kill_timeout=1)
+    elapsed = time.monotonic() - start
+    assert 0.45 <= elapsed < 0.5 + 1 + 1.5, elapsed
+    err = ei.value
+    assert isinstance(err, subprocess.TimeoutExpired)
+    assert isinstance(err, TimeoutError)
+    assert isinstance(err, netrunner.NetRunnerError)
+    assert err.timeout == 0.5
+    assert list(err.cmd) == cmd
+    assert err.stdout == err.output == b"partial\n"
+    assert err.stderr == b"perr\n"
+    assert isinstance(err.stats, netrunner.Stats)
+    assert err.stats.bytes_out == len(b"partial\n")
+    assert wait_until(lambda: not pids_with_marker(marker), timeout=5), pids_with_marker(marker)
+
+
+def test_timeout_text_partial_output() -> None:
+    with pytest.raises(netrunner.Timeout) as ei:
+        netrunner.run(["sh", "-c", "echo é; exec sleep 100"], timeout=0.5, text=True)
+    assert ei.value.stdout == "é\n"
+
+
+def test_timeout_not_hit() -> None:
+    result = netrunner.run(["sh", "-c", "echo quick"], timeout=10)
+    assert result.stdout == b"quick\n"
+
+
+def test_timeout_term_trapping_child_is_killed_after_kill_timeout(marker: str) -> None:
+    # `trap '' TERM` is inherited by the exec'd sleep: the whole group ignores SIGTERM
+    start = time.monotonic()
+    with pytest.raises(netrunner.Timeout):
+        netrunner.run(["sh", "-c", "trap '' TERM; sleep 100 & wait"], timeout=0.5, kill_timeout=1)
+    elapsed = time.monotonic() - start
+    assert 0.5 + 1 - 0.1 <= elapsed < 0.5 + 1 + 2, elapsed
+    assert wait_until(lambda: not pids_with_marker(marker), timeout=5), pids_with_marker(marker)
+
+
+def test_timeout_python_child_trapping_term() -> None:
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: print('got TERM', flush=True))\n"
+        "print('ready', flush=True)\n"
+        "while True: time.sleep(1)\n"
+    )
+    start = time.monotonic()
+    with pytest.raises(netrunner.Timeout) as ei:
+        netrunner.run(py(code), timeout=1, kill_timeout=0.5)
+    elapsed = time.monotonic() - start
+    assert elapsed >= 1.4, elapsed
+    assert elapsed < 1 + 0.5 + 2, elapsed
+    assert ei.value.stdout.startswith(b"ready\n")
+
+
+# --- max_output_size --------------------------------------------------------------
+
+PATTERN = bytes(range(256)) * 1000
+
+
+@pytest.mark.parametrize("stream_name", ["stdout", "stderr"])
+def test_max_output_size(stream_name: str, marker: str, tmp_path: pathlib.Path) -> None:
+    pidfile = tmp_path / "grandchild"
+    fd = 1 if stream_name == "stdout" else 2
+    code = (
+        "import os, subprocess, sys, time\n"
+        "g = subprocess.Popen(['sleep', '100'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(g.pid))\n"
+        f"data = bytes(range(256)) * 1000\n"
+        f"os.write({3 - fd}, b'other')\n"
+        f"for i in range(0, len(data), 1000): os.write({fd}, data[i:i + 1000])\n"
+        "time.sleep(100)\n"
+    )
+    start = time.monotonic()
+    with pytest.raises(netrunner.OutputLimitExceeded) as ei:
+        netrunner.run(py(code), max_output_size=5000, timeout=60)
+    assert time.monotonic() - start < 10
+    err = ei.value
+    assert err.limit == 5000
+    assert err.stream == stream_name
+    assert getattr(err, stream_name) == PATTERN[:5000]
+    other = err.stderr if stream_name == "stdout" else err.stdout
+    assert other in (b"", b"other")
+    assert isinstance(err.stats, netrunner.Stats)
+    assert isinstance(err, netrunner.NetRunnerError)
+    assert gone(int(pidfile.read_text()))
+    assert wait_until(lambda: not pids_with_marker(marker), timeout=10)
+
+
+def test_max_output_size_single_big_write() -> None:
+    code = "import os, time; os.write(1, bytes(range(256)) * 400); time.sleep(100)"
+    with pytest.raises(netrunner.OutputLimitExceeded) as ei:
+        netrunner.run(py(code), max_output_size=1, timeout=60)
+    assert ei.value.stdout == b"\x00"
+    assert ei.value.limit == 1
+
+
+def test_max_output_size_exactly_reached_is_fine() -> None:
+    result = netrunner.run(["head", "-c", "1000", "/dev/zero"], max_output_size=1000)
+    assert result.stdout == b"\0" * 1000
+    result = netrunner.run(["sh", "-c", "head -c 1000 /dev/zero >&2"], max_output_size=1000)
+    assert result.stderr == b"\0" * 1000
+
+
+def test_max_output_size_is_per_stream() -> None:
+    result = netrunner.run(
+        ["sh", "-c", "head -c 800 /dev/zero; head -c 800 /dev/zero >&2"], max_output_size=1000
+    )
+    assert len(result.stdout) == 800
+    assert len(result.stderr) == 800
+
+
+def test_max_output_size_text_mode() -> None:
+    with pytest.raises(netrunner.OutputLimitExceeded) as ei:
+        netrunner.run(["sh", "-c", "head -c 100000 /dev/zero; exec sleep 100"], max_output_size=10, text=True)
+    assert ei.value.stdout in ("\0" * 10, b"\0" * 10)
+
+
+# --- process bookkeeping ----------------------------------------------------------
+
+
+def test_run_leaves_no_children_behind() -> None:
+    netrunner.run(["true"])
+    before = stray_children(set())
+    for _ in range(20):
+        netrunner.run(["true"])
+    # by the time run() returns, the shepherd has been reaped
+    assert stray_children(before) == set()
+
+
+def test_run_leaves_no_fds_behind() -> None:
+    netrunner.run(["true"])
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        netrunner.run(["sh", "-c", "echo x; echo y >&2"], input=b"z")
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_run_python_child() -> None:
+    assert netrunner.run([PY, "-c", "import sys; print(sys.stdin.read().upper())"], input=b"abc").stdout == b"ABC\n"
