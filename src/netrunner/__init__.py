@@ -1,0 +1,49 @@
+"""netrunner: safe OS process execution.
+
+Nothing it starts outlives its owner; output streams with backpressure;
+whole process trees are stopped; the same API for threads and asyncio
+(:mod:`netrunner.aio`).
+"""
+
+from . import signals
+from ._command import Command
+from ._errors import (
+    AbnormalExit,
+    CgroupUnavailable,
+    InvalidCgroup,
+    InvalidCommand,
+    NetRunnerError,
+    OutputLimitExceeded,
+    ProcessError,
+    ShepherdError,
+    StdinClosed,
+    Timeout,
+    UnknownSignal,
+)
+from ._results import Result, Stats
+from ._sync import Process, Stream, run, start, stream
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbnormalExit",
+    "CgroupUnavailable",
+    "Command",
+    "InvalidCgroup",
+    "InvalidCommand",
+    "NetRunnerError",
+    "OutputLimitExceeded",
+    "Process",
+    "ProcessError",
+    "Result",
+    "ShepherdError",
+    "Stats",
+    "StdinClosed",
+    "Stream",
+    "Timeout",
+    "UnknownSignal",
+    "run",
+    "signals",
+    "start",
+    "stream",
+]

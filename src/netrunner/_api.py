@@ -1,0 +1,214 @@
+"""What the sync and asyncio front ends share: the members that never wait,
+and turning a finished handle into a ``Result`` or the right error."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ._core import codec
+from ._core.output import Capture, Lines, Tail, decode_all
+from ._core.state import Phase
+from ._engine import Handle
+from ._errors import AbnormalExit, OutputLimitExceeded, ProcessError, Timeout
+from ._options import Options
+from ._results import Result, Stats
+from .signals import resolve as resolve_signal
+
+
+def deadline_of(timeout: float | None, name: str = "timeout") -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0 or None, got {timeout!r}")
+    return time.monotonic() + timeout
+
+
+def check_size(max_bytes: Any) -> int:
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+        raise TypeError(f"max_bytes must be an int >= 1, got {max_bytes!r}")
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be an int >= 1, got {max_bytes!r}")
+    return max_bytes
+
+
+def check_kill_timeout(kill_timeout: Any) -> float | None:
+    if kill_timeout is None:
+        return None
+    if isinstance(kill_timeout, bool) or not isinstance(kill_timeout, (int, float)):
+        raise TypeError(f"kill_timeout must be a number of seconds, got {kill_timeout!r}")
+    if not 0 < kill_timeout <= 3600:
+        raise ValueError(f"kill_timeout must be > 0 and <= 3600 seconds, got {kill_timeout!r}")
+    return float(kill_timeout)
+
+
+def encode_input(data: Any, opts: Options) -> bytes:
+    if isinstance(data, str):
+        return data.encode(opts.encoding or "utf-8")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"write() takes bytes or str, got {type(data).__name__}")
+
+
+def conclude(
+    h: Handle, out: Capture | None, err: Capture | Tail | None, stopped: str | None, *, check: bool
+) -> Result:
+    """The ``Result`` of a command whose tree is gone, or the error it earned."""
+    opts = h.opts
+    if h.core.phase is Phase.FAILED:
+        raise h.exec_error()
+    if h.core.phase is Phase.LOST:
+        raise h.shepherd_error()
+    stats = h.stats()
+    stdout = decode_all(out.value(), opts.encoding, opts.errors) if out is not None else b""
+    stderr = decode_all(err.value(), opts.encoding, opts.errors) if err is not None else b""
+    if opts.encoding is not None:
+        stdout = stdout or ""
+        stderr = stderr or ""
+    if stopped == "timeout":
+        raise Timeout(list(h.args), opts.timeout or 0.0, stdout, stderr, stats)
+    if stopped in ("stdout", "stderr"):
+        assert opts.max_output_size is not None
+        raise OutputLimitExceeded(list(h.args), opts.max_output_size, stopped, stdout, stderr, stats)
+    core = h.core
+    assert core.returncode is not None and core.exit_status is not None
+    result = Result(h.args, stdout, stderr, core.returncode, core.exit_status, core.signal, stats)
+    if check and result.returncode != 0:
+        raise ProcessError(
+            result.returncode, list(h.args), stdout, stderr,
+            exit_status=result.exit_status, signal=result.signal, stats=stats,
+        )
+    return result
+
+
+class ProcessBase:
+    """Members of ``Process`` and ``aio.Process`` that never block."""
+
+    __slots__ = ("_h", "_finalizer", "__weakref__")
+
+    _h: Handle
+
+    def __repr__(self) -> str:
+        state = "running" if self._h.core.status is None else f"returncode={self._h.core.returncode}"
+        return f"<{type(self).__name__} pid={self.pid} {state} args={list(self._h.args)!r}>"
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The argv as given."""
+        return self._h.args
+
+    @property
+    def pid(self) -> int:
+        """The OS pid of the command (also its process group id)."""
+        pid = self._h.core.pid
+        assert pid is not None
+        return pid
+
+    @property
+    def alive(self) -> bool:
+        """True until the command's exit has been observed."""
+        return self.poll() is None
+
+    def poll(self) -> int | None:
+        """The returncode if the command has exited, else None; never blocks."""
+        self._h.pump_control()
+        return self._h.core.returncode
+
+    @property
+    def returncode(self) -> int | None:
+        """``subprocess``'s convention: exit code, or -N for signal N; None while running."""
+        return self._h.core.returncode
+
+    @property
+    def exit_status(self) -> int | None:
+        """The shell's convention: exit code, or 128+N for signal N; None while running."""
+        return self._h.core.exit_status
+
+    @property
+    def signal(self) -> Any:
+        """The signal that killed the command, else None."""
+        return self._h.core.signal
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of the statistics so far."""
+        return self._h.stats()
+
+    def send_signal(self, sig: Any) -> None:
+        """Send ``sig`` to the command's whole process group (a no-op after exit)."""
+        signo = resolve_signal(sig)
+        h = self._h
+        h.pump_control()
+        if not h.core.done:
+            h.send(codec.encode_signal(signo))
+
+    def terminate(self) -> None:
+        """``send_signal(SIGTERM)``."""
+        self.send_signal(15)
+
+    def kill(self) -> None:
+        """``send_signal(SIGKILL)``."""
+        self.send_signal(9)
+
+    def close_stdin(self) -> None:
+        """Close the command's stdin: it sees EOF at once. Idempotent."""
+        self._h.stdin_closed_by_user = True
+        self._h.close_stdin()
+
+    def set_window_size(self, rows: int, cols: int) -> None:
+        """Resize the terminal of a ``pty=True`` process."""
+        raise ValueError("set_window_size() needs a process started with pty=True")
+
+
+class StreamBase:
+    """State of ``Stream`` and ``aio.Stream`` that does not wait."""
+
+    _h: Handle | None
+    _opts: Options
+    _args: tuple[Any, ...]
+    _err: Tail | None
+    _lines: Lines | None
+    result: Result | None
+
+    def _init_stream(self, args: tuple[Any, ...], opts: Options) -> None:
+        self._args = args
+        self._opts = opts
+        self._h = None
+        self._err = None
+        self._done = False
+        self.result = None
+
+    def _attach(self, h: Handle) -> None:
+        self._h = h
+        self._err = Tail(self._opts.max_output_size or 65536) if h.stderr_fd is not None else None
+        self._deadline = deadline_of(self._opts.timeout)
+
+    def _finish(self) -> None:
+        """Build ``result`` once the tree is gone; raise AbnormalExit if due."""
+        h = self._h
+        assert h is not None
+        self._done = True
+        h.release()
+        result = conclude(h, None, self._err, None, check=False)
+        self.result = result
+        if self._opts.check and result.returncode != 0:
+            raise AbnormalExit(
+                result.returncode, list(result.args), result.stdout, result.stderr,
+                exit_status=result.exit_status, signal=result.signal, stats=result.stats,
+            )
+
+    def _timeout_error(self) -> Timeout:
+        h = self._h
+        assert h is not None
+        opts = self._opts
+        stderr: Any = self._err.value() if self._err is not None else b""
+        if opts.encoding is not None:
+            stderr = stderr.decode(opts.encoding, opts.errors)
+        return Timeout(list(self._args), opts.timeout or 0.0, b"" if opts.encoding is None else "", stderr, h.stats())
+
+    def _decode(self, data: bytes) -> Any:
+        h = self._h
+        assert h is not None
+        if h.text_out is None:
+            return data
+        return h.text_out(data)

@@ -1,0 +1,150 @@
+"""Encoding and decoding of shepherd frames (sans-IO).
+
+Invariants: every function here is pure; a record is decoded whole or
+rejected with :class:`ProtocolError`; nothing is read past a record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import wire
+
+_Z_HELLO = wire.BY_NAME["Z_HELLO"].struct
+_Z_FORK = bytes([wire.BY_NAME["Z_FORK"].code])
+_Z_FORKED = wire.BY_NAME["Z_FORKED"].struct
+_C_SPAWN = wire.BY_NAME["C_SPAWN"].struct
+_C_SPAWN_PART = wire.BY_NAME["C_SPAWN_PART"].code
+_C_SIGNAL = wire.BY_NAME["C_SIGNAL"].struct
+_C_STOP = wire.BY_NAME["C_STOP"].struct
+_C_WINSIZE = wire.BY_NAME["C_WINSIZE"].struct
+
+
+class ProtocolError(Exception):
+    """A record that does not follow docs/protocol.md."""
+
+
+# --- events (shepherd/zygote -> Python) -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    digest: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forked:
+    pid: int
+    error: int
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecFailed:
+    error: int
+    stage: int
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    status: int
+    utime_us: int
+    stime_us: int
+    maxrss_kb: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShepherdFault:
+    code: int
+    error: int
+
+
+Event = Hello | Forked | Started | ExecFailed | Exited | ShepherdFault
+
+_DECODERS: dict[int, type] = {
+    wire.BY_NAME["Z_HELLO"].code: Hello,
+    wire.BY_NAME["Z_FORKED"].code: Forked,
+    wire.BY_NAME["S_STARTED"].code: Started,
+    wire.BY_NAME["S_EXEC_FAILED"].code: ExecFailed,
+    wire.BY_NAME["S_EXITED"].code: Exited,
+    wire.BY_NAME["S_ERROR"].code: ShepherdFault,
+}
+_STRUCTS = {code: wire.BY_CODE[code].struct for code in _DECODERS}
+
+
+def decode(record: bytes) -> Event:
+    """Decode one record sent by the zygote or a shepherd."""
+    if not record:
+        raise ProtocolError("empty record")
+    code = record[0]
+    cls = _DECODERS.get(code)
+    if cls is None:
+        raise ProtocolError(f"unknown frame type 0x{code:02x}")
+    layout = _STRUCTS[code]
+    if len(record) != layout.size:
+        raise ProtocolError(
+            f"frame {wire.BY_CODE[code].name} has {len(record)} bytes, expected {layout.size}"
+        )
+    return cls(*layout.unpack(record)[1:])
+
+
+# --- requests (Python -> zygote/shepherd) ---------------------------------------
+
+
+def encode_fork() -> bytes:
+    return _Z_FORK
+
+
+def encode_signal(signo: int) -> bytes:
+    return _C_SIGNAL.pack(wire.BY_NAME["C_SIGNAL"].code, signo)
+
+
+def encode_stop(kill_timeout: float | None) -> bytes:
+    ms = 0 if kill_timeout is None else max(1, round(kill_timeout * 1000))
+    return _C_STOP.pack(wire.BY_NAME["C_STOP"].code, ms)
+
+
+def encode_winsize(rows: int, cols: int) -> bytes:
+    return _C_WINSIZE.pack(wire.BY_NAME["C_WINSIZE"].code, rows, cols)
+
+
+def encode_spawn(
+    argv: list[bytes],
+    env: list[bytes] | tuple[bytes, ...],
+    paths: list[bytes],
+    cwd: bytes | None,
+    *,
+    detach: bool,
+    kill_timeout: float,
+    max_record: int = wire.MAX_RECORD,
+) -> list[bytes]:
+    """The records of one spawn request: zero or more SPAWN_PARTs, then SPAWN."""
+    strings = [*argv, *env, *paths]
+    flags = wire.FLAG_DETACH if detach else 0
+    if cwd is not None:
+        strings.append(cwd)
+        flags |= wire.FLAG_CWD
+    tail = b"\0".join(strings) + b"\0"
+    if len(tail) > wire.MAX_SPAWN_BYTES:
+        raise ValueError(
+            f"the command line and environment take {len(tail)} bytes; the limit is {wire.MAX_SPAWN_BYTES}"
+        )
+    head = _C_SPAWN.pack(
+        wire.BY_NAME["C_SPAWN"].code, flags, round(kill_timeout * 1000), len(argv), len(env), len(paths)
+    )
+    room = max_record - len(head)
+    if len(tail) <= room:
+        return [head + tail]
+    part_room = max_record - 1
+    split = len(tail) - room
+    records = [
+        bytes([_C_SPAWN_PART]) + tail[i : min(i + part_room, split)] for i in range(0, split, part_room)
+    ]
+    records.append(head + tail[split:])
+    return records

@@ -1,0 +1,127 @@
+"""The life of one command as the shepherd reports it (sans-IO).
+
+Invariants:
+
+* Phases only move forward along :data:`TRANSITIONS`; an event that the table
+  does not allow moves the machine to ``LOST`` (the shepherd broke protocol),
+  as does the control socket closing before ``EXITED``.
+* The exit status, once known, never changes.
+* Time is passed in by the driver (``now``); nothing here reads a clock, an fd
+  or a thread.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from .._results import Stats, decode_status
+from . import codec
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"  # spawn sent, waiting for STARTED or EXEC_FAILED
+    RUNNING = "running"
+    EXITED = "exited"  # EXITED received: the tree is gone
+    FAILED = "failed"  # EXEC_FAILED received: nothing ran
+    LOST = "lost"  # the shepherd died or broke protocol
+
+
+#: (phase, event type) -> next phase
+TRANSITIONS: dict[tuple[Phase, type], Phase] = {
+    (Phase.STARTING, codec.Started): Phase.RUNNING,
+    (Phase.STARTING, codec.ExecFailed): Phase.FAILED,
+    (Phase.RUNNING, codec.Exited): Phase.EXITED,
+    (Phase.STARTING, codec.ShepherdFault): Phase.LOST,
+    (Phase.RUNNING, codec.ShepherdFault): Phase.LOST,
+}
+
+
+class ProcessCore:
+    """Phase, exit status and counters of one command."""
+
+    __slots__ = (
+        "phase", "pid", "status", "exec_error", "fault", "utime_us", "stime_us", "maxrss_kb",
+        "started_at", "t_start", "t_end", "bytes_in", "bytes_out", "bytes_err", "read_count",
+        "write_count", "peak_memory",
+    )
+
+    def __init__(self, started_at: datetime, now: float) -> None:
+        self.phase = Phase.STARTING
+        self.pid: int | None = None
+        self.status: int | None = None
+        self.exec_error: codec.ExecFailed | None = None
+        self.fault: str | None = None
+        self.utime_us = self.stime_us = self.maxrss_kb = 0
+        self.started_at = started_at
+        self.t_start = now
+        self.t_end: float | None = None
+        self.bytes_in = self.bytes_out = self.bytes_err = 0
+        self.read_count = self.write_count = 0
+        self.peak_memory: int | None = None
+
+    # --- events -----------------------------------------------------------
+
+    def on_event(self, event: codec.Event, now: float) -> None:
+        nxt = TRANSITIONS.get((self.phase, type(event)))
+        if nxt is None:
+            self.lose(f"unexpected {type(event).__name__} while {self.phase.value}", now)
+            return
+        self.phase = nxt
+        if isinstance(event, codec.Started):
+            self.pid = event.pid
+        elif isinstance(event, codec.ExecFailed):
+            self.exec_error = event
+            self.t_end = now
+        elif isinstance(event, codec.Exited):
+            self.status = event.status
+            self.utime_us, self.stime_us, self.maxrss_kb = event.utime_us, event.stime_us, event.maxrss_kb
+            self.t_end = now
+        elif isinstance(event, codec.ShepherdFault):
+            self.fault = f"the shepherd reported error code {event.code} (errno {event.error})"
+            self.t_end = now
+
+    def lose(self, why: str, now: float) -> None:
+        """The shepherd is gone or unusable (no-op once the outcome is known)."""
+        if self.phase in (Phase.STARTING, Phase.RUNNING):
+            self.phase = Phase.LOST
+            self.fault = self.fault or why
+            self.t_end = now
+
+    # --- queries ----------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """The outcome is known (exited, failed to start, or shepherd lost)."""
+        return self.phase not in (Phase.STARTING, Phase.RUNNING)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.status is None else decode_status(self.status)[0]
+
+    @property
+    def exit_status(self) -> int | None:
+        return None if self.status is None else decode_status(self.status)[1]
+
+    @property
+    def signal(self) -> Any:
+        return None if self.status is None else decode_status(self.status)[2]
+
+    def stats(self, now: float) -> Stats:
+        exited = self.status is not None
+        return Stats(
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            bytes_err=self.bytes_err,
+            read_count=self.read_count,
+            write_count=self.write_count,
+            started_at=self.started_at,
+            duration=(self.t_end if self.t_end is not None else now) - self.t_start,
+            returncode=self.returncode,
+            exit_status=self.exit_status,
+            cpu_user=self.utime_us / 1e6 if exited else None,
+            cpu_system=self.stime_us / 1e6 if exited else None,
+            max_rss=self.maxrss_kb * 1024 if exited else None,
+            peak_memory=self.peak_memory,
+        )

@@ -1,0 +1,535 @@
+"""The I/O engine shared by the blocking and the asyncio drivers.
+
+A :class:`Handle` owns one command: its shepherd's control socket and the
+non-blocking ends of its pipes. Every operation that may wait is a *flow*: a
+generator that makes non-blocking system calls and, when one would block,
+yields ``(readers, writers, deadline)``. The blocking driver answers with
+``poll()``, the asyncio driver with the running loop's readers and writers;
+both send back the set of fds that became ready (empty on timeout). So the
+logic exists once, and a driver is a dozen lines.
+
+Invariants:
+
+* A flow changes state only right after a system call succeeded, never across
+  a ``yield``: closing a flow at any ``yield`` (cancellation, an exception in
+  the driver) leaves the handle consistent.
+* Fds stay open (at EOF) until :meth:`Handle.release`, so a number a waiter
+  polls is never reused under it; stdin is the exception, closed at once by
+  ``close_stdin`` so the command sees EOF.
+* The control socket is never waited on after it reached EOF.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal as _signal
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Generator
+from datetime import datetime, timezone
+from typing import Any
+
+from . import _lifetime
+from ._core import codec, wire
+from ._core.output import Capture, Decoder, InputSource, Tail
+from ._core.state import Phase, ProcessCore
+from ._errors import ShepherdError
+from ._io import zygote
+from ._options import Options, exec_paths
+
+Wait = tuple[tuple[int, ...], tuple[int, ...], "float | None"]
+Flow = Generator[Wait, "set[int]", Any]
+
+READ_SIZE = 65536
+STDERR_TAIL = 65536
+_monotonic = time.monotonic
+
+
+class WaitTimeout(Exception):
+    """A flow's deadline passed (converted to the public error by the caller)."""
+
+
+class Handle:
+    """One running command, as seen from Python."""
+
+    __slots__ = (
+        "args", "opts", "core", "ctl", "ctl_fd", "stdin_fd", "stdout_fd", "stderr_fd",
+        "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
+        "_lock", "text_out", "text_err", "__weakref__",
+    )
+
+    def __init__(self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool) -> None:
+        _lifetime.reap_detached()
+        self.args = args
+        self.opts = opts
+        env = opts.env if opts.env is not None else [k + b"=" + v for k, v in os.environb.items()]
+        records = codec.encode_spawn(
+            argv, env, exec_paths(argv[0], opts.path_env), opts.cwd,
+            detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout,
+        )
+        self.stdin_fd = self.stdout_fd = self.stderr_fd = None
+        child_fds: list[int] = []
+        ours = theirs = None
+        try:
+            stdin_r, self.stdin_fd = os.pipe2(os.O_CLOEXEC)
+            child_fds.append(stdin_r)
+            self.stdout_fd, out_w = os.pipe2(os.O_CLOEXEC)
+            child_fds.append(out_w)
+            err_w = self._stderr_target(out_w, child_fds)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            if len(records) == 1:  # fits the socket buffer: the shepherd finds it waiting
+                ours.send(records[0])
+            self.shepherd_pid = zygote.fork_shepherd([theirs.fileno(), stdin_r, out_w, err_w])
+        except BaseException:
+            for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
+                if fd is not None:
+                    os.close(fd)
+            if ours is not None:
+                ours.close()
+            raise
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+            if theirs is not None:
+                theirs.close()
+        self.ctl = ours
+        self.ctl_fd = ours.fileno()
+        self.ctl_open = True
+        self.reaped = False
+        self.out_eof = False
+        self.err_eof = self.stderr_fd is None
+        self.stdin_closed_by_user = False
+        self._lock = threading.Lock()
+        self.text_out = self.text_err = None
+        if opts.encoding is not None:
+            self.text_out = Decoder(opts.encoding, opts.errors)
+            self.text_err = Decoder(opts.encoding, opts.errors)
+        self.core = ProcessCore(datetime.now(timezone.utc), _monotonic())
+        _lifetime.register(self)
+        if len(records) > 1:
+            ours.settimeout(30.0)
+            try:
+                for record in records:
+                    ours.send(record)
+            except OSError:
+                pass  # the shepherd is gone; its hang-up is seen below
+        ours.setblocking(False)
+        for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
+            if fd is not None:
+                os.set_blocking(fd, False)
+        if not keep_stdin:
+            self.close_stdin()
+
+    def _stderr_target(self, out_w: int, child_fds: list[int]) -> int:
+        mode = self.opts.stderr
+        if mode == "capture":
+            self.stderr_fd, err_w = os.pipe2(os.O_CLOEXEC)
+            child_fds.append(err_w)
+            return err_w
+        if mode == "redirect":
+            return out_w
+        if mode == "inherit":
+            try:
+                os.fstat(2)
+                return 2
+            except OSError:
+                pass
+        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        child_fds.append(devnull)
+        return devnull
+
+    # --- control socket ---------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """The outcome is known and the shepherd is reaped (or handed off)."""
+        return self.core.done and not self.ctl_open
+
+    def pump_control(self) -> None:
+        """Process every record waiting on the control socket; never blocks."""
+        if not self.ctl_open:
+            return
+        with self._lock:
+            while self.ctl_open:
+                try:
+                    record = self.ctl.recv(wire.MAX_RECORD + 1)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    record = b""
+                if not record:
+                    self._on_hangup()
+                    return
+                try:
+                    event = codec.decode(record)
+                except codec.ProtocolError as exc:
+                    self._give_up(f"the shepherd broke protocol: {exc}")
+                    return
+                self.core.on_event(event, _monotonic())
+                if self.core.phase is Phase.LOST:
+                    self._give_up(self.core.fault or "the shepherd failed")
+                    return
+
+    def _on_hangup(self) -> None:
+        # The shepherd closed the socket: it has exited (or is exiting). The
+        # socket itself stays open until release(), so no fd number a waiter
+        # may be polling is ever reused under it.
+        if not self.core.done:
+            self.core.lose("the shepherd exited unexpectedly", _monotonic())
+            self._kill_group()
+        self.ctl_open = False
+        try:
+            os.waitpid(self.shepherd_pid, zygote.WALL)
+        except ChildProcessError:
+            pass
+        self.reaped = True
+        _lifetime.forget(self)
+
+    def _give_up(self, why: str) -> None:
+        # A shepherd we cannot trust: kill the command ourselves, hang up (the
+        # shepherd then stops whatever is left) and reap it later.
+        self.core.lose(why, _monotonic())
+        self._kill_group()
+        self.ctl_open = False
+        try:
+            self.ctl.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        _lifetime.detach(self.shepherd_pid)
+        _lifetime.forget(self)
+
+    def _kill_group(self) -> None:
+        pid = self.core.pid
+        if pid is not None and self.core.status is None:
+            try:
+                os.killpg(pid, _signal.SIGKILL)
+            except OSError:
+                pass
+            self.core.status = _signal.SIGKILL  # a raw wait status: killed by SIGKILL
+
+    def send(self, frame: bytes) -> None:
+        """Send one frame to the shepherd (dropped if it is already gone)."""
+        if not self.ctl_open or self.core.done:
+            return
+        for _ in range(2):
+            try:
+                self.ctl.send(frame)
+                return
+            except BlockingIOError:  # practically never: frames are tiny
+                import select
+
+                select.select([], [self.ctl_fd], [], 5.0)
+            except OSError:
+                return
+
+    # --- fds ----------------------------------------------------------------
+
+    def close_stdin(self) -> None:
+        fd, self.stdin_fd = self.stdin_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def close_fds(self) -> None:
+        """Close every fd of this handle without telling anyone (after fork)."""
+        self.close_stdin()
+        for name in ("stdout_fd", "stderr_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                setattr(self, name, None)
+                os.close(fd)
+        self.ctl_open = False
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
+
+    def release(self) -> None:
+        """Close every fd; a shepherd still running sees its owner hang up,
+        stops the tree on its own, and is reaped later. Never blocks."""
+        self.out_eof = self.err_eof = True
+        handed_off = self.ctl_open
+        self.close_fds()
+        if handed_off:
+            _lifetime.detach(self.shepherd_pid)
+            _lifetime.forget(self)
+
+    def stats(self) -> Any:
+        return self.core.stats(_monotonic())
+
+    def exec_error(self) -> OSError:
+        failed = self.core.exec_error
+        assert failed is not None
+        if failed.stage == wire.STAGE_CHDIR:
+            filename = self.opts.cwd_given
+        else:
+            filename = os.fsdecode(self.args[0]) if isinstance(self.args[0], bytes) else os.fspath(self.args[0])
+        err = failed.error
+        return OSError(err, os.strerror(err), filename)
+
+    def shepherd_error(self) -> ShepherdError:
+        return ShepherdError(f"{self.core.fault}; the command's process group was killed")
+
+    # --- reading ----------------------------------------------------------
+
+    def read_once(self, which: int, size: int) -> bytes | None:
+        """One non-blocking read of stdout (1) or stderr (2): data, b"" at
+        EOF, or None if nothing is there yet."""
+        fd = self.stdout_fd if which == 1 else self.stderr_fd
+        if fd is None or (self.out_eof if which == 1 else self.err_eof):
+            return b""
+        try:
+            data = os.read(fd, size)
+        except BlockingIOError:
+            return None
+        if data:
+            self.core.read_count += 1
+            if which == 1:
+                self.core.bytes_out += len(data)
+            else:
+                self.core.bytes_err += len(data)
+        elif which == 1:
+            self.out_eof = True
+        else:
+            self.err_eof = True
+        return data
+
+    def drain(self, which: int, sink: Any) -> None:
+        """Read what is left of a stream once the tree is gone."""
+        while True:
+            data = self.read_once(which, READ_SIZE)
+            if not data:
+                if data is None:  # nobody can write any more: end of stream
+                    if which == 1:
+                        self.out_eof = True
+                    else:
+                        self.err_eof = True
+                return
+            if sink is not None:
+                sink.add(data)
+
+    def readers(self, out: bool = True, err: bool = True) -> tuple[int, ...]:
+        fds = []
+        if out and not self.out_eof and self.stdout_fd is not None:
+            fds.append(self.stdout_fd)
+        if err and not self.err_eof and self.stderr_fd is not None:
+            fds.append(self.stderr_fd)
+        if self.ctl_open:
+            fds.append(self.ctl_fd)
+        return tuple(fds)
+
+    # --- flows --------------------------------------------------------------
+
+    def flow_started(self) -> Flow:
+        """Wait for STARTED; raise the exec error or ShepherdError."""
+        while True:
+            self.pump_control()
+            if self.core.phase is not Phase.STARTING:
+                break
+            yield ((self.ctl_fd,), (), None)
+        if self.core.phase is Phase.FAILED:
+            while self.ctl_open:  # the shepherd exits right after reporting
+                yield ((self.ctl_fd,), (), None)
+                self.pump_control()
+            self.release()
+            raise self.exec_error()
+        if self.core.phase is Phase.LOST:
+            raise self.shepherd_error()
+
+    def flow_read(self, which: int, size: int, deadline: float | None) -> Flow:
+        """The next bytes of stdout/stderr (b"" at the end)."""
+        while True:
+            data = self.read_once(which, size)
+            if data is not None:
+                return data
+            self.pump_control()
+            if self.core.done:  # the tree is gone: what is in the pipe is all
+                data = self.read_once(which, size)
+                if data is None:
+                    if which == 1:
+                        self.out_eof = True
+                    else:
+                        self.err_eof = True
+                    return b""
+                return data
+            fd = self.stdout_fd if which == 1 else self.stderr_fd
+            assert fd is not None
+            if deadline is not None and _monotonic() >= deadline:
+                raise WaitTimeout
+            yield ((fd, self.ctl_fd), (), deadline)
+
+    def flow_write(self, data: bytes) -> Flow:
+        """Write all of ``data`` to stdin, waiting while the pipe is full."""
+        view = memoryview(data).cast("B")
+        while view:
+            fd = self.stdin_fd
+            if fd is None:
+                raise _stdin_closed(self)
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:
+                yield ((), (fd,), None)
+                continue
+            except BrokenPipeError:
+                raise BrokenPipeError(errno.EPIPE, "the command closed its stdin") from None
+            except OSError as exc:
+                if exc.errno == errno.EBADF and self.stdin_fd is None:
+                    raise _stdin_closed(self) from None
+                raise
+            self.core.bytes_in += n
+            self.core.write_count += 1
+            view = view[n:]
+
+    def flow_wait(self, deadline: float | None) -> Flow:
+        """Wait until the tree is gone and the shepherd reaped."""
+        lost_before = self.core.phase is Phase.LOST
+        while True:
+            self.pump_control()
+            if self.finished:
+                break
+            if deadline is not None and _monotonic() >= deadline:
+                raise WaitTimeout
+            yield ((self.ctl_fd,), (), deadline)
+        if self.core.phase is Phase.LOST and not lost_before:
+            raise self.shepherd_error()
+        return self.core.returncode
+
+    def flow_stop(self, kill_timeout: float | None) -> Flow:
+        """SIGTERM, ``kill_timeout``, SIGKILL (done by the shepherd); wait."""
+        self.pump_control()
+        if not self.core.done:
+            self.send(codec.encode_stop(kill_timeout))
+        while not self.finished:
+            yield ((self.ctl_fd,), (), None)
+            self.pump_control()
+        return self.core.returncode
+
+    def flow_collect(
+        self,
+        feeder: Feeder | None,
+        out: Capture | Tail | None,
+        err: Capture | Tail | None,
+        deadline: float | None,
+        stop_on_timeout: bool,
+    ) -> Flow:
+        """Feed stdin, read stdout and stderr into ``out``/``err`` until the
+        tree is gone. A deadline either stops the tree (``run``) or raises
+        :class:`WaitTimeout` (``communicate``). Returns why the tree was
+        stopped: None, "timeout", "stdout" or "stderr" (a limit)."""
+        stopped: str | None = None
+        while True:
+            self.pump_control()
+            if self.core.done:
+                self.drain(1, out)
+                self.drain(2, err)
+                while self.ctl_open:
+                    yield ((self.ctl_fd,), (), None)
+                    self.pump_control()
+                return stopped
+            writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
+            ready = yield (self.readers(), writers, None if stopped else deadline)  # type: ignore[misc]
+            if self.stdout_fd in ready:
+                data = self.read_once(1, READ_SIZE)
+                if data and out is not None and out.add(data) and stopped is None:
+                    stopped = "stdout"
+                    self.send(codec.encode_stop(None))
+            if self.stderr_fd in ready:
+                data = self.read_once(2, READ_SIZE)
+                if data and err is not None and err.add(data) and stopped is None:
+                    stopped = "stderr"
+                    self.send(codec.encode_stop(None))
+            if writers and self.stdin_fd in ready:
+                feeder.write_some()  # type: ignore[union-attr]
+            if deadline is not None and stopped is None and _monotonic() >= deadline:
+                if not stop_on_timeout:
+                    raise WaitTimeout
+                stopped = "timeout"
+                self.send(codec.encode_stop(None))
+
+    def flow_next_chunk(self, feeder: Feeder | None, size: int, err: Tail | Capture, deadline: float | None) -> Flow:
+        """The next chunk of stdout for a stream, or None at the end (the
+        tree is gone and the shepherd reaped)."""
+        while True:
+            data = self.read_once(1, size)
+            if data:
+                return data
+            self.pump_control()
+            if self.core.done:  # the tree is gone: take what is left, then end
+                data = self.read_once(1, size)
+                if data:
+                    return data
+                self.out_eof = True
+                self.drain(2, err)
+                while self.ctl_open:
+                    yield ((self.ctl_fd,), (), None)
+                    self.pump_control()
+                return None
+            if deadline is not None and _monotonic() >= deadline:
+                raise WaitTimeout
+            writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
+            ready = yield (self.readers(), writers, deadline)  # type: ignore[misc]
+            if self.stderr_fd in ready:
+                chunk = self.read_once(2, READ_SIZE)
+                if chunk:
+                    err.add(chunk)
+            if writers and self.stdin_fd in ready:
+                feeder.write_some()  # type: ignore[union-attr]
+
+
+def _stdin_closed(handle: Handle) -> BrokenPipeError:
+    from ._errors import StdinClosed
+
+    if handle.stdin_closed_by_user:
+        return StdinClosed()
+    return BrokenPipeError(errno.EPIPE, "stdin is closed: the command's input has ended")
+
+
+class Feeder:
+    """Writes the ``input`` option to stdin as the command accepts it."""
+
+    __slots__ = ("_handle", "_source", "_pending")
+
+    def __init__(self, handle: Handle, source: InputSource) -> None:
+        self._handle = handle
+        self._source = source
+        self._pending = memoryview(b"")
+
+    @property
+    def active(self) -> bool:
+        return self._handle.stdin_fd is not None
+
+    def write_some(self) -> None:
+        h = self._handle
+        if not self._pending:
+            chunk = self._source.next_chunk()
+            if chunk is None:
+                h.close_stdin()
+                return
+            self._pending = memoryview(chunk)
+        fd = h.stdin_fd
+        assert fd is not None
+        try:
+            n = os.write(fd, self._pending)
+        except BlockingIOError:
+            return
+        except BrokenPipeError:  # the command stopped reading: drop the rest
+            h.close_stdin()
+            self._pending = memoryview(b"")
+            return
+        h.core.bytes_in += n
+        h.core.write_count += 1
+        self._pending = self._pending[n:]
+
+
+def feeder_for(handle: Handle, opts: Options) -> Feeder | None:
+    if opts.input is None:
+        return None
+    return Feeder(handle, InputSource(opts.input, opts.encoding))
+
+
+def finalize_on_drop(owner: object, handle: Handle) -> weakref.finalize:
+    """Hand the stop to the shepherd when ``owner`` is garbage-collected."""
+    fin = weakref.finalize(owner, handle.release)
+    fin.atexit = False  # interpreter exit is _lifetime's job
+    return fin

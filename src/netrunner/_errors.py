@@ -1,0 +1,132 @@
+"""Every error netrunner raises.
+
+Each derives from :class:`NetRunnerError` and from the builtin or
+``subprocess`` class whose meaning it shares, fills that class's fields, and
+survives ``pickle`` with its type and fields intact (errors cross
+``multiprocessing`` and ``concurrent.futures``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    err = cls.__new__(cls)
+    BaseException.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class NetRunnerError(Exception):
+    """Base class of every netrunner error."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # OSError and CalledProcessError subclasses do not round-trip their
+        # keyword fields through the default reduce; carry the whole __dict__.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+class InvalidCommand(NetRunnerError, ValueError, TypeError):
+    """The command is not a valid argv (or ``Command``); nothing was started."""
+
+
+class UnknownSignal(NetRunnerError, ValueError):
+    """A signal name or number that this platform does not have."""
+
+
+class InvalidCgroup(NetRunnerError, ValueError):
+    """A cgroup path that is absolute or climbs out with ``..``."""
+
+
+class CgroupUnavailable(NetRunnerError, OSError):
+    """cgroups, or a controller a limit needs, cannot be used here."""
+
+
+class ShepherdError(NetRunnerError, OSError):
+    """The shepherd died, is missing or stale, or broke the protocol."""
+
+
+class StdinClosed(NetRunnerError, BrokenPipeError):
+    """``write`` after ``close_stdin()``."""
+
+    def __init__(self, message: str = "stdin was closed with close_stdin(); nothing more can be written") -> None:
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class Timeout(NetRunnerError, subprocess.TimeoutExpired, TimeoutError):
+    """The command (or a wait) took longer than its ``timeout``.
+
+    ``stdout``/``stderr`` hold the output read so far; ``stats`` the
+    statistics at that moment.
+    """
+
+    def __init__(
+        self,
+        cmd: Any,
+        timeout: float,
+        output: bytes | str | None = None,
+        stderr: bytes | str | None = None,
+        stats: Any = None,
+    ) -> None:
+        subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)
+        self.stats = stats
+
+    def __str__(self) -> str:
+        return f"Command {self.cmd!r} timed out after {self.timeout:g} seconds"
+
+
+class OutputLimitExceeded(NetRunnerError):
+    """Captured output went past ``max_output_size``; the tree was stopped.
+
+    ``stdout``/``stderr`` hold exactly the first ``limit`` bytes of the stream
+    that overflowed (and what was read of the other), ``stream`` names it.
+    """
+
+    def __init__(
+        self,
+        cmd: Any,
+        limit: int,
+        stream: str,
+        stdout: bytes | str = b"",
+        stderr: bytes | str = b"",
+        stats: Any = None,
+    ) -> None:
+        super().__init__(cmd, limit, stream)
+        self.cmd = cmd
+        self.limit = limit
+        self.stream = stream
+        self.stdout = stdout
+        self.stderr = stderr
+        self.output = stdout
+        self.stats = stats
+
+    def __str__(self) -> str:
+        return f"Command {self.cmd!r} wrote more than max_output_size={self.limit} bytes to {self.stream}"
+
+
+class ProcessError(NetRunnerError, subprocess.CalledProcessError):
+    """The command exited with a non-zero status while ``check`` was on."""
+
+    def __init__(
+        self,
+        returncode: int,
+        cmd: Any,
+        output: bytes | str | None = None,
+        stderr: bytes | str | None = None,
+        exit_status: int | None = None,
+        signal: Any = None,
+        stats: Any = None,
+    ) -> None:
+        subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
+        self.exit_status = exit_status
+        self.signal = signal
+        self.stats = stats
+
+
+class AbnormalExit(ProcessError):
+    """A streamed command exited with a non-zero status."""

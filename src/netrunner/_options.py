@@ -1,0 +1,234 @@
+"""Call-time validation of commands and options (SPEC sections 1 and 2).
+
+Everything here runs before anything is spawned: a bad argv raises
+:class:`InvalidCommand`, a bad option ``TypeError``/``ValueError`` naming the
+option and saying what it accepts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import InvalidCommand
+
+# Which options each entry point accepts.
+COMMON = frozenset(
+    {"stderr", "text", "encoding", "errors", "leftovers", "pty", "kill_timeout", "cgroup", "cwd", "env"}
+)
+ENTRY_OPTIONS: dict[str, frozenset[str]] = {
+    "start": COMMON,
+    "run": COMMON | {"input", "timeout", "max_output_size", "check"},
+    "stream": COMMON | {"input", "timeout", "max_output_size", "check", "chunk_size"},
+}
+ALL_OPTIONS = frozenset().union(*ENTRY_OPTIONS.values())
+
+STDERR_MODES = {
+    "capture": "capture",
+    "redirect": "redirect",
+    "discard": "discard",
+    "inherit": "inherit",
+    subprocess.PIPE: "capture",
+    subprocess.STDOUT: "redirect",
+    subprocess.DEVNULL: "discard",
+    None: "inherit",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Validated options; defaults are SPEC section 2's."""
+
+    input: Any = None
+    stderr: str = "capture"
+    text: bool = False
+    encoding: str | None = None  # set iff text mode
+    errors: str = "strict"
+    leftovers: str = "kill"
+    kill_timeout: float = 5.0
+    timeout: float | None = None
+    max_output_size: int | None = None
+    cwd: bytes | None = None
+    cwd_given: Any = None  # as the user spelled it, for OSError.filename
+    env: tuple[bytes, ...] | None = None
+    path_env: Mapping[Any, Any] | None = None  # for PATH lookup
+    check: bool = False
+    chunk_size: int = 65536
+
+
+def _fail(entry: str, name: str, expected: str, value: Any, exc: type[Exception] = ValueError) -> Exception:
+    return exc(f"{entry}(): option {name!r} must be {expected}, got {value!r}")
+
+
+def _positive_number(entry: str, name: str, value: Any, upper: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(entry, name, "a number of seconds", value, TypeError)
+    if not (value > 0 and math.isfinite(value)) or (upper is not None and value > upper):
+        bound = f"> 0 and <= {upper:g}" if upper is not None else "> 0"
+        raise _fail(entry, name, f"a number of seconds {bound}", value)
+    return float(value)
+
+
+def _positive_int(entry: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(entry, name, "an int >= 1", value, TypeError)
+    if value < 1:
+        raise _fail(entry, name, "an int >= 1", value)
+    return value
+
+
+def _flag(entry: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(entry, name, "True or False", value, TypeError)
+    return value
+
+
+def _codec_name(entry: str, name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(entry, name, "a str or None", value, TypeError)
+    import codecs
+
+    try:
+        if name == "encoding":
+            codecs.lookup(value)
+        else:
+            codecs.lookup_error(value)
+    except LookupError:
+        raise _fail(entry, name, f"a known {name} name", value) from None
+    return value
+
+
+def _path(entry: str, name: str, value: Any) -> bytes:
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise _fail(entry, name, "a str, bytes or os.PathLike path", value, TypeError)
+    encoded = os.fsencode(value)
+    if b"\0" in encoded:
+        raise _fail(entry, name, "a path without NUL bytes", value)
+    return encoded
+
+
+def _environment(entry: str, value: Any) -> tuple[bytes, ...]:
+    if not isinstance(value, Mapping):
+        raise _fail(entry, "env", "a mapping of names to values, or None", value, TypeError)
+    out = []
+    for key, val in value.items():
+        if not isinstance(key, (str, bytes)) or not isinstance(val, (str, bytes, os.PathLike)):
+            raise _fail(entry, "env", "a mapping of str/bytes names to str/bytes values", {key: val}, TypeError)
+        k, v = os.fsencode(key), os.fsencode(val)
+        if not k or b"=" in k or b"\0" in k or b"\0" in v:
+            raise _fail(entry, "env", "names without '=' or NUL and values without NUL", {key: val})
+        out.append(k + b"=" + v)
+    return tuple(out)
+
+
+def validate(entry: str, given: Mapping[str, Any]) -> Options:
+    """Validate the options ``given`` for the entry point ``entry``."""
+    allowed = ALL_OPTIONS if entry == "Command" else ENTRY_OPTIONS[entry]
+    for name in given:
+        if name not in allowed:
+            if name in ALL_OPTIONS:
+                raise TypeError(f"{entry}() does not take the option {name!r} (it applies to "
+                                f"{', '.join(e + '()' for e, opts in ENTRY_OPTIONS.items() if name in opts)})")
+            raise TypeError(f"{entry}() got an unexpected option {name!r}")
+    kw: dict[str, Any] = {}
+    g = given.get
+    if entry != "Command" and "pty" in given and given["pty"] not in (False, None):
+        raise NotImplementedError(f"{entry}(): option 'pty' is not supported yet in this version of netrunner")
+    if entry != "Command" and "cgroup" in given and given["cgroup"] is not None:
+        raise NotImplementedError(f"{entry}(): option 'cgroup' is not supported yet in this version of netrunner")
+    if "stderr" in given:
+        mode = given["stderr"]
+        try:
+            kw["stderr"] = STDERR_MODES[mode]
+        except (KeyError, TypeError):
+            raise _fail(entry, "stderr", "'capture', 'redirect', 'discard' or 'inherit' "
+                        "(or subprocess.PIPE, STDOUT, DEVNULL, None)", mode) from None
+    text = _flag(entry, "text", g("text", False))
+    encoding = _codec_name(entry, "encoding", g("encoding"))
+    errors = _codec_name(entry, "errors", g("errors"))
+    if text or encoding is not None or errors is not None:
+        kw["text"] = True
+        kw["encoding"] = encoding or "utf-8"
+    if errors is not None:
+        kw["errors"] = errors
+    if "leftovers" in given:
+        if given["leftovers"] not in ("kill", "detach"):
+            raise _fail(entry, "leftovers", "'kill' or 'detach'", given["leftovers"])
+        kw["leftovers"] = given["leftovers"]
+    if "kill_timeout" in given:
+        kw["kill_timeout"] = _positive_number(entry, "kill_timeout", given["kill_timeout"], 3600.0)
+    if g("timeout") is not None:
+        kw["timeout"] = _positive_number(entry, "timeout", given["timeout"])
+    if g("max_output_size") is not None:
+        kw["max_output_size"] = _positive_int(entry, "max_output_size", given["max_output_size"])
+    if "chunk_size" in given:
+        kw["chunk_size"] = _positive_int(entry, "chunk_size", given["chunk_size"])
+    if "check" in given:
+        kw["check"] = _flag(entry, "check", given["check"])
+    elif entry == "stream":
+        kw["check"] = True
+    if g("cwd") is not None:
+        kw["cwd"] = _path(entry, "cwd", given["cwd"])
+        kw["cwd_given"] = given["cwd"]
+    if g("env") is not None:
+        kw["env"] = _environment(entry, given["env"])
+        kw["path_env"] = given["env"]
+    if g("input") is not None:
+        kw["input"] = _input(entry, given["input"])
+    return Options(**kw)
+
+
+def _input(entry: str, value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview, str)):
+        return value
+    if hasattr(value, "read") or hasattr(value, "__iter__"):
+        return value
+    raise _fail(entry, "input", "bytes, str, an iterable of bytes/str or a binary file object", value, TypeError)
+
+
+# --- commands -----------------------------------------------------------------
+
+
+def argv_of(cmd: Any) -> tuple[tuple[Any, ...], list[bytes]]:
+    """Validate ``cmd`` (a sequence, not a string) -> (args as given, encoded argv)."""
+    if isinstance(cmd, (str, bytes, bytearray)):
+        raise InvalidCommand(
+            f"cmd must be a list of arguments, not a single {type(cmd).__name__} "
+            f"(no shell is used): pass e.g. ['ls', '-l'] instead of {cmd!r}"
+        )
+    if not isinstance(cmd, Sequence):
+        raise InvalidCommand(
+            f"cmd must be a non-empty list of str, bytes or os.PathLike (or a netrunner.Command), "
+            f"got {type(cmd).__name__}"
+        )
+    if not cmd:
+        raise InvalidCommand("cmd is empty: pass at least the program, e.g. ['true']")
+    argv = []
+    for i, arg in enumerate(cmd):
+        if not isinstance(arg, (str, bytes, os.PathLike)):
+            raise InvalidCommand(
+                f"cmd[{i}] must be str, bytes or os.PathLike, got {type(arg).__name__}: {arg!r}"
+            )
+        try:
+            encoded = os.fsencode(arg)
+        except TypeError as exc:  # a PathLike returning something odd
+            raise InvalidCommand(f"cmd[{i}] is not a valid path-like argument: {exc}") from None
+        if b"\0" in encoded:
+            raise InvalidCommand(f"cmd[{i}] contains a NUL byte, which no argument can hold: {arg!r}")
+        argv.append(encoded)
+    if not argv[0]:
+        raise InvalidCommand("cmd[0] (the program) is empty")
+    return tuple(cmd), argv
+
+
+def exec_paths(program: bytes, path_env: Mapping[Any, Any] | None) -> list[bytes]:
+    """Where to look for ``program``, exactly as ``subprocess`` does."""
+    if b"/" in program:
+        return [program]
+    return [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(path_env)]

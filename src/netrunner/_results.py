@@ -1,0 +1,85 @@
+"""``Result`` and ``Stats``: frozen records of a finished (or running) command."""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ._errors import ProcessError
+from .signals import to_signals
+
+
+def decode_status(status: int) -> tuple[int, int, _signal.Signals | int | None]:
+    """A raw wait status -> (returncode, exit_status, signal)."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return -sig, 128 + sig, to_signals(sig)
+    code = os.WEXITSTATUS(status)
+    return code, code, None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of a command's I/O and resource statistics.
+
+    The CPU and memory fields are filled once the command has exited, from the
+    shepherd's accounting of every process it reaped; ``peak_memory`` only
+    when the command ran in a cgroup.
+    """
+
+    bytes_in: int
+    bytes_out: int
+    bytes_err: int
+    read_count: int
+    write_count: int
+    started_at: datetime
+    duration: float
+    returncode: int | None = None
+    exit_status: int | None = None
+    cpu_user: float | None = None
+    cpu_system: float | None = None
+    max_rss: int | None = None
+    peak_memory: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as JSON-friendly values (``started_at`` in ISO 8601)."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["started_at"] = self.started_at.isoformat()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of :func:`netrunner.run`; duck-types ``subprocess.CompletedProcess``."""
+
+    args: tuple[Any, ...]
+    stdout: bytes | str
+    stderr: bytes | str
+    returncode: int
+    exit_status: int
+    signal: _signal.Signals | int | None
+    stats: Stats
+
+    @property
+    def ok(self) -> bool:
+        """``True`` when the command exited with status 0."""
+        return self.returncode == 0
+
+    def check(self) -> Result:
+        """Return ``self``, or raise :class:`ProcessError` for a non-zero exit."""
+        if self.returncode != 0:
+            raise ProcessError(
+                self.returncode,
+                list(self.args),
+                self.stdout,
+                self.stderr,
+                exit_status=self.exit_status,
+                signal=self.signal,
+                stats=self.stats,
+            )
+        return self
+
+    check_returncode = check

@@ -1,0 +1,262 @@
+"""The blocking API: ``run``, ``stream``, ``start``, ``Process``, ``Stream``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from ._api import (
+    ProcessBase, StreamBase, check_kill_timeout, check_size, conclude, deadline_of, encode_input,
+)
+from ._command import resolve
+from ._core.output import Capture, InputSource, Lines
+from ._drivers import drive
+from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
+from ._errors import Timeout
+from ._results import Result
+
+__all__ = ["run", "stream", "start", "Process", "Stream"]
+
+
+def _abort(h: Handle) -> None:
+    """Stop the tree after an error or KeyboardInterrupt; if interrupted again,
+    leave the rest to the shepherd (release hangs up its socket)."""
+    try:
+        drive(h.flow_stop(None))
+    except BaseException:
+        pass
+    finally:
+        h.release()
+
+
+def run(cmd: Any, **options: Any) -> Result:
+    """Run ``cmd`` to completion and return its :class:`Result`.
+
+    stdout (and stderr, by default) are captured; ``input`` is fed as the
+    command reads it. On ``timeout`` the whole tree is stopped and
+    :class:`netrunner.Timeout` raised; past ``max_output_size`` likewise with
+    :class:`netrunner.OutputLimitExceeded`. Descendants still running when
+    the command exits are stopped, so this never hangs on a grandchild that
+    holds the pipes open.
+    """
+    args, argv, opts = resolve("run", cmd, options)
+    h = Handle(args, argv, opts, keep_stdin=opts.input is not None)
+    out = Capture(opts.max_output_size)
+    err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
+    try:
+        stopped = drive(
+            h.flow_collect(feeder_for(h, opts), out, err, deadline_of(opts.timeout), stop_on_timeout=True)
+        )
+    except BaseException:
+        _abort(h)
+        raise
+    h.release()
+    return conclude(h, out, err, stopped, check=opts.check)
+
+
+def start(cmd: Any, **options: Any) -> Process:
+    """Start ``cmd`` and return a :class:`Process` once it has exec'd."""
+    args, argv, opts = resolve("start", cmd, options)
+    return Process._start(Handle(args, argv, opts, keep_stdin=True))
+
+
+def stream(cmd: Any, **options: Any) -> Stream:
+    """Start ``cmd`` and return a :class:`Stream` of its stdout chunks, read
+    only as the consumer asks for them."""
+    args, argv, opts = resolve("stream", cmd, options)
+    h = Handle(args, argv, opts, keep_stdin=opts.input is not None)
+    try:
+        drive(h.flow_started())
+    except BaseException:
+        _abort(h)
+        raise
+    return Stream(h)
+
+
+class Process(ProcessBase):
+    """A started command. Thread-safe; a context manager whose exit stops the
+    tree (if still running) and releases every fd."""
+
+    __slots__ = ("_out_lock", "_err_lock", "_in_lock", "_comm")
+
+    def __init__(self) -> None:
+        raise TypeError("Process objects come from netrunner.start()")
+
+    @classmethod
+    def _start(cls, h: Handle) -> Process:
+        try:
+            drive(h.flow_started())
+        except BaseException:
+            _abort(h)
+            raise
+        self = object.__new__(cls)
+        self._h = h
+        self._out_lock = threading.Lock()
+        self._err_lock = threading.Lock()
+        self._in_lock = threading.Lock()
+        self._comm: tuple[Capture, Capture] | None = None
+        self._finalizer = finalize_on_drop(self, h)
+        return self
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, data: bytes | str) -> None:
+        """Write all of ``data`` to stdin, blocking while the pipe is full."""
+        payload = encode_input(data, self._h.opts)
+        with self._in_lock:
+            drive(self._h.flow_write(payload))
+
+    def _read(self, which: int, lock: threading.Lock, max_bytes: int, timeout: float | None) -> Any:
+        check_size(max_bytes)
+        deadline = deadline_of(timeout)
+        h = self._h
+        decoder = h.text_out if which == 1 else h.text_err
+        if not lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError(f"no output within {timeout} seconds")
+        try:
+            while True:
+                try:
+                    data = drive(h.flow_read(which, max_bytes, deadline))
+                except WaitTimeout:
+                    raise TimeoutError(f"no output within {timeout} seconds") from None
+                if decoder is None:
+                    return data
+                text = decoder(data, final=not data)
+                if text or not data:
+                    return text
+        finally:
+            lock.release()
+
+    def read(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Any:
+        """The next available stdout bytes (at most ``max_bytes``); b"" at EOF;
+        ``TimeoutError`` if nothing arrives within ``timeout`` seconds."""
+        return self._read(1, self._out_lock, max_bytes, timeout)
+
+    def read_stderr(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Any:
+        """Like :meth:`read`, for stderr (``stderr="capture"`` only)."""
+        if self._h.opts.stderr != "capture":
+            raise ValueError(f"read_stderr() needs stderr='capture' (this process has stderr={self._h.opts.stderr!r})")
+        return self._read(2, self._err_lock, max_bytes, timeout)
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
+        """Write ``input``, close stdin, read stdout and stderr to EOF and wait.
+        Raises :class:`netrunner.Timeout` (tree left running) if it takes
+        longer than ``timeout``; call again to go on collecting."""
+        h = self._h
+        deadline = deadline_of(timeout)
+        if self._comm is None:
+            self._comm = (Capture(), Capture())
+        out, err = self._comm
+        with self._in_lock, self._out_lock, self._err_lock:
+            feeder = None
+            if input is not None and h.stdin_fd is not None:
+                feeder = Feeder(h, InputSource(encode_input(input, h.opts), h.opts.encoding))
+            elif h.stdin_fd is not None:
+                h.close_stdin()
+            try:
+                drive(h.flow_collect(feeder, out, err, deadline, stop_on_timeout=False))
+            except WaitTimeout:
+                raise Timeout(list(h.args), timeout or 0.0, *self._partial(), h.stats()) from None
+        self._comm = None
+        return self._partial(out, err)
+
+    def _partial(self, out: Capture | None = None, err: Capture | None = None) -> tuple[Any, Any]:
+        if out is None:
+            assert self._comm is not None
+            out, err = self._comm
+        assert err is not None
+        opts = self._h.opts
+        if opts.encoding is None:
+            return out.value(), err.value()
+        return out.value().decode(opts.encoding, opts.errors), err.value().decode(opts.encoding, opts.errors)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the command (and its tree) to end; return the returncode.
+        Any number of threads may wait at once."""
+        deadline = deadline_of(timeout)
+        try:
+            return drive(self._h.flow_wait(deadline))  # type: ignore[no-any-return]
+        except WaitTimeout:
+            raise Timeout(list(self._h.args), timeout or 0.0, stats=self._h.stats()) from None
+
+    def stop(self, kill_timeout: float | None = None) -> int:
+        """SIGTERM the tree, wait up to ``kill_timeout`` (default: the
+        process's), SIGKILL what is left, reap; return the returncode."""
+        kt = check_kill_timeout(kill_timeout)
+        return drive(self._h.flow_stop(kt))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """``stop()`` if still running, then release every fd. Idempotent."""
+        h = self._h
+        try:
+            if not h.finished:
+                drive(h.flow_stop(None))
+        finally:
+            h.release()
+            self._finalizer.detach()
+
+
+class Stream(StreamBase):
+    """An iterator of stdout chunks and a context manager; closing it (or
+    dropping it) stops the tree if it is still running."""
+
+    def __init__(self, h: Handle) -> None:
+        self._init_stream(h.args, h.opts)
+        self._attach(h)
+        self._feeder = feeder_for(h, h.opts)
+        self._finalizer = finalize_on_drop(self, h)
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> Any:
+        h = self._h
+        assert h is not None
+        while not self._done:
+            try:
+                data = drive(h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline))
+            except WaitTimeout:
+                self.close()
+                raise self._timeout_error() from None
+            except BaseException:
+                self.close()
+                raise
+            if data is None:
+                self._finalizer.detach()
+                self._finish()
+                break
+            chunk = self._decode(data)
+            if chunk:
+                return chunk
+        raise StopIteration
+
+    def lines(self) -> Iterator[Any]:
+        """Iterate over lines (newline kept), whatever the chunk boundaries."""
+        splitter = Lines(self._opts.encoding is not None)
+        for chunk in self:
+            yield from splitter.feed(chunk)
+        yield from splitter.finish()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the tree if it is still running and release every fd."""
+        h = self._h
+        if h is None or self._done:
+            return
+        self._done = True
+        try:
+            if not h.finished:
+                drive(h.flow_stop(None))
+        finally:
+            h.release()
+            self._finalizer.detach()

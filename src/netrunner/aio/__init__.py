@@ -1,0 +1,11 @@
+"""netrunner for asyncio: the names of :mod:`netrunner`, as coroutines.
+
+``run`` and ``start`` are awaited; ``stream`` is not (use ``async with``);
+``Process`` has coroutine ``write``/``read``/``read_stderr``/``wait``/``stop``/
+``communicate``/``aclose`` and plain ``close_stdin``/``send_signal``/
+``terminate``/``kill``/``poll``/``set_window_size``.
+"""
+
+from .._async import Process, Stream, run, start, stream
+
+__all__ = ["Process", "Stream", "run", "start", "stream"]
