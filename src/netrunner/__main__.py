@@ -1,0 +1,5 @@
+"""``python -m netrunner``: the command line (see ``netrunner run --help``)."""
+
+from ._cli import main
+
+raise SystemExit(main())
