@@ -330,7 +330,7 @@ import signal, subprocess, sys, os
 GRAND = '''
 import signal, os, sys
 def h(s, f):
-    print('grandchild got', s, flush=True)
+    os.write(1, b'grandchild got %d\\n' % s)
     if s == signal.SIGTERM:
         os._exit(0)
 signal.signal(signal.SIGUSR1, h)
@@ -340,7 +340,7 @@ while True:
     signal.pause()
 '''
 def h(s, f):
-    print('child got', s, flush=True)
+    os.write(1, b'child got %d\n' % s)
     if s == signal.SIGTERM:
         os._exit(0)
 signal.signal(signal.SIGUSR1, h)
