@@ -1,0 +1,245 @@
+"""netrunner against subprocess and asyncio, side by side in one run.
+
+    python benchmarks/run.py            # the full set (a few minutes)
+    python benchmarks/run.py --quick    # smaller sizes and fewer rounds
+
+Contenders are interleaved round by round, so a noisy neighbour hits all of
+them alike; each figure is a median, and each line ends with the ratio the
+target is stated in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import netrunner
+from netrunner import aio
+
+
+def interleave(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Run each contender once per round, in turn; return median of each."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            samples[name].append(fn())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def timed(fn: Callable[[], object]) -> Callable[[], float]:
+    def run() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    return run
+
+
+def bench_latency(rounds: int) -> None:
+    for _ in range(20):  # warm up: zygote started, caches hot
+        netrunner.run(["true"])
+        subprocess.run(["true"])
+    med = interleave(
+        {
+            "subprocess.run(['true'])": timed(lambda: subprocess.run(["true"])),
+            "netrunner.run(['true'])": timed(lambda: netrunner.run(["true"])),
+            "subprocess.run(['true'], capture_output=True)": timed(
+                lambda: subprocess.run(["true"], capture_output=True)
+            ),
+        },
+        rounds,
+    )
+    base = med["subprocess.run(['true'])"]
+    print("\n## spawn latency (median of %d)" % rounds)
+    for name, value in med.items():
+        print(f"  {name:<48} {value * 1e3:7.3f} ms   {value / base:5.2f}x")
+    ratio = med["netrunner.run(['true'])"] / base
+    print(f"  target: netrunner.run(['true']) <= 1.3x subprocess.run(['true']): {ratio:.2f}x")
+
+
+def _producer(size: int) -> list[str]:
+    return ["dd", "if=/dev/zero", "bs=1M", f"count={size >> 20}", "status=none"]
+
+
+def _raw_read(size: int) -> float:
+    p = subprocess.Popen(_producer(size), stdout=subprocess.PIPE)
+    assert p.stdout is not None
+    fd = p.stdout.fileno()
+    total = 0
+    t0 = time.perf_counter()
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        total += len(data)
+    elapsed = time.perf_counter() - t0
+    p.wait()
+    assert total == size, total
+    return size / elapsed
+
+
+def _nr_stream(size: int) -> float:
+    total = 0
+    t0 = time.perf_counter()
+    with netrunner.stream(_producer(size)) as s:
+        for chunk in s:
+            total += len(chunk)
+    elapsed = time.perf_counter() - t0
+    assert total == size, total
+    return size / elapsed
+
+
+def _aio_stream(size: int) -> float:
+    async def main() -> float:
+        total = 0
+        t0 = time.perf_counter()
+        async with aio.stream(_producer(size)) as s:
+            async for chunk in s:
+                total += len(chunk)
+        elapsed = time.perf_counter() - t0
+        assert total == size, total
+        return size / elapsed
+
+    return asyncio.run(main())
+
+
+def _asyncio_streamreader(size: int) -> float:
+    async def main() -> float:
+        p = await asyncio.create_subprocess_exec(*_producer(size), stdout=asyncio.subprocess.PIPE)
+        assert p.stdout is not None
+        total = 0
+        t0 = time.perf_counter()
+        while True:
+            data = await p.stdout.read(65536)
+            if not data:
+                break
+            total += len(data)
+        elapsed = time.perf_counter() - t0
+        await p.wait()
+        assert total == size, total
+        return size / elapsed
+
+    return asyncio.run(main())
+
+
+def bench_throughput(size: int, rounds: int) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[0]})  # children inherit it: reader and producer share one CPU
+    try:
+        med = interleave(
+            {
+                "raw os.read loop on a subprocess pipe": lambda: _raw_read(size),
+                "netrunner.stream": lambda: _nr_stream(size),
+                "netrunner.aio.stream": lambda: _aio_stream(size),
+                "asyncio StreamReader": lambda: _asyncio_streamreader(size),
+            },
+            rounds,
+        )
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+    base = med["raw os.read loop on a subprocess pipe"]
+    print(f"\n## stream throughput, {size >> 20} MiB, pinned to one CPU (median of {rounds})")
+    for name, value in med.items():
+        print(f"  {name:<48} {value / 2**20:8.0f} MiB/s   {value / base:5.2f}x")
+    print("  targets: netrunner.stream >= 0.9x, netrunner.aio.stream >= 0.8x of the raw loop")
+
+
+def bench_slow_consumer(size: int) -> None:
+    code = f"""
+import os, time, netrunner
+def hwm():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1]) * 1024
+netrunner.run(['true'])
+base = hwm()
+n = 0
+with netrunner.stream(['dd', 'if=/dev/zero', 'bs=1M', 'count={size >> 20}', 'status=none']) as s:
+    for chunk in s:
+        n += len(chunk)
+        if n % (8 << 20) < len(chunk):
+            time.sleep(0.001)
+assert n == {size}
+print((hwm() - base) / 2**20)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    growth = float(out.stdout.strip())
+    print(f"\n## slow consumer of {size >> 20} MiB through netrunner.stream")
+    print(f"  peak RSS growth {growth:.1f} MiB   (target < 32 MiB)")
+
+
+def bench_concurrency(n: int, rounds: int) -> None:
+    def threads_during(coro_factory: Callable[[], object]) -> Callable[[], float]:
+        def run() -> float:
+            peak = [threading.active_count()]
+
+            async def watch(task: asyncio.Future[object]) -> None:
+                while not task.done():
+                    peak[0] = max(peak[0], threading.active_count())
+                    await asyncio.sleep(0.01)
+
+            async def main() -> float:
+                t0 = time.perf_counter()
+                task = asyncio.ensure_future(coro_factory())  # type: ignore[arg-type]
+                await asyncio.gather(task, watch(task))
+                return time.perf_counter() - t0
+
+            elapsed = asyncio.run(main())
+            run.peak = max(getattr(run, "peak", 0), peak[0])  # type: ignore[attr-defined]
+            return elapsed
+
+        return run
+
+    async def nr() -> None:
+        await asyncio.gather(*(aio.run(["sleep", "0.5"]) for _ in range(n)))
+
+    async def native() -> None:
+        async def one() -> None:
+            p = await asyncio.create_subprocess_exec("sleep", "0.5")
+            await p.wait()
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+    nr_run, native_run = threads_during(nr), threads_during(native)
+    med = interleave({"asyncio subprocesses": native_run, "netrunner.aio.run": nr_run}, rounds)
+    base = med["asyncio subprocesses"]
+    print(f"\n## {n} concurrent sleep 0.5 (median of {rounds})")
+    print(f"  asyncio subprocesses    {base:6.3f} s   peak threads {native_run.peak}")  # type: ignore[attr-defined]
+    print(f"  netrunner.aio.run       {med['netrunner.aio.run']:6.3f} s   peak threads {nr_run.peak}   "  # type: ignore[attr-defined]
+          f"{med['netrunner.aio.run'] / base:5.2f}x   (target <= 1.2x, <= 2 threads)")
+
+
+def bench_shepherd_rss() -> None:
+    with netrunner.start(["sleep", "30"]) as p:
+        shepherd = p._h.shepherd_pid
+        rss = 0
+        with open(f"/proc/{shepherd}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+        p.kill()
+    print(f"\n## shepherd resident memory: {rss} KiB   (target <= 1024 KiB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
+    args = parser.parse_args()
+    quick = args.quick
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    bench_latency(200 if quick else 1000)
+    bench_throughput((256 if quick else 2048) << 20, 3 if quick else 5)
+    bench_slow_consumer((256 if quick else 1024) << 20)
+    bench_concurrency(200, 2 if quick else 5)
+    bench_shepherd_rss()
+
+
+if __name__ == "__main__":
+    main()
