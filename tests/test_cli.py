@@ -1,0 +1,436 @@
+"""Contract tests for the command line (SPEC §14), run as a real subprocess.
+
+``python -m netrunner run [options] -- CMD...`` (and the installed ``netrunner``
+console script when it sits beside ``sys.executable``) exits like ``timeout(1)``
+and ``env(1)``: the command's code, 128+N on signal death, 124 on timeout, 125
+for netrunner's own failure (and ``--max-output``), 126 found but not runnable,
+127 not found.  The CLI inherits ``os.environ`` (so the test's marker), and so do
+its commands: the autouse fixture proves nothing survives."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import MARKER_VAR, pids_with_marker, wait_until
+
+PY = sys.executable
+MODULE = [PY, "-m", "netrunner"]
+_SCRIPT = shutil.which("netrunner", path=os.path.dirname(PY))
+ENTRY_POINTS = [pytest.param(MODULE, id="module")]
+if _SCRIPT:
+    ENTRY_POINTS.append(pytest.param([_SCRIPT], id="script"))
+
+STATS_FIELDS = (
+    "bytes_in",
+    "bytes_out",
+    "bytes_err",
+    "read_count",
+    "write_count",
+    "started_at",
+    "duration",
+    "returncode",
+    "exit_status",
+    "cpu_user",
+    "cpu_system",
+    "max_rss",
+    "peak_memory",
+)
+
+
+def cli(*args: str, entry: list[str] = MODULE, timeout: float = 30, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    """Run ``netrunner run ARGS`` to completion."""
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run([*entry, "run", *args], capture_output=True, timeout=timeout, **kwargs)
+
+
+def popen_cli(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen(
+        [*MODULE, "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, **kwargs
+    )
+
+
+def read_until(fd: int, needle: bytes, timeout: float = 15.0) -> bytes:
+    """Read from ``fd`` until ``needle`` has arrived (never waits past ``timeout``)."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while needle not in buf:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"{needle!r} did not arrive within {timeout}s; have {buf!r}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        data = os.read(fd, 65536)
+        if not data:
+            raise AssertionError(f"EOF before {needle!r}; have {buf!r}")
+        buf += data
+    return buf
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> tuple[bytes, bytes, int]:
+    out, err = proc.communicate(timeout=timeout)
+    return out, err, proc.returncode
+
+
+# --------------------------------------------------------------- exit codes
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("code", [0, 1, 42, 255])
+def test_exit_code_is_the_commands(entry: list[str], code: int) -> None:
+    r = cli("--", "sh", "-c", f"exit {code}", entry=entry)
+    assert r.returncode == code, r.stderr
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_stdout_and_stderr_pass_through(entry: list[str]) -> None:
+    code = "import sys; print('to out'); print('to err', file=sys.stderr)"
+    r = cli("--", PY, "-c", code, entry=entry)
+    assert r.returncode == 0
+    assert r.stdout == b"to out\n"
+    assert r.stderr == b"to err\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1])
+def test_signal_death_is_128_plus_n(sig: signal.Signals) -> None:
+    r = cli("--", "sh", "-c", f"kill -{sig.name[3:]} $$")
+    assert r.returncode == 128 + sig
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("program", ["no-such-program-netrunner-xyz", "/nonexistent/dir/prog"])
+def test_not_found_is_127(entry: list[str], program: str) -> None:
+    r = cli("--", program, "arg", entry=entry)
+    assert r.returncode == 127
+    assert r.stdout == b""
+    assert program.encode() in r.stderr
+
+
+def test_not_executable_is_126(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho should-not-run\n")
+    script.chmod(0o644)
+    r = cli("--", str(script))
+    assert r.returncode == 126
+    assert b"should-not-run" not in r.stdout
+
+
+def test_directory_is_126(tmp_path: Path) -> None:
+    r = cli("--", str(tmp_path))
+    assert r.returncode == 126
+
+
+def test_no_valid_format_is_126(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x00\x01\x02 not an executable\n")
+    junk.chmod(0o755)
+    r = cli("--", str(junk))
+    assert r.returncode == 126
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--timeout", "abc"],
+        ["--timeout", "-1"],
+        ["--timeout", "0"],
+        ["--kill-timeout", "0"],
+        ["--kill-timeout", "soon"],
+        ["--max-output", "0"],
+        ["--max-output", "lots"],
+        ["--env", "NO_EQUALS_SIGN"],
+        ["--no-such-option"],
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_bad_options_are_125_and_run_nothing(tmp_path: Path, options: list[str]) -> None:
+    flag = tmp_path / "ran"
+    r = cli(*options, "--", "touch", str(flag))
+    assert r.returncode == 125, r.stderr
+    assert r.stderr.strip(), "no message explains the failure"
+    assert not flag.exists()
+
+
+def test_missing_command_is_125() -> None:
+    r = cli("--")
+    assert r.returncode == 125
+    assert r.stderr.strip()
+
+
+# --------------------------------------------------------------- timeout & limits
+
+
+def test_timeout_is_124_and_keeps_partial_output() -> None:
+    t0 = time.monotonic()
+    r = cli("--timeout", "1", "--", PY, "-c", "import time; print('partial', flush=True); time.sleep(100)")
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 124
+    assert r.stdout == b"partial\n"
+    assert elapsed < 6.0
+
+
+def test_kill_timeout_bounds_the_stop_of_a_term_ignoring_command() -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(100)"
+    t0 = time.monotonic()
+    r = cli("--timeout", "0.5", "--kill-timeout", "0.3", "--", PY, "-c", code)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 124
+    assert r.stdout == b"ready\n"
+    assert elapsed < 4.0, f"took {elapsed:.1f}s: --kill-timeout was not applied (default is 5 s)"
+
+
+def test_max_output_exceeded_is_125_and_names_the_limit() -> None:
+    payload = bytes(range(256)) * 40
+    code = f"import sys, time; sys.stdout.buffer.write({payload!r}); sys.stdout.flush(); time.sleep(100)"
+    t0 = time.monotonic()
+    r = cli("--max-output", "1000", "--", PY, "-c", code)
+    assert r.returncode == 125
+    assert b"1000" in r.stderr
+    assert len(r.stdout) <= 1000
+    assert r.stdout == payload[: len(r.stdout)]
+    assert time.monotonic() - t0 < 8.0
+
+
+def test_max_output_not_exceeded() -> None:
+    r = cli("--max-output", "1000", "--", PY, "-c", "import sys; sys.stdout.write('x' * 1000)")
+    assert r.returncode == 0
+    assert r.stdout == b"x" * 1000
+
+
+def test_background_job_does_not_hang_the_cli() -> None:
+    t0 = time.monotonic()
+    r = cli("--", "sh", "-c", "sleep 100 & echo hi")
+    assert r.returncode == 0
+    assert r.stdout == b"hi\n"
+    assert time.monotonic() - t0 < 5.0
+
+
+# --------------------------------------------------------------- streaming
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_output_is_passed_on_as_it_comes(tmp_path: Path, stream: str) -> None:
+    go = tmp_path / "go"
+    code = (
+        "import os, sys, time\n"
+        f"out = sys.{stream}\n"
+        "print('one', file=out, flush=True)\n"
+        "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+        "print('two', file=out, flush=True)\n"
+    )
+    with popen_cli("--", PY, "-c", code, str(go)) as proc:
+        pipe = proc.stdout if stream == "stdout" else proc.stderr
+        assert pipe is not None
+        first = read_until(pipe.fileno(), b"one\n")
+        assert b"two" not in first
+        go.touch()
+        rest = read_until(pipe.fileno(), b"two\n")
+        out, err, rc = finish(proc)
+    assert rc == 0
+    assert first + rest + (out if stream == "stdout" else err) == b"one\ntwo\n"
+
+
+def test_stdin_is_passed_to_the_command() -> None:
+    code = "import sys; print('one', flush=True); line = sys.stdin.readline(); print('got', line.strip(), flush=True)"
+    with popen_cli("--", PY, "-c", code, stdin=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        first = read_until(proc.stdout.fileno(), b"one\n")
+        assert b"got" not in first
+        proc.stdin.write(b"hello\n")
+        proc.stdin.flush()
+        rest = read_until(proc.stdout.fileno(), b"got hello\n")
+        out, _, rc = finish(proc)
+    assert rc == 0
+    assert first + rest + out == b"one\ngot hello\n"
+
+
+def test_large_output_on_both_streams_is_intact() -> None:
+    code = (
+        "import sys, hashlib\n"
+        "data = bytes(range(256)) * 20000\n"
+        "for i in range(0, len(data), 65536):\n"
+        "    sys.stdout.buffer.write(data[i:i + 65536]); sys.stderr.buffer.write(data[i:i + 65536][::-1])\n"
+    )
+    r = cli("--", PY, "-c", code)
+    data = bytes(range(256)) * 20000
+    assert r.returncode == 0
+    assert r.stdout == data
+    assert r.stderr == b"".join(data[i : i + 65536][::-1] for i in range(0, len(data), 65536))
+
+
+# --------------------------------------------------------------- environment, cwd, pty
+
+
+def test_env_adds_variables() -> None:
+    code = "import os; print(os.environ['FOO'], os.environ['BAZ'], os.environ['HOME'], sep='|')"
+    r = cli("--env", "FOO=bar", "--env", "BAZ=a=b", "--env", "HOME=/elsewhere", "--", PY, "-c", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"bar|a=b|/elsewhere\n"
+
+
+def test_env_keeps_the_inherited_environment(marker: str) -> None:
+    code = f"import os; print(os.environ[{MARKER_VAR!r}])"
+    r = cli("--env", "FOO=bar", "--", PY, "-c", code)
+    assert r.stdout == f"{marker}\n".encode()
+
+
+def test_clear_env_starts_empty(marker: str) -> None:
+    env_prog = shutil.which("env")
+    assert env_prog
+    r = cli("--clear-env", "--env", f"{MARKER_VAR}={marker}", "--env", "FOO=bar", "--", env_prog)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.decode().splitlines()) == sorted([f"{MARKER_VAR}={marker}", "FOO=bar"])
+
+
+def test_cwd(tmp_path: Path) -> None:
+    r = cli("--cwd", str(tmp_path), "--", PY, "-c", "import os; print(os.getcwd())")
+    assert r.returncode == 0, r.stderr
+    assert os.path.realpath(r.stdout.decode().strip()) == os.path.realpath(tmp_path)
+
+
+def test_missing_cwd_is_125(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    r = cli("--cwd", str(missing), "--", "true")
+    assert r.returncode == 125
+    assert str(missing).encode() in r.stderr
+
+
+def test_pty() -> None:
+    code = "import os; print(os.isatty(0), os.isatty(1), os.isatty(2))"
+    r = cli("--pty", "--", PY, "-c", code)
+    assert r.returncode == 0, r.stderr
+    assert b"True True True" in r.stdout
+
+
+# --------------------------------------------------------------- stats
+
+
+def test_stats_table_on_stderr() -> None:
+    r = cli("--stats", "--", "sh", "-c", "echo hi; exit 3")
+    assert r.returncode == 3
+    assert r.stdout == b"hi\n"
+    table = r.stderr.decode()
+    for name in STATS_FIELDS:
+        assert name in table, f"--stats table lacks {name}"
+
+
+def test_stats_json(tmp_path: Path) -> None:
+    path = tmp_path / "stats.json"
+    r = cli("--stats-json", str(path), "--", "sh", "-c", "echo hi; exit 3")
+    assert r.returncode == 3
+    assert r.stdout == b"hi\n"
+    data = json.loads(path.read_text())
+    assert isinstance(data, dict)
+    missing = [name for name in (*STATS_FIELDS, "args") if name not in data]
+    assert not missing, f"--stats-json lacks {missing}"
+    assert data["args"] == ["sh", "-c", "echo hi; exit 3"]
+    assert data["returncode"] == 3
+    assert data["exit_status"] == 3
+    assert data["bytes_out"] == 3
+
+
+def test_stats_json_after_signal_death(tmp_path: Path) -> None:
+    path = tmp_path / "stats.json"
+    r = cli("--stats-json", str(path), "--", "sh", "-c", "kill -TERM $$")
+    assert r.returncode == 128 + signal.SIGTERM
+    data = json.loads(path.read_text())
+    assert data["returncode"] == -signal.SIGTERM
+    assert data["exit_status"] == 128 + signal.SIGTERM
+
+
+# --------------------------------------------------------------- signals
+
+
+FORWARD_SH = 'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.05; done'
+HANDLER_PY = (
+    "import os, signal, time\n"
+    "def handler(signum, frame):\n"
+    "    print('got', signal.Signals(signum).name, flush=True)\n"
+    "    os._exit(3)\n"
+    "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):\n"
+    "    signal.signal(s, handler)\n"
+    "print('ready', flush=True)\n"
+    "while True: time.sleep(0.05)\n"
+)
+DEFAULT_PY = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"  # Python's own KeyboardInterrupt handler off
+    "print('ready', flush=True)\n"
+    "time.sleep(100)\n"
+)
+
+
+def test_sigterm_is_forwarded_to_a_shell_trap() -> None:
+    with popen_cli("--", "sh", "-c", FORWARD_SH) as proc:
+        assert proc.stdout is not None
+        first = read_until(proc.stdout.fileno(), b"ready\n")
+        proc.send_signal(signal.SIGTERM)
+        out, _, rc = finish(proc)
+    assert b"got TERM\n" in first + out
+    assert rc == 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signal_is_forwarded_and_status_is_the_commands(sig: signal.Signals) -> None:
+    with popen_cli("--", PY, "-c", HANDLER_PY) as proc:
+        assert proc.stdout is not None
+        first = read_until(proc.stdout.fileno(), b"ready\n")
+        proc.send_signal(sig)
+        out, _, rc = finish(proc)
+    assert f"got {sig.name}\n".encode() in first + out
+    assert rc == 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_forwarded_signal_default_action_is_128_plus_n(sig: signal.Signals) -> None:
+    with popen_cli("--", PY, "-c", DEFAULT_PY) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"ready\n")
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        _, _, rc = finish(proc)
+    assert rc == 128 + sig
+    assert time.monotonic() - t0 < 4.0, "the signal was not forwarded (the CLI waited for kill_timeout)"
+
+
+def test_sigkill_of_the_cli_stops_the_tree(marker: str) -> None:
+    code = (
+        "import os\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    os.execvp('sleep', ['sleep', '100'])\n"
+        "print('ready', flush=True)\n"
+        "os.execvp('sleep', ['sleep', '100'])\n"
+    )
+
+    def sleepers() -> list[int]:
+        found = []
+        for pid in pids_with_marker(marker):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().split(b"\0")[0] == b"sleep":
+                        found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    with popen_cli("--", PY, "-c", code) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"ready\n")
+        assert wait_until(lambda: len(sleepers()) == 2, timeout=10), sleepers()
+        proc.kill()
+        proc.wait(timeout=10)
+        assert wait_until(lambda: not sleepers(), timeout=10.0), f"survivors: {sleepers()}"
+        assert wait_until(lambda: not pids_with_marker(marker), timeout=10.0), pids_with_marker(marker)
