@@ -1,0 +1,51 @@
+/* Frames of the shepherd protocol: pure parsing and encoding, no I/O.
+ * Layouts and codes come from protocol.h (generated from wire.py). */
+#ifndef NR_FRAME_H
+#define NR_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "protocol.h"
+
+static inline void nr_put_u16(unsigned char *p, uint16_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
+static inline void nr_put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void nr_put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline uint16_t nr_get_u16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t nr_get_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* One decoded Python -> shepherd frame. For SPAWN and SPAWN_PART, `tail`
+ * points into the record it was parsed from. */
+struct nr_frame {
+    int type;
+    uint32_t flags, kill_timeout_ms, argc, envc, npaths, signo;
+    uint16_t rows, cols;
+    const unsigned char *tail;
+    size_t tail_len;
+};
+
+/* Parse one control-socket record. Returns 0, or NR_ERR_MALFORMED for an
+ * unknown type or a record of the wrong size. Never reads past len. */
+int nr_parse_frame(const unsigned char *buf, size_t len, struct nr_frame *out);
+
+/* The strings of a complete spawn tail, pointing into the tail itself. */
+struct nr_spawn {
+    char **argv;  /* argc + 1 entries, NULL-terminated */
+    char **envp;  /* envc + 1 entries, NULL-terminated */
+    char **paths; /* npaths entries */
+    char *cwd;    /* NULL without NR_FLAG_CWD */
+};
+
+/* Split `tail` (len bytes, owned by the caller, modified in place: no) into
+ * the strings the SPAWN header announced. `slots` must hold
+ * argc + envc + npaths + 2 pointers. Returns 0 or NR_ERR_MALFORMED when the
+ * counts do not match the NUL-terminated strings exactly. */
+int nr_parse_spawn(char *tail, size_t len, const struct nr_frame *head, char **slots, struct nr_spawn *out);
+
+#endif

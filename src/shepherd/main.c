@@ -1,0 +1,160 @@
+/* netrunner-shepherd: the zygote, and through it every shepherd.
+ *
+ *   netrunner-shepherd --zygote FD    serve Z_FORK requests on socket FD
+ *   netrunner-shepherd --version      print the protocol version and digest
+ *
+ * The zygote is single-threaded and never execs. For each Z_FORK it clones a
+ * shepherd with CLONE_PARENT and no exit signal: the shepherd becomes a child
+ * of the zygote's parent (Python), which reaps it with waitpid(__WALL). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "shepherd.h"
+
+#define MAX_FDS 16
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: netrunner-shepherd --zygote FD | --version\n");
+    return 2;
+}
+
+/* Received fds must never land on 0-2, which the command's dup2s would clobber. */
+static void occupy_stdio(void)
+{
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            int null = open("/dev/null", O_RDWR);
+            if (null >= 0 && null != fd) {
+                dup2(null, fd);
+                close(null);
+            }
+        }
+    }
+}
+
+static void send_all(int sock, const unsigned char *rec, size_t len)
+{
+    while (send(sock, rec, len, MSG_NOSIGNAL) < 0) {
+        if (errno != EINTR)
+            _exit(0); /* the owner is gone */
+    }
+}
+
+static void reply(int sock, pid_t pid, int error)
+{
+    unsigned char rec[NR_Z_FORKED_SIZE] = {NR_Z_FORKED};
+    nr_put_u32(rec + NR_Z_FORKED_PID, (uint32_t)pid);
+    nr_put_u32(rec + NR_Z_FORKED_ERROR, (uint32_t)error);
+    send_all(sock, rec, sizeof rec);
+}
+
+/* fork(), except that the child's parent is our parent and no signal is sent
+ * when it exits. */
+static pid_t clone_parent(void)
+{
+#ifdef SYS_clone3
+    struct clone_args args;
+    long pid;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_PARENT;
+    args.exit_signal = 0;
+    pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid >= 0 || errno != ENOSYS)
+        return (pid_t)pid;
+#endif
+#if defined(__x86_64__) || defined(__aarch64__) || defined(__riscv)
+    return (pid_t)syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static int serve(int sock)
+{
+    unsigned char hello[NR_Z_HELLO_SIZE] = {NR_Z_HELLO};
+    nr_put_u32(hello + NR_Z_HELLO_VERSION, NR_PROTOCOL_VERSION);
+    nr_put_u32(hello + NR_Z_HELLO_DIGEST, NR_PROTOCOL_DIGEST);
+    nr_put_u32(hello + NR_Z_HELLO_PID, (uint32_t)getpid());
+    send_all(sock, hello, sizeof hello);
+
+    for (;;) {
+        unsigned char buf[64];
+        union {
+            char bytes[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+            struct cmsghdr align;
+        } control;
+        struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+        struct msghdr msg;
+        struct cmsghdr *c;
+        int fds[MAX_FDS], nfds = 0;
+        ssize_t n;
+        pid_t pid;
+
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.bytes;
+        msg.msg_controllen = sizeof control.bytes;
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0; /* the owner is gone */
+        for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+                for (int i = 0; i < count && nfds < MAX_FDS; i++)
+                    memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            }
+        }
+        if (n != NR_Z_FORK_SIZE || buf[0] != NR_Z_FORK || nfds != NR_ZYGOTE_FDS ||
+            (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+            for (int i = 0; i < nfds; i++)
+                close(fds[i]);
+            reply(sock, 0, EINVAL);
+            continue;
+        }
+        pid = clone_parent();
+        if (pid == 0) {
+            close(sock);
+            nr_shepherd_main(fds[0], fds[1], fds[2], fds[3]);
+        }
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        reply(sock, pid > 0 ? pid : 0, pid > 0 ? 0 : errno);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    char *end;
+    long fd;
+
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        printf("netrunner-shepherd protocol %d digest 0x%08x\n", NR_PROTOCOL_VERSION, NR_PROTOCOL_DIGEST);
+        return 0;
+    }
+    if (argc != 3 || strcmp(argv[1], "--zygote") != 0)
+        return usage();
+    errno = 0;
+    fd = strtol(argv[2], &end, 10);
+    if (errno != 0 || *end != '\0' || fd < 0 || fd > 1 << 20)
+        return usage();
+    occupy_stdio();
+    signal(SIGPIPE, SIG_IGN);
+    return serve((int)fd);
+}

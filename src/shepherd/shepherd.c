@@ -1,0 +1,501 @@
+/* The shepherd: owns exactly one command.
+ *
+ * It starts the command, relays signals, reaps everything it is handed (it is
+ * a child subreaper), and stops the whole tree -- SIGTERM, kill_timeout,
+ * SIGKILL until nothing is left -- when asked, when the command exits with
+ * leftovers, and when its owner hangs up. It never exits while a child of its
+ * own lives (except with FLAG_DETACH, once the command has exited).
+ *
+ * One poll loop over {signalfd, control socket} with one deadline. */
+#define _GNU_SOURCE
+#include "shepherd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "tree.h"
+
+#define KILL_RESCAN_MS 20
+
+enum state { WAIT_SPAWN, RUNNING, STOPPING, KILLING };
+
+struct shepherd {
+    int ctl, sfd;
+    int fds[3];     /* the command's stdin, stdout, stderr; -1 once closed */
+    int owner;      /* the control socket is still connected */
+    enum state state;
+    pid_t self, child;
+    int child_reaped, status;
+    uint32_t flags, kill_timeout_ms;
+    int64_t deadline; /* CLOCK_MONOTONIC ms, -1 for none */
+    uint64_t utime_us, stime_us, maxrss_kb;
+    unsigned char *spawn_buf;
+    size_t spawn_len;
+};
+
+/* Shared with the vfork child: how exec failed. */
+struct exec_report {
+    volatile int error;
+    volatile int stage;
+};
+
+static void fail(const char *call)
+{
+    fprintf(stderr, "netrunner-shepherd: %s: %s\n", call, strerror(errno));
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void send_record(struct shepherd *s, const unsigned char *buf, size_t len)
+{
+    if (!s->owner)
+        return;
+    while (send(s->ctl, buf, len, MSG_NOSIGNAL) < 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN) { /* tiny records: practically never; wait for room */
+            struct pollfd p = {.fd = s->ctl, .events = POLLOUT};
+            if (poll(&p, 1, 1000) > 0)
+                continue;
+        }
+        s->owner = 0; /* the owner is gone; nobody to tell */
+        return;
+    }
+}
+
+static void send_error(struct shepherd *s, uint32_t code, int err)
+{
+    unsigned char rec[NR_S_ERROR_SIZE] = {NR_S_ERROR};
+    nr_put_u32(rec + NR_S_ERROR_CODE, code);
+    nr_put_u32(rec + NR_S_ERROR_ERROR, (uint32_t)err);
+    send_record(s, rec, sizeof rec);
+}
+
+static void close_stdio(struct shepherd *s)
+{
+    for (int i = 0; i < 3; i++) {
+        if (s->fds[i] >= 0) {
+            close(s->fds[i]);
+            s->fds[i] = -1;
+        }
+    }
+}
+
+/* The end: report (if anyone listens) and exit. */
+static void finish(struct shepherd *s)
+{
+    unsigned char rec[NR_S_EXITED_SIZE] = {NR_S_EXITED};
+    nr_put_u32(rec + NR_S_EXITED_STATUS, (uint32_t)s->status);
+    nr_put_u64(rec + NR_S_EXITED_UTIME_US, s->utime_us);
+    nr_put_u64(rec + NR_S_EXITED_STIME_US, s->stime_us);
+    nr_put_u64(rec + NR_S_EXITED_MAXRSS_KB, s->maxrss_kb);
+    send_record(s, rec, sizeof rec);
+    _exit(0);
+}
+
+/* ---- the command ---------------------------------------------------------- */
+
+static int close_from(int lowfd)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0U) == 0)
+        return 0;
+#endif
+    struct rlimit rl;
+    long max = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) ? (long)rl.rlim_cur : 65536;
+    for (long fd = lowfd; fd < max; fd++)
+        close((int)fd);
+    return 0;
+}
+
+/* In the vfork child: only system calls, everything prepared beforehand. */
+static void __attribute__((noreturn))
+exec_child(const struct shepherd *s, const struct nr_spawn *sp, uint32_t npaths, struct exec_report *report)
+{
+    struct sigaction dfl;
+    sigset_t none;
+    int saved = 0;
+
+    report->stage = NR_STAGE_SETUP;
+    if (setpgid(0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+        goto failed;
+    if (getppid() != s->self) /* the shepherd died before prctl took effect */
+        _exit(127);
+    for (int i = 0; i < 3; i++) {
+        if (dup2(s->fds[i], i) < 0)
+            goto failed;
+    }
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* EINVAL for KILL, STOP and reserved ones */
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+        goto failed;
+    close_from(3);
+    if (sp->cwd != NULL) {
+        report->stage = NR_STAGE_CHDIR;
+        if (chdir(sp->cwd) < 0)
+            goto failed;
+    }
+    /* PATH search as CPython's _posixsubprocess: try every candidate, report
+     * the first error that is not "no such file" (else the last one). */
+    report->stage = NR_STAGE_EXEC;
+    for (uint32_t i = 0; i < npaths; i++) {
+        execve(sp->paths[i], sp->argv, sp->envp);
+        if (errno != ENOENT && errno != ENOTDIR && saved == 0)
+            saved = errno;
+    }
+    if (saved != 0)
+        errno = saved;
+failed:
+    report->error = errno ? errno : EINVAL;
+    _exit(127);
+}
+
+static void reap(struct shepherd *s);
+
+static void start_command(struct shepherd *s, const struct nr_frame *head)
+{
+    size_t nslots = (size_t)head->argc + head->envc + head->npaths + 3;
+    char **slots;
+    struct nr_spawn sp;
+    /* Static, not on the stack: the vfork child writes it while we wait. */
+    static struct exec_report report;
+    unsigned char rec[NR_S_EXEC_FAILED_SIZE > NR_S_STARTED_SIZE ? NR_S_EXEC_FAILED_SIZE : NR_S_STARTED_SIZE];
+    pid_t pid;
+
+    if (head->argc > s->spawn_len || head->envc > s->spawn_len || head->npaths > s->spawn_len) {
+        send_error(s, NR_ERR_MALFORMED, 0); /* counts larger than the bytes that hold them */
+        _exit(0);
+    }
+    slots = calloc(nslots, sizeof *slots);
+    if (slots == NULL) {
+        send_error(s, NR_ERR_SYSTEM, errno);
+        _exit(0);
+    }
+    if (nr_parse_spawn((char *)s->spawn_buf, s->spawn_len, head, slots, &sp) != 0) {
+        send_error(s, NR_ERR_MALFORMED, 0);
+        _exit(0);
+    }
+    s->flags = head->flags;
+    s->kill_timeout_ms = head->kill_timeout_ms;
+    report.error = 0;
+    report.stage = 0;
+
+    pid = vfork();
+    if (pid == 0)
+        exec_child(s, &sp, head->npaths, &report);
+    if (pid < 0) {
+        report.error = errno;
+        report.stage = NR_STAGE_SETUP;
+    }
+    close_stdio(s);
+    free(slots);
+    free(s->spawn_buf);
+    s->spawn_buf = NULL;
+    s->spawn_len = 0;
+    if (report.error != 0) {
+        if (pid > 0) {
+            s->child = pid;
+            while (!s->child_reaped) {
+                reap(s);
+                if (!s->child_reaped)
+                    usleep(1000);
+            }
+        }
+        memset(rec, 0, sizeof rec);
+        rec[0] = NR_S_EXEC_FAILED;
+        nr_put_u32(rec + NR_S_EXEC_FAILED_ERROR, (uint32_t)report.error);
+        nr_put_u32(rec + NR_S_EXEC_FAILED_STAGE, (uint32_t)report.stage);
+        send_record(s, rec, NR_S_EXEC_FAILED_SIZE);
+        _exit(0);
+    }
+    s->child = pid;
+    setpgid(pid, pid); /* already done by the child; EACCES after exec is fine */
+    s->state = RUNNING;
+    memset(rec, 0, sizeof rec);
+    rec[0] = NR_S_STARTED;
+    nr_put_u32(rec + NR_S_STARTED_PID, (uint32_t)pid);
+    send_record(s, rec, NR_S_STARTED_SIZE);
+}
+
+/* ---- the tree ------------------------------------------------------------- */
+
+static void signal_tree(struct shepherd *s, int sig)
+{
+    /* The group only while the command is unreaped: after that its number
+     * could in theory be reused. Descendants are found by their parentage. */
+    if (s->child > 0 && !s->child_reaped)
+        kill(-s->child, sig);
+    nr_signal_descendants(s->self, sig);
+}
+
+static void begin_stop(struct shepherd *s, uint32_t timeout_ms)
+{
+    int64_t deadline = now_ms() + (int64_t)(timeout_ms ? timeout_ms : s->kill_timeout_ms);
+
+    if (s->state == STOPPING) {
+        if (deadline < s->deadline)
+            s->deadline = deadline;
+        return;
+    }
+    if (s->state == KILLING)
+        return;
+    s->state = STOPPING;
+    s->deadline = deadline;
+    signal_tree(s, SIGTERM);
+    signal_tree(s, SIGCONT); /* a stopped process must run to see its SIGTERM */
+}
+
+static void on_deadline(struct shepherd *s)
+{
+    s->state = KILLING;
+    signal_tree(s, SIGKILL);
+    s->deadline = now_ms() + KILL_RESCAN_MS; /* catch whatever forked meanwhile */
+}
+
+/* Reap every child that has exited; finish when nothing is left. */
+static void reap(struct shepherd *s)
+{
+    for (;;) {
+        struct rusage ru;
+        int st;
+        pid_t pid = wait4(-1, &st, WNOHANG | __WALL, &ru);
+        if (pid > 0) {
+            s->utime_us += (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec;
+            s->stime_us += (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+            if ((uint64_t)ru.ru_maxrss > s->maxrss_kb)
+                s->maxrss_kb = (uint64_t)ru.ru_maxrss;
+            if (pid == s->child) {
+                s->child_reaped = 1;
+                s->status = st;
+            }
+            continue;
+        }
+        if (pid == 0)
+            return; /* children remain */
+        if (errno == EINTR)
+            continue;
+        if (errno != ECHILD)
+            fail("wait4");
+        return; /* ECHILD: the tree is empty; the caller decides */
+    }
+}
+
+static int has_children(void)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    return waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0;
+}
+
+static void after_reap(struct shepherd *s)
+{
+    if (!s->child_reaped)
+        return;
+    if (s->flags & NR_FLAG_DETACH)
+        finish(s); /* leave the descendants be */
+    if (!has_children())
+        finish(s);
+    if (s->state == RUNNING)
+        begin_stop(s, 0); /* leftovers */
+}
+
+/* ---- events ----------------------------------------------------------------- */
+
+static void hang_up(struct shepherd *s)
+{
+    s->owner = 0;
+    if (s->state == WAIT_SPAWN)
+        _exit(0); /* nothing was started */
+    begin_stop(s, 0);
+}
+
+static void protocol_error(struct shepherd *s, uint32_t code, int err)
+{
+    send_error(s, code, err);
+    shutdown(s->ctl, SHUT_RDWR);
+    hang_up(s);
+}
+
+static void on_control(struct shepherd *s)
+{
+    static unsigned char buf[NR_MAX_RECORD + 1];
+    struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+    struct msghdr msg;
+    struct nr_frame f;
+    ssize_t n;
+
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    n = recvmsg(s->ctl, &msg, MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        hang_up(s);
+        return;
+    }
+    if ((msg.msg_flags & MSG_TRUNC) || (size_t)n > NR_MAX_RECORD || nr_parse_frame(buf, (size_t)n, &f) != 0) {
+        protocol_error(s, NR_ERR_MALFORMED, 0);
+        return;
+    }
+    if (s->state == WAIT_SPAWN) {
+        if (f.type != NR_C_SPAWN && f.type != NR_C_SPAWN_PART) {
+            protocol_error(s, NR_ERR_UNEXPECTED, 0);
+            return;
+        }
+        if (s->spawn_len + f.tail_len > NR_MAX_SPAWN_BYTES) {
+            protocol_error(s, NR_ERR_TOO_LARGE, 0);
+            return;
+        }
+        if (f.tail_len > 0) {
+            unsigned char *grown = realloc(s->spawn_buf, s->spawn_len + f.tail_len);
+            if (grown == NULL) {
+                protocol_error(s, NR_ERR_SYSTEM, ENOMEM);
+                return;
+            }
+            memcpy(grown + s->spawn_len, f.tail, f.tail_len);
+            s->spawn_buf = grown;
+            s->spawn_len += f.tail_len;
+        }
+        if (f.type == NR_C_SPAWN)
+            start_command(s, &f);
+        return;
+    }
+    switch (f.type) {
+    case NR_C_SIGNAL:
+        if (s->child > 0 && !s->child_reaped && f.signo > 0 && f.signo < (uint32_t)NSIG)
+            kill(-s->child, (int)f.signo);
+        break;
+    case NR_C_STOP:
+        begin_stop(s, f.kill_timeout_ms);
+        break;
+    case NR_C_WINSIZE:
+        break; /* pty support is not built yet: accepted and ignored */
+    default:
+        protocol_error(s, NR_ERR_UNEXPECTED, 0);
+    }
+}
+
+static void on_signals(struct shepherd *s)
+{
+    struct signalfd_siginfo si;
+    int chld = 0;
+
+    while (read(s->sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGCHLD)
+            chld = 1;
+        else if (s->state == WAIT_SPAWN)
+            _exit(0);
+        else
+            begin_stop(s, 0); /* SIGTERM, SIGINT, SIGHUP, SIGQUIT to the shepherd */
+    }
+    if (chld) {
+        reap(s);
+        after_reap(s);
+    }
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static int setup(struct shepherd *s)
+{
+    sigset_t mask;
+
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
+        fail("prctl(PR_SET_CHILD_SUBREAPER)");
+        return -1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGQUIT);
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0) {
+        fail("sigprocmask");
+        return -1;
+    }
+    s->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (s->sfd < 0) {
+        fail("signalfd");
+        return -1;
+    }
+    return 0;
+}
+
+static void __attribute__((noreturn)) loop(struct shepherd *s)
+{
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = s->sfd, .events = POLLIN}, {.fd = s->ctl, .events = POLLIN}};
+        int timeout = -1, n;
+
+        if (s->deadline >= 0) {
+            int64_t left = s->deadline - now_ms();
+            timeout = left < 0 ? 0 : (left > 60000 ? 60000 : (int)left);
+        }
+        n = poll(pfd, s->owner ? 2 : 1, timeout);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            fail("poll");
+            hang_up(s);
+            continue;
+        }
+        if (pfd[0].revents)
+            on_signals(s);
+        if (s->owner && pfd[1].revents)
+            on_control(s);
+        if (s->deadline >= 0 && now_ms() >= s->deadline && s->state >= STOPPING)
+            on_deadline(s);
+        if (s->state >= STOPPING || s->child_reaped) {
+            reap(s);
+            if (s->child_reaped && !has_children())
+                finish(s);
+        }
+    }
+}
+
+void nr_shepherd_main(int ctl, int in, int out, int err)
+{
+    struct shepherd s;
+
+    memset(&s, 0, sizeof s);
+    s.ctl = ctl;
+    s.fds[0] = in;
+    s.fds[1] = out;
+    s.fds[2] = err;
+    s.owner = 1;
+    s.state = WAIT_SPAWN;
+    s.self = (pid_t)syscall(SYS_getpid); /* not the cached value of the zygote */
+    s.deadline = -1;
+    s.kill_timeout_ms = 5000;
+    if (setup(&s) < 0) {
+        send_error(&s, NR_ERR_SYSTEM, errno);
+        _exit(1);
+    }
+    loop(&s);
+}
