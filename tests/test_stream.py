@@ -90,7 +90,7 @@ def test_text_mode_chunks_and_lines() -> None:
 
 def test_chunks_arrive_as_produced() -> None:
     """A chunk is delivered as soon as it is written, not when the child exits."""
-    code = "import time; print('first', flush=True); time.sleep(100)"
+    code = "import os, time; os.write(1, b'first\\n'); time.sleep(100)"
     start = time.monotonic()
     with netrunner.stream(py(code)) as s:
         assert next(s) == b"first\n"
@@ -332,7 +332,6 @@ def test_input_bytes_interleaved() -> None:
 # --- memory -----------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_streaming_a_gigabyte_keeps_memory_flat() -> None:
     total = 0
     peak = 0
