@@ -23,8 +23,11 @@ class NetRunnerError(Exception):
     """Base class of every netrunner error."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # OSError and CalledProcessError subclasses do not round-trip their
-        # keyword fields through the default reduce; carry the whole __dict__.
+        # The subprocess classes keep their fields outside ``args``, so carry
+        # the whole __dict__; OSError ones rebuild from ``args`` (errno,
+        # strerror, filename) like OSError itself.
+        if isinstance(self, OSError) and not isinstance(self, subprocess.SubprocessError):
+            return OSError.__reduce__(self)  # type: ignore[no-any-return]
         return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 

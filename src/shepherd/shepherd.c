@@ -132,8 +132,8 @@ static int close_from(int lowfd)
 static void __attribute__((noreturn))
 exec_child(const struct shepherd *s, const struct nr_spawn *sp, uint32_t npaths, struct exec_report *report)
 {
-    struct sigaction dfl;
-    sigset_t none;
+    unsigned long ksa[8];
+    uint64_t none = 0;
     int saved = 0;
 
     report->stage = NR_STAGE_SETUP;
@@ -145,12 +145,13 @@ exec_child(const struct shepherd *s, const struct nr_spawn *sp, uint32_t npaths,
         if (dup2(s->fds[i], i) < 0)
             goto failed;
     }
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
+    /* Raw system calls: glibc refuses to touch the signals it reserves
+     * (32, 33), which may arrive here ignored. An all-zero kernel sigaction
+     * is SIG_DFL with no flags and an empty mask on every architecture. */
+    memset(ksa, 0, sizeof ksa);
     for (int sig = 1; sig < NSIG; sig++)
-        sigaction(sig, &dfl, NULL); /* EINVAL for KILL, STOP and reserved ones */
-    sigemptyset(&none);
-    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+        syscall(SYS_rt_sigaction, sig, ksa, NULL, (size_t)(NSIG / 8)); /* EINVAL for KILL, STOP */
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, (size_t)(NSIG / 8)) < 0)
         goto failed;
     close_from(3);
     if (sp->cwd != NULL) {
