@@ -713,3 +713,33 @@ def test_stderr_options_in_start() -> None:
     with netrunner.start(["sh", "-c", "echo o; echo e >&2"], stderr="redirect") as proc:
         assert LineReader(proc).read_until_eof() == b"o\ne\n"
         proc.wait(timeout=10)
+
+
+def test_read_and_wait_from_different_threads() -> None:
+    code = "import sys, time; print('a', flush=True); sys.stdin.readline(); print('b', flush=True)"
+    with netrunner.start(py(code)) as proc:
+        reader = LineReader(proc)
+        assert reader.readline() == b"a\n"
+        rc: list[int] = []
+        t = threading.Thread(target=lambda: rc.append(proc.wait(timeout=30)))
+        t.start()
+        proc.write(b"go\n")
+        assert reader.readline() == b"b\n"  # wait() in another thread does not eat output
+        t.join(30)
+        assert rc == [0]
+
+
+def test_communicate_str_input() -> None:
+    with netrunner.start(["cat"]) as proc:
+        out, err = proc.communicate("héllo", timeout=10)
+    assert out == "héllo".encode()
+
+
+def test_wait_after_stop_and_close() -> None:
+    proc = netrunner.start(["sleep", "100"])
+    assert proc.stop() == -15
+    assert proc.wait() == -15
+    assert proc.wait(timeout=0.01) == -15
+    assert proc.poll() == -15
+    proc.close()
+    assert proc.wait() == -15

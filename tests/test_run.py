@@ -318,3 +318,91 @@ def test_run_leaves_no_fds_behind() -> None:
 
 def test_run_python_child() -> None:
     assert netrunner.run([PY, "-c", "import sys; print(sys.stdin.read().upper())"], input=b"abc").stdout == b"ABC\n"
+
+
+# --- more edges -------------------------------------------------------------------
+
+
+def test_timeout_while_input_is_blocked() -> None:
+    """A child that never reads and an endless input: the timeout still fires."""
+
+    def endless():  # type: ignore[no-untyped-def]
+        while True:
+            yield b"x" * 65536
+
+    start = time.monotonic()
+    with pytest.raises(netrunner.Timeout):
+        netrunner.run(["sleep", "100"], input=endless(), timeout=0.5, kill_timeout=1)
+    assert time.monotonic() - start < 0.5 + 1 + 2
+
+
+def test_timeout_when_child_closed_its_stdout() -> None:
+    """EOF on the pipes is not the end of the command: run waits for the exit."""
+    start = time.monotonic()
+    with pytest.raises(netrunner.Timeout):
+        netrunner.run(["sh", "-c", "exec >&- 2>&-; exec sleep 100"], timeout=0.5, kill_timeout=1)
+    assert time.monotonic() - start < 0.5 + 1 + 2
+
+
+def test_max_output_size_with_redirected_stderr() -> None:
+    with pytest.raises(netrunner.OutputLimitExceeded) as ei:
+        netrunner.run(["sh", "-c", "head -c 5000 /dev/zero >&2; exec sleep 100"], stderr="redirect", max_output_size=100)
+    assert ei.value.stream == "stdout"
+    assert ei.value.stdout == b"\0" * 100
+
+
+def test_input_generator_exception_propagates_and_stops_the_tree(marker: str) -> None:
+    class Boom(Exception):
+        pass
+
+    def gen():  # type: ignore[no-untyped-def]
+        yield b"first\n"
+        raise Boom("from the input generator")
+
+    with pytest.raises(Boom):
+        netrunner.run(["sh", "-c", "cat; exec sleep 100"], input=gen(), timeout=30)
+    assert wait_until(lambda: not pids_with_marker(marker), timeout=10)
+
+
+def test_check_true_success_returns_result() -> None:
+    result = netrunner.run(["echo", "ok"], check=True)
+    assert isinstance(result, netrunner.Result)
+    assert result.stdout == b"ok\n"
+
+
+def test_run_from_many_threads() -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def body(n: int) -> None:
+        try:
+            for i in range(10):
+                out = netrunner.run(["sh", "-c", f"echo {n}-{i}; echo e{n} >&2"], input=b"x").stdout
+                assert out == f"{n}-{i}\n".encode()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+
+
+def test_many_processes_at_once() -> None:
+    netrunner.run(["true"])
+    fds_before = len(os.listdir("/proc/self/fd"))
+    procs = [netrunner.start(["cat"]) for _ in range(50)]
+    try:
+        for i, proc in enumerate(procs):
+            proc.write(b"%d" % i)
+            proc.close_stdin()
+        for i, proc in enumerate(procs):
+            out, _ = proc.communicate(timeout=30)
+            assert out == b"%d" % i
+    finally:
+        for proc in procs:
+            proc.close()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
