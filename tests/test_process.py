@@ -743,3 +743,27 @@ def test_wait_after_stop_and_close() -> None:
     assert proc.poll() == -15
     proc.close()
     assert proc.wait() == -15
+
+
+def test_read_max_bytes_counts_bytes_in_text_mode() -> None:
+    with netrunner.start(["printf", "éééé"], text=True) as proc:
+        pieces = []
+        while True:
+            piece = proc.read(2, timeout=10)
+            if piece == "":
+                break
+            assert len(piece.encode()) <= 2 + 1  # max_bytes read, plus a carried half character
+            pieces.append(piece)
+        assert "".join(pieces) == "éééé"
+        proc.wait(timeout=10)
+
+
+def test_no_thread_per_process() -> None:
+    netrunner.run(["true"])
+    before = threading.active_count()
+    procs = [netrunner.start(["cat"]) for _ in range(10)]
+    try:
+        assert threading.active_count() <= before + 1  # at most one shared helper thread
+    finally:
+        for proc in procs:
+            proc.close()

@@ -373,3 +373,30 @@ def test_no_children_left_after_stream() -> None:
         with netrunner.stream(["echo", "x"]) as s:
             assert b"".join(s) == b"x\n"
     assert stray_children(before) == set()
+
+
+def test_text_chunk_size_counts_bytes_read() -> None:
+    # chunk_size=4 bytes per read; a decoded chunk may also carry up to 3 bytes of a
+    # character split by the previous read, so never two 4-byte characters at once
+    # (counting characters instead would give four per chunk)
+    with netrunner.stream(["printf", "😀" * 20], text=True, chunk_size=4) as s:
+        chunks = list(s)
+    assert "".join(chunks) == "😀" * 20
+    assert all(len(c.encode()) <= 4 + 3 for c in chunks), chunks
+
+
+def test_no_thread_per_stream() -> None:
+    import threading
+
+    netrunner.run(["true"])
+    before = threading.active_count()
+    streams = [netrunner.stream(["cat"], input=(b"x" * 1000 for _ in range(100))) for _ in range(10)]
+    try:
+        for s in streams:
+            next(s)
+        assert threading.active_count() <= before + 1  # at most one shared helper thread
+        for s in streams:
+            assert sum(len(c) for c in s) > 0
+    finally:
+        for s in streams:
+            s.close()
