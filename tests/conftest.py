@@ -61,7 +61,8 @@ def own_children() -> set[int]:
 
 
 def helper_pids() -> set[int]:
-    """Long-lived helper processes netrunner keeps (the zygote), not per-command.
+    """Long-lived helper processes netrunner keeps (the zygote and one idle
+    spare shepherd), not per-command.
 
     Also reaps shepherds whose owner object was dropped (their reaping is
     deferred to the next spawn or to interpreter exit by design)."""
@@ -71,8 +72,7 @@ def helper_pids() -> set[int]:
     except ImportError:
         return set()
     _lifetime.reap_detached()
-    pid = zygote.current_pid()
-    return {pid} if pid else set()
+    return zygote.helper_pids()
 
 
 @pytest.fixture(autouse=True)

@@ -40,7 +40,7 @@ async def run(cmd: Any, **options: Any) -> Result:
     """Run ``cmd`` to completion; the asyncio twin of :func:`netrunner.run`.
     Cancelling the awaiting task stops the tree, then re-raises."""
     args, argv, opts = resolve("run", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None)
+    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     waiter = AsyncWaiter()
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
@@ -214,7 +214,7 @@ class Stream(StreamBase):
     async def _ensure_started(self) -> Handle:
         if self._h is not None:
             return self._h
-        h = Handle(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None)
+        h = Handle(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None, lazy_reap=True)
         try:
             await adrive(h.flow_started(), self._waiter)
         except BaseException:

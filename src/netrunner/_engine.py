@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import array
 import errno
 import os
 import signal as _signal
@@ -58,45 +59,41 @@ class Handle:
     __slots__ = (
         "args", "opts", "core", "ctl", "ctl_fd", "stdin_fd", "stdout_fd", "stderr_fd",
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
-        "_lock", "text_out", "text_err", "__weakref__",
+        "_lock", "text_out", "text_err", "lazy_reap", "__weakref__",
     )
 
-    def __init__(self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool) -> None:
+    def __init__(
+        self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool, lazy_reap: bool = False
+    ) -> None:
         _lifetime.reap_detached()
+        self.lazy_reap = lazy_reap
         self.args = args
         self.opts = opts
-        env = opts.env if opts.env is not None else [k + b"=" + v for k, v in os.environb.items()]
+        env = opts.env if opts.env is not None else _current_environ()
         records = codec.encode_spawn(
             argv, env, exec_paths(argv[0], opts.path_env), opts.cwd,
             detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout,
         )
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         child_fds: list[int] = []
-        ours = theirs = None
         try:
             stdin_r, self.stdin_fd = os.pipe2(os.O_CLOEXEC)
             child_fds.append(stdin_r)
             self.stdout_fd, out_w = os.pipe2(os.O_CLOEXEC)
             child_fds.append(out_w)
             err_w = self._stderr_target(out_w, child_fds)
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            if len(records) == 1:  # fits the socket buffer: the shepherd finds it waiting
-                ours.send(records[0])
-            self.shepherd_pid = zygote.fork_shepherd([theirs.fileno(), stdin_r, out_w, err_w])
+            here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            child_fds.append(here)
+            self.shepherd_pid, self.ctl = _send_spawn(records, [stdin_r, out_w, err_w, here])
         except BaseException:
             for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
                 if fd is not None:
                     os.close(fd)
-            if ours is not None:
-                ours.close()
             raise
         finally:
             for fd in child_fds:
                 os.close(fd)
-            if theirs is not None:
-                theirs.close()
-        self.ctl = ours
-        self.ctl_fd = ours.fileno()
+        self.ctl_fd = self.ctl.fileno()
         self.ctl_open = True
         self.reaped = False
         self.out_eof = False
@@ -109,14 +106,7 @@ class Handle:
             self.text_err = Decoder(opts.encoding, opts.errors)
         self.core = ProcessCore(datetime.now(timezone.utc), _monotonic())
         _lifetime.register(self)
-        if len(records) > 1:
-            ours.settimeout(30.0)
-            try:
-                for record in records:
-                    ours.send(record)
-            except OSError:
-                pass  # the shepherd is gone; its hang-up is seen below
-        ours.setblocking(False)
+        self.ctl.setblocking(False)
         for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
             if fd is not None:
                 os.set_blocking(fd, False)
@@ -321,6 +311,20 @@ class Handle:
 
     # --- flows --------------------------------------------------------------
 
+    def flow_reap(self) -> Flow:
+        """After the outcome is known: wait for the shepherd to exit and reap
+        it, or, with ``lazy_reap`` (``run`` and ``stream``, which return
+        nothing that depends on it), leave it to the next spawn. The shepherd
+        has already reaped the whole tree, and exits right after reporting."""
+        if self.lazy_reap and self.ctl_open and self.core.phase is Phase.EXITED:
+            self.ctl_open = False
+            _lifetime.detach(self.shepherd_pid)
+            _lifetime.forget(self)
+            return
+        while self.ctl_open:
+            yield ((self.ctl_fd,), (), None)
+            self.pump_control()
+
     def flow_started(self) -> Flow:
         """Wait for STARTED; raise the exec error or ShepherdError."""
         while True:
@@ -423,9 +427,7 @@ class Handle:
             if self.core.done:
                 self.drain(1, out)
                 self.drain(2, err)
-                while self.ctl_open:
-                    yield ((self.ctl_fd,), (), None)
-                    self.pump_control()
+                yield from self.flow_reap()
                 return stopped
             writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
             ready = yield (self.readers(), writers, None if stopped else deadline)  # type: ignore[misc]
@@ -461,9 +463,7 @@ class Handle:
                     return data
                 self.out_eof = True
                 self.drain(2, err)
-                while self.ctl_open:
-                    yield ((self.ctl_fd,), (), None)
-                    self.pump_control()
+                yield from self.flow_reap()
                 return None
             if deadline is not None and _monotonic() >= deadline:
                 raise WaitTimeout
@@ -475,6 +475,35 @@ class Handle:
                     err.add(chunk)
             if writers and self.stdin_fd in ready:
                 feeder.write_some()  # type: ignore[union-attr]
+
+
+def _current_environ() -> list[bytes]:
+    """``os.environ`` as ``NAME=value`` bytes, as the command would inherit it."""
+    data = getattr(os.environ, "_data", None)  # bytes -> bytes on POSIX: no re-encoding
+    if isinstance(data, dict):
+        return [k + b"=" + v for k, v in data.items()]
+    return [k + b"=" + v for k, v in os.environb.items()]  # pragma: no cover
+
+
+def _send_spawn(records: list[bytes], fds: list[int]) -> tuple[int, socket.socket]:
+    """Hand the spawn request and the command's fds to an idle shepherd."""
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+    for attempt in (1, 2):
+        pid, sock = zygote.take_shepherd()
+        try:
+            for record in records[:-1]:
+                sock.send(record)
+            sock.sendmsg([records[-1]], rights)
+            return pid, sock
+        except OSError:  # that shepherd was killed while idle: take another
+            sock.close()
+            try:
+                os.waitpid(pid, zygote.WALL)
+            except ChildProcessError:
+                pass
+            if attempt == 2:
+                raise ShepherdError("cannot hand the command to a netrunner shepherd") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _stdin_closed(handle: Handle) -> BrokenPipeError:

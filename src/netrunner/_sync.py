@@ -41,7 +41,7 @@ def run(cmd: Any, **options: Any) -> Result:
     holds the pipes open.
     """
     args, argv, opts = resolve("run", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None)
+    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
     try:
@@ -65,7 +65,7 @@ def stream(cmd: Any, **options: Any) -> Stream:
     """Start ``cmd`` and return a :class:`Stream` of its stdout chunks, read
     only as the consumer asks for them."""
     args, argv, opts = resolve("stream", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None)
+    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     try:
         drive(h.flow_started())
     except BaseException:

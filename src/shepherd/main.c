@@ -131,7 +131,7 @@ static int serve(int sock)
         pid = clone_parent();
         if (pid == 0) {
             close(sock);
-            nr_shepherd_main(fds[0], fds[1], fds[2], fds[3]);
+            nr_shepherd_main(fds[0]);
         }
         for (int i = 0; i < nfds; i++)
             close(fds[i]);

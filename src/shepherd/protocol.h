@@ -3,9 +3,9 @@
 #ifndef NR_PROTOCOL_H
 #define NR_PROTOCOL_H
 
-#define NR_PROTOCOL_DIGEST 0x3540a990u
+#define NR_PROTOCOL_DIGEST 0x08071d14u
 
-#define NR_PROTOCOL_VERSION 1
+#define NR_PROTOCOL_VERSION 2
 #define NR_FLAG_DETACH 1
 #define NR_FLAG_CWD 2
 #define NR_FLAG_PTY 4
@@ -18,7 +18,8 @@
 #define NR_ERR_SYSTEM 4
 #define NR_MAX_SPAWN_BYTES 67108864
 #define NR_MAX_RECORD 65536
-#define NR_ZYGOTE_FDS 4
+#define NR_ZYGOTE_FDS 1
+#define NR_SPAWN_FDS 4
 
 /* First record on the zygote socket: protocol version, table digest, zygote pid. */
 #define NR_Z_HELLO 0x01
@@ -27,7 +28,7 @@
 #define NR_Z_HELLO_DIGEST 5 /* u32 */
 #define NR_Z_HELLO_PID 9 /* i32 */
 
-/* Fork one shepherd. Carries exactly 4 fds (SCM_RIGHTS): control, stdin, stdout, stderr. */
+/* Fork one shepherd. Carries exactly 1 fd (SCM_RIGHTS): the shepherd's control socket. */
 #define NR_Z_FORK 0x02
 #define NR_Z_FORK_SIZE 1
 
@@ -37,7 +38,7 @@
 #define NR_Z_FORKED_PID 1 /* i32 */
 #define NR_Z_FORKED_ERROR 5 /* i32 */
 
-/* Start the command. The tail (after any SPAWN_PART tails) holds argc argv strings, envc environment strings, npaths executable paths to try in order, then the cwd if FLAG_CWD is set; each string NUL-terminated, nothing after the last. */
+/* Start the command. Carries exactly SPAWN_FDS fds (SCM_RIGHTS): stdin, stdout, stderr and the working directory to start from. The tail (after any SPAWN_PART tails) holds argc argv strings, envc environment strings, npaths executable paths to try in order, then the cwd if FLAG_CWD is set; each string NUL-terminated, nothing after the last. */
 #define NR_C_SPAWN 0x10
 #define NR_C_SPAWN_SIZE 21
 #define NR_C_SPAWN_FLAGS 1 /* u32 */

@@ -36,7 +36,7 @@ enum state { WAIT_SPAWN, RUNNING, STOPPING, KILLING };
 
 struct shepherd {
     int ctl, sfd;
-    int fds[3];     /* the command's stdin, stdout, stderr; -1 once closed */
+    int fds[NR_SPAWN_FDS]; /* the command's stdin, stdout, stderr, cwd; -1 when not held */
     int owner;      /* the control socket is still connected */
     enum state state;
     pid_t self, child;
@@ -93,7 +93,7 @@ static void send_error(struct shepherd *s, uint32_t code, int err)
 
 static void close_stdio(struct shepherd *s)
 {
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < NR_SPAWN_FDS; i++) {
         if (s->fds[i] >= 0) {
             close(s->fds[i]);
             s->fds[i] = -1;
@@ -153,12 +153,12 @@ exec_child(const struct shepherd *s, const struct nr_spawn *sp, uint32_t npaths,
         syscall(SYS_rt_sigaction, sig, ksa, NULL, (size_t)(NSIG / 8)); /* EINVAL for KILL, STOP */
     if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, (size_t)(NSIG / 8)) < 0)
         goto failed;
+    /* The owner's working directory (by fd: it may have been renamed or
+     * removed), then the requested one, relative to it. */
+    report->stage = NR_STAGE_CHDIR;
+    if (fchdir(s->fds[3]) < 0 || (sp->cwd != NULL && chdir(sp->cwd) < 0))
+        goto failed;
     close_from(3);
-    if (sp->cwd != NULL) {
-        report->stage = NR_STAGE_CHDIR;
-        if (chdir(sp->cwd) < 0)
-            goto failed;
-    }
     /* PATH search as CPython's _posixsubprocess: try every candidate, report
      * the first error that is not "no such file" (else the last one). */
     report->stage = NR_STAGE_EXEC;
@@ -329,7 +329,7 @@ static void hang_up(struct shepherd *s)
 {
     s->owner = 0;
     if (s->state == WAIT_SPAWN)
-        _exit(0); /* nothing was started */
+        _exit(0); /* nothing was started (an idle spare shepherd ends here) */
     begin_stop(s, 0);
 }
 
@@ -340,28 +340,69 @@ static void protocol_error(struct shepherd *s, uint32_t code, int err)
     hang_up(s);
 }
 
-static void on_control(struct shepherd *s)
+/* Receive one record and the fds that came with it (at most max_fds kept;
+ * any more are closed and reported as a count above max_fds). */
+static ssize_t receive(int sock, unsigned char *buf, size_t len, int *fds, int max_fds, int *nfds, int *flags)
 {
-    static unsigned char buf[NR_MAX_RECORD + 1];
-    struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+    union {
+        char bytes[CMSG_SPACE(sizeof(int) * 8)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
     struct msghdr msg;
-    struct nr_frame f;
     ssize_t n;
 
     memset(&msg, 0, sizeof msg);
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    n = recvmsg(s->ctl, &msg, MSG_DONTWAIT);
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof control.bytes;
+    *nfds = 0;
+    n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return n;
+    *flags = msg.msg_flags;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (*nfds < max_fds)
+                fds[*nfds] = fd;
+            else
+                close(fd);
+            (*nfds)++;
+        }
+    }
+    return n;
+}
+
+static void on_control(struct shepherd *s)
+{
+    static unsigned char buf[NR_MAX_RECORD + 1];
+    struct nr_frame f;
+    int fds[NR_SPAWN_FDS], nfds = 0, flags = 0;
+    int want_fds;
+    ssize_t n;
+
+    n = receive(s->ctl, buf, sizeof buf, fds, NR_SPAWN_FDS, &nfds, &flags);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return;
     if (n <= 0) {
         hang_up(s);
         return;
     }
-    if ((msg.msg_flags & MSG_TRUNC) || (size_t)n > NR_MAX_RECORD || nr_parse_frame(buf, (size_t)n, &f) != 0) {
+    want_fds = (s->state == WAIT_SPAWN && n > 0 && buf[0] == NR_C_SPAWN) ? NR_SPAWN_FDS : 0;
+    if ((flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n > NR_MAX_RECORD || nfds != want_fds ||
+        nr_parse_frame(buf, (size_t)n, &f) != 0) {
+        for (int i = 0; i < nfds && i < NR_SPAWN_FDS; i++)
+            close(fds[i]);
         protocol_error(s, NR_ERR_MALFORMED, 0);
         return;
     }
+    for (int i = 0; i < nfds; i++)
+        s->fds[i] = fds[i];
     if (s->state == WAIT_SPAWN) {
         if (f.type != NR_C_SPAWN && f.type != NR_C_SPAWN_PART) {
             protocol_error(s, NR_ERR_UNEXPECTED, 0);
@@ -480,15 +521,14 @@ static void __attribute__((noreturn)) loop(struct shepherd *s)
     }
 }
 
-void nr_shepherd_main(int ctl, int in, int out, int err)
+void nr_shepherd_main(int ctl)
 {
     struct shepherd s;
 
     memset(&s, 0, sizeof s);
     s.ctl = ctl;
-    s.fds[0] = in;
-    s.fds[1] = out;
-    s.fds[2] = err;
+    for (int i = 0; i < NR_SPAWN_FDS; i++)
+        s.fds[i] = -1;
     s.owner = 1;
     s.state = WAIT_SPAWN;
     s.self = (pid_t)syscall(SYS_getpid); /* not the cached value of the zygote */

@@ -23,7 +23,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: C type name -> (struct code, size in bytes)
 FIELD_TYPES: dict[str, tuple[str, int]] = {
@@ -65,7 +65,7 @@ MESSAGES: tuple[Message, ...] = (
     ),
     Message(
         "Z_FORK", 0x02, "to_zygote", (),
-        doc="Fork one shepherd. Carries exactly 4 fds (SCM_RIGHTS): control, stdin, stdout, stderr.",
+        doc="Fork one shepherd. Carries exactly 1 fd (SCM_RIGHTS): the shepherd's control socket.",
     ),
     Message(
         "Z_FORKED", 0x03, "from_zygote",
@@ -79,7 +79,9 @@ MESSAGES: tuple[Message, ...] = (
          ("npaths", "u32")),
         tail=True,
         doc=(
-            "Start the command. The tail (after any SPAWN_PART tails) holds argc argv strings, "
+            "Start the command. Carries exactly SPAWN_FDS fds (SCM_RIGHTS): stdin, stdout, stderr "
+            "and the working directory to start from. The tail (after any SPAWN_PART tails) holds "
+            "argc argv strings, "
             "envc environment strings, npaths executable paths to try in order, then the cwd "
             "if FLAG_CWD is set; each string NUL-terminated, nothing after the last."
         ),
@@ -125,7 +127,7 @@ MESSAGES: tuple[Message, ...] = (
 
 # C_SPAWN flags
 FLAG_DETACH = 0x1  # leftovers="detach"
-FLAG_CWD = 0x2  # the tail ends with a cwd
+FLAG_CWD = 0x2  # the tail ends with a cwd (relative to the directory fd)
 FLAG_PTY = 0x4  # reserved for pty support
 
 # S_EXEC_FAILED stages
@@ -143,8 +145,10 @@ ERR_SYSTEM = 4  # a system call failed; error holds errno
 MAX_SPAWN_BYTES = 64 * 1024 * 1024
 #: Largest record either side sends or accepts on a control socket.
 MAX_RECORD = 65536
-#: Number of fds attached to Z_FORK.
-ZYGOTE_FDS = 4
+#: Number of fds attached to Z_FORK (the control socket).
+ZYGOTE_FDS = 1
+#: Number of fds attached to C_SPAWN: stdin, stdout, stderr, working directory.
+SPAWN_FDS = 4
 
 CONSTANTS: tuple[tuple[str, int], ...] = (
     ("PROTOCOL_VERSION", PROTOCOL_VERSION),
@@ -161,6 +165,7 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("MAX_SPAWN_BYTES", MAX_SPAWN_BYTES),
     ("MAX_RECORD", MAX_RECORD),
     ("ZYGOTE_FDS", ZYGOTE_FDS),
+    ("SPAWN_FDS", SPAWN_FDS),
 )
 
 

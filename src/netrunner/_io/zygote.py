@@ -2,13 +2,16 @@
 
 Starting a shepherd by ``execve`` for every command would cost a second
 process image per command (see docs/decisions/0002-zygote.md). Instead, on
-first use, Python starts ``netrunner-shepherd --zygote 3`` once; each spawn
-sends it one ``Z_FORK`` record carrying four fds, and it clones a shepherd with
+first use, Python starts ``netrunner-shepherd --zygote 3`` once; a ``Z_FORK``
+record carrying one end of a fresh socketpair makes it clone a shepherd with
 ``CLONE_PARENT``, so the shepherd is this process's child and is reaped here
-with ``waitpid(pid, __WALL)``.
+with ``waitpid(pid, __WALL)``. One shepherd is always forked ahead of need
+(the *spare*): a command is started by one ``sendmsg`` to it, and its
+replacement is forked while the command runs.
 
-Invariants: one zygote per process (a forked child starts its own); requests
-are serialised by a lock; a zygote that died is replaced once, transparently.
+Invariants: one zygote per process (a forked child starts its own); replies
+are read in request order under a lock; a zygote that died is replaced once,
+transparently; at most one spare and one pending request exist.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from .._core import codec, wire
 from .._errors import ShepherdError
 from .shepherd import find_shepherd
 
-__all__ = ["fork_shepherd", "current_pid", "shutdown"]
+__all__ = ["take_shepherd", "current_pid", "helper_pids", "shutdown"]
 
 WALL = 0x40000000  # __WALL: also wait for children that send no SIGCHLD
 _REPLY_TIMEOUT = 30.0
@@ -95,11 +98,21 @@ class _Zygote:
         except codec.ProtocolError as exc:
             raise ShepherdError(f"the netrunner zygote broke protocol: {exc}") from None
 
-    def fork(self, fds: list[int]) -> int:
+    def request(self) -> socket.socket:
+        """Ask for a shepherd; return our end of its control socket. The
+        reply (its pid) is read later by :meth:`collect`, in order."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self.sock.sendmsg([codec.encode_fork()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(_fd_array(fds)))])
+            self.sock.sendmsg([codec.encode_fork()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_bytes([theirs.fileno()]))])
         except OSError as exc:
+            ours.close()
             raise ShepherdError(exc.errno, f"the netrunner zygote is gone: {exc.strerror}") from None
+        finally:
+            theirs.close()
+        return ours
+
+    def collect(self) -> int:
+        """The pid of the oldest requested shepherd."""
         reply = self._receive()
         if not isinstance(reply, codec.Forked):
             raise ShepherdError(f"the netrunner zygote sent {reply!r} instead of a fork reply")
@@ -116,32 +129,88 @@ class _Zygote:
             pass
 
 
-def _fd_array(fds: list[int]) -> memoryview:
+def _fd_bytes(fds: list[int]) -> bytes:
     import array
 
-    return memoryview(array.array("i", fds))
+    return array.array("i", fds).tobytes()
 
 
 _lock = threading.Lock()
 _zygote: _Zygote | None = None
+#: A shepherd forked ahead of need (pid, our end of its control socket), so
+#: that starting a command costs no round trip to the zygote.
+_spare: tuple[int, socket.socket] | None = None
+#: Our end of a requested shepherd whose pid the zygote has not told us yet.
+_pending: socket.socket | None = None
 
 
-def fork_shepherd(fds: list[int]) -> int:
-    """Fork a shepherd that receives ``fds`` (control, stdin, stdout, stderr);
-    return its pid. The fds stay open here; the caller closes them."""
-    global _zygote
+def take_shepherd() -> tuple[int, socket.socket]:
+    """An idle shepherd (its pid and our end of its control socket), ready to
+    receive a spawn request; a replacement is forked in the background."""
+    global _zygote, _spare, _pending
     with _lock:
         for attempt in (1, 2):
-            if _zygote is None:
-                _zygote = _Zygote()
             try:
-                return _zygote.fork(fds)
+                if _zygote is None:
+                    _zygote = _Zygote()
+                if _spare is None:
+                    if _pending is None:
+                        _pending = _zygote.request()
+                    sock, _pending = _pending, None
+                    try:
+                        _spare = (_zygote.collect(), sock)
+                    except BaseException:
+                        sock.close()
+                        raise
+                taken, _spare = _spare, None
+                _pending = _zygote.request()
+                return taken
             except ShepherdError:
-                dead, _zygote = _zygote, None
-                dead.close()
+                _discard_zygote()
                 if attempt == 2:
                     raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _discard_zygote() -> None:
+    """Forget a broken zygote (and what it owed us); reap what can be reaped."""
+    global _zygote, _spare, _pending
+    z, _zygote = _zygote, None
+    spare, _spare = _spare, None
+    pending, _pending = _pending, None
+    if pending is not None:
+        pending.close()
+    if spare is not None:
+        spare[1].close()
+        _reap(spare[0])
+    if z is not None:
+        z.close()
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, WALL)
+    except ChildProcessError:
+        pass
+
+
+def helper_pids() -> set[int]:
+    """The long-lived helpers of this process: the zygote and the spare
+    shepherd (neither is a per-command process)."""
+    global _spare, _pending
+    with _lock:
+        pids = set()
+        if _zygote is not None:
+            pids.add(_zygote.pid)
+            if _spare is None and _pending is not None:
+                sock, _pending = _pending, None
+                try:
+                    _spare = (_zygote.collect(), sock)
+                except (OSError, ShepherdError):
+                    sock.close()
+        if _spare is not None:
+            pids.add(_spare[0])
+        return pids
 
 
 def current_pid() -> int | None:
@@ -151,22 +220,30 @@ def current_pid() -> int | None:
 
 
 def shutdown() -> None:
-    """Stop the zygote (it exits when its socket closes) and reap it."""
-    global _zygote
+    """Stop the spare shepherd and the zygote (both exit when their sockets
+    close) and reap them."""
+    global _zygote, _spare, _pending
     with _lock:
-        z, _zygote = _zygote, None
-    if z is not None:
-        z.close()
+        if _zygote is not None and _spare is None and _pending is not None:
+            sock, _pending = _pending, None
+            try:
+                _spare = (_zygote.collect(), sock)
+            except (OSError, ShepherdError):
+                sock.close()
+        _discard_zygote()
 
 
 def _after_fork_in_child() -> None:
-    # The zygote belongs to the parent: drop our copy of its socket without
-    # touching it (the parent still uses it) and start afresh on next use.
-    global _zygote, _lock
+    # The zygote and the spare belong to the parent: drop our copies of their
+    # sockets without touching them and start afresh on next use.
+    global _zygote, _lock, _spare, _pending
     _lock = threading.Lock()
     z, _zygote = _zygote, None
-    if z is not None:
-        z.sock.close()
+    spare, _spare = _spare, None
+    pending, _pending = _pending, None
+    for sock in (z.sock if z else None, spare[1] if spare else None, pending):
+        if sock is not None:
+            sock.close()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
