@@ -58,8 +58,19 @@ def rss_bytes() -> int:
 
 
 def stray_children(before: set[int]) -> set[int]:
-    """Children of this process that are neither pre-existing nor netrunner helpers."""
-    return own_children() - before - helper_pids()
+    """Children of this process that are neither pre-existing nor netrunner helpers.
+
+    ``helper_pids()`` runs first: it reaps detached shepherds and settles the
+    spare, so what ``own_children()`` lists afterwards is really left over."""
+    helpers = helper_pids()
+    return own_children() - before - helpers
+
+
+def settled_strays(before: set[int], timeout: float = 5.0) -> set[int]:
+    """``stray_children`` once deferred reaping has had ``timeout`` to happen
+    (``run`` and ``stream`` may leave their exiting shepherd to the next spawn)."""
+    wait_until(lambda: not stray_children(before), timeout=timeout)
+    return stray_children(before)
 
 
 def status_field(pid: int | str, name: str) -> str:

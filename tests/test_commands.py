@@ -12,7 +12,7 @@ import threading
 import pytest
 
 import netrunner
-from helpers import PY, LineReader, py, stray_children
+from helpers import PY, LineReader, py, settled_strays, stray_children
 
 ENTRIES = ["run", "stream", "start"]
 
@@ -272,7 +272,7 @@ def test_exec_failure_leaves_nothing_behind(tmp_path: pathlib.Path) -> None:
     for _ in range(20):
         with pytest.raises(FileNotFoundError):
             netrunner.run([str(tmp_path / "missing")])
-    assert stray_children(before) == set()
+    assert settled_strays(before) == set()
 
 
 # --- clean start ------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 import netrunner
-from helpers import gone, pids_with_marker, py, rss_bytes, stray_children, wait_until
+from helpers import gone, pids_with_marker, py, rss_bytes, settled_strays, stray_children, wait_until
 
 # A tree that would run forever: sh (exec'd into `yes`) with a background sleep.
 # The first two lines are the sleep's pid and the command's pid.
@@ -372,7 +372,7 @@ def test_no_children_left_after_stream() -> None:
     for _ in range(10):
         with netrunner.stream(["echo", "x"]) as s:
             assert b"".join(s) == b"x\n"
-    assert stray_children(before) == set()
+    assert settled_strays(before) == set()
 
 
 def test_text_chunk_size_counts_bytes_read() -> None:
