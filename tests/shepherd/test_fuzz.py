@@ -1,0 +1,135 @@
+"""Thousands of random and truncated records thrown at shepherds: each one
+stays sane (answers with an error or ignores, never hangs or crashes), ends
+when its owner hangs up, and leaves nothing behind; the zygote keeps serving."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import socket
+
+import netrunner
+from netrunner._core import codec, wire
+
+from conftest import pids_with_marker, wait_until
+from _raw import close_all, idle_shepherd, reap, rights, std_fds
+
+CODES = [m.code for m in wire.MESSAGES] + [0x00, 0x7F, 0xFF]
+
+
+def random_record(rng: random.Random) -> bytes:
+    kind = rng.random()
+    if kind < 0.3:  # pure noise
+        return bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64)))
+    if kind < 0.6:  # a known type with a random size
+        return bytes([rng.choice(CODES)]) + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 40)))
+    if kind < 0.8:  # a valid request, truncated or extended
+        valid = rng.choice([
+            codec.encode_signal(rng.choice([0, 15, 28, 64, 65, 2**32 - 1])),
+            codec.encode_stop(rng.choice([None, 0.001, 3.0])),
+            codec.encode_winsize(24, 80),
+        ])
+        cut = rng.randint(0, len(valid) + 3)
+        return (valid + b"\0\0\0")[:cut] or b"\x13"
+    # a spawn header with random counts and a random tail (sent without fds)
+    head = wire.BY_NAME["C_SPAWN"].struct.pack(
+        0x10, rng.getrandbits(32), rng.getrandbits(16),
+        rng.choice([0, 1, 2, 2**32 - 1]), rng.choice([0, 1, 2**31]), rng.choice([0, 1, 5])
+    )
+    tail = bytes(rng.choice(b"ab/\0") for _ in range(rng.randint(0, 30)))
+    return head + tail
+
+
+def drain_until_eof(sock: socket.socket, timeout: float = 10.0) -> list[codec.Event]:
+    got = []
+    while select.select([sock], [], [], timeout)[0]:
+        try:
+            record = sock.recv(wire.MAX_RECORD)
+        except ConnectionResetError:  # it hung up with our records unread
+            return got
+        if not record:
+            return got
+        got.append(codec.decode(record))  # whatever it says must be well-formed
+    raise AssertionError(f"shepherd neither answered nor hung up: {got}")
+
+
+def test_random_records_to_idle_shepherds() -> None:
+    rng = random.Random(1234)
+    sent = 0
+    for _ in range(120):
+        pid, sock = idle_shepherd()
+        try:
+            for _ in range(rng.randint(1, 30)):
+                try:
+                    sock.send(random_record(rng))
+                except OSError:
+                    break  # it already gave up on us
+                sent += 1
+            sock.shutdown(socket.SHUT_WR)
+            events = drain_until_eof(sock)
+            assert all(isinstance(e, (codec.ShepherdFault, codec.Started, codec.ExecFailed, codec.Exited))
+                       for e in events)
+        finally:
+            sock.close()
+        reap(pid)
+    assert sent > 1000
+    assert netrunner.run(["echo", "still fine"]).stdout == b"still fine\n"
+
+
+def test_random_records_to_running_shepherds(marker: str) -> None:
+    rng = random.Random(99)
+    sent = 0
+    for _ in range(60):
+        pid, sock = idle_shepherd()
+        theirs, ours = std_fds()
+        env = [f"NETRUNNER_TEST_MARKER={marker}".encode()]
+        records = codec.encode_spawn([b"/bin/sleep", b"100"], env, [b"/bin/sleep"], None,
+                                     detach=False, kill_timeout=0.5)
+        sock.sendmsg([records[-1]], rights(theirs))
+        close_all(theirs)
+        try:
+            assert isinstance(codec.decode(sock.recv(100)), codec.Started)
+            for _ in range(rng.randint(1, 40)):
+                record = random_record(rng)
+                if record[:1] == b"\x12":  # keep the fuzz about framing, not signals
+                    record = b"\x12" + b"\0" * max(0, len(record) - 1)
+                try:
+                    sock.send(record)
+                except OSError:
+                    break
+                sent += 1
+            sock.shutdown(socket.SHUT_WR)
+            drain_until_eof(sock)
+        finally:
+            sock.close()
+            close_all(ours)
+        reap(pid)
+    assert sent > 500
+    assert wait_until(lambda: not pids_with_marker(marker))
+
+
+def test_truncated_spawn_parts_are_bounded() -> None:
+    # SPAWN_PART records that together exceed the limit are refused
+    pid, sock = idle_shepherd()
+    part = b"\x11" + b"x" * (wire.MAX_RECORD - 1)
+    refused = False
+    try:
+        for _ in range(wire.MAX_SPAWN_BYTES // (wire.MAX_RECORD - 1) + 2):
+            sock.send(part)
+    except OSError:
+        refused = True
+    events = drain_until_eof(sock, timeout=30)
+    sock.close()
+    reap(pid)
+    assert events == [codec.ShepherdFault(wire.ERR_TOO_LARGE, 0)]
+    del refused
+
+
+def test_oversized_record_is_malformed() -> None:
+    pid, sock = idle_shepherd()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * wire.MAX_RECORD)
+    sock.send(b"\x11" + bytes(wire.MAX_RECORD + 10))
+    assert drain_until_eof(sock) == [codec.ShepherdFault(wire.ERR_MALFORMED, 0)]
+    sock.close()
+    reap(pid)
