@@ -387,3 +387,18 @@ def test_command_runs_in_its_own_process_group() -> None:
 def test_stdout_and_stderr_are_pipes() -> None:
     code = "import os, stat; print([stat.S_ISFIFO(os.fstat(i).st_mode) for i in (1, 2)])"
     assert netrunner.run(py(code)).stdout == b"[True, True]\n"
+
+
+def test_path_lookup_only_non_executable_match_is_permission_error(
+    tmp_path: pathlib.Path, marker_env: dict[str, str]
+) -> None:
+    _script(tmp_path / "nr-tool", "echo no", mode=0o644)
+    env = {**marker_env, "PATH": f"{tmp_path / 'missing'}:{tmp_path}"}
+    with pytest.raises(PermissionError) as ei:
+        netrunner.run(["nr-tool"], env=env)
+    assert ei.value.filename == "nr-tool"
+
+
+def test_relative_program_with_slash_resolves_against_cwd(tmp_path: pathlib.Path) -> None:
+    _script(tmp_path / "local-tool", "echo local")
+    assert netrunner.run(["./local-tool"], cwd=tmp_path).stdout == b"local\n"

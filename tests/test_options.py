@@ -520,3 +520,38 @@ def test_check_true_raises_process_error() -> None:
 
 def test_python_child_sanity() -> None:
     assert netrunner.run([PY, "-c", "print(1 + 1)"]).stdout == b"2\n"
+
+
+def test_stderr_inherit_in_stream_and_start() -> None:
+    probe = py("import os; st = os.fstat(2); print('%d:%d' % (st.st_dev, st.st_ino))")
+    with netrunner.stream(probe, stderr="inherit") as s:
+        assert b"".join(s).decode().strip() == _fd2_identity()
+    assert s.result.stderr == b""
+    with netrunner.start(probe, stderr="inherit") as proc:
+        out, _ = proc.communicate(timeout=10)
+    assert out.decode().strip() == _fd2_identity()
+
+
+def test_leftovers_detach_in_stream() -> None:
+    start = time.monotonic()
+    with netrunner.stream(["sh", "-c", "sleep 100 & echo $!"], leftovers="detach", timeout=30) as s:
+        out = b"".join(s)
+    assert time.monotonic() - start < 5  # stops reading once the command has exited
+    pid = int(out.split()[0])
+    try:
+        assert pid_alive(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert gone(pid)
+
+
+def test_write_str_uses_encoding() -> None:
+    hexdump = py("import sys; sys.stdout.write(sys.stdin.buffer.read().hex())")
+    with netrunner.start(hexdump, encoding="latin-1") as proc:
+        proc.write("é")
+        out, _ = proc.communicate(timeout=10)
+    assert out == "e9"
+    with netrunner.start(hexdump) as proc:
+        proc.write("é")
+        out, _ = proc.communicate(timeout=10)
+    assert out == b"c3a9"

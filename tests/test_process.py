@@ -767,3 +767,46 @@ def test_no_thread_per_process() -> None:
     finally:
         for proc in procs:
             proc.close()
+
+
+def test_wait_on_exited_process_returns_at_once() -> None:
+    with netrunner.start(["sh", "-c", "exit 9"]) as proc:
+        assert proc.wait(timeout=10) == 9
+        start = time.monotonic()
+        assert proc.wait(timeout=0.001) == 9
+        assert time.monotonic() - start < 0.5
+
+
+def test_stopped_child_is_not_exited() -> None:
+    with netrunner.start(READY_THEN_READ) as proc:
+        reader = ready(proc)
+        proc.send_signal("STOP")
+        assert wait_until(lambda: _state(proc.pid) == "T", timeout=10)
+        assert proc.poll() is None
+        assert proc.alive
+        with pytest.raises(netrunner.Timeout):
+            proc.wait(timeout=0.2)
+        proc.send_signal("CONT")
+        assert wait_until(lambda: _state(proc.pid) in ("S", "R"), timeout=10)
+        proc.close_stdin()
+        assert proc.wait(timeout=10) == 0
+        del reader
+
+
+def test_stop_a_stopped_child() -> None:
+    with netrunner.start(READY_THEN_READ, kill_timeout=0.5) as proc:
+        ready(proc)
+        proc.send_signal(signal.SIGSTOP)
+        assert wait_until(lambda: _state(proc.pid) == "T", timeout=10)
+        start = time.monotonic()
+        assert proc.stop() in (-signal.SIGTERM, -signal.SIGKILL)
+        assert time.monotonic() - start < 0.5 + 2.5
+        assert not pid_alive(proc.pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except OSError:
+        return "gone"
