@@ -45,7 +45,7 @@ struct shepherd {
     int64_t deadline; /* CLOCK_MONOTONIC ms, -1 for none */
     uint64_t utime_us, stime_us, maxrss_kb;
     unsigned char *spawn_buf;
-    size_t spawn_len;
+    size_t spawn_len, spawn_cap;
 };
 
 /* Shared with the vfork child: how exec failed. */
@@ -412,14 +412,21 @@ static void on_control(struct shepherd *s)
             protocol_error(s, NR_ERR_TOO_LARGE, 0);
             return;
         }
-        if (f.tail_len > 0) {
-            unsigned char *grown = realloc(s->spawn_buf, s->spawn_len + f.tail_len);
+        if (s->spawn_len + f.tail_len > s->spawn_cap) { /* grow geometrically */
+            size_t cap = s->spawn_cap ? s->spawn_cap : 4096;
+            unsigned char *grown;
+            while (cap < s->spawn_len + f.tail_len)
+                cap *= 2;
+            grown = realloc(s->spawn_buf, cap);
             if (grown == NULL) {
                 protocol_error(s, NR_ERR_SYSTEM, ENOMEM);
                 return;
             }
-            memcpy(grown + s->spawn_len, f.tail, f.tail_len);
             s->spawn_buf = grown;
+            s->spawn_cap = cap;
+        }
+        if (f.tail_len > 0) {
+            memcpy(s->spawn_buf + s->spawn_len, f.tail, f.tail_len);
             s->spawn_len += f.tail_len;
         }
         if (f.type == NR_C_SPAWN)

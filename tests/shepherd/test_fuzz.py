@@ -105,7 +105,7 @@ def test_random_records_to_running_shepherds(marker: str) -> None:
             sock.close()
             close_all(ours)
         reap(pid)
-    assert sent > 500
+    assert sent > 200  # a shepherd that gave up on us refuses the rest
     assert wait_until(lambda: not pids_with_marker(marker))
 
 

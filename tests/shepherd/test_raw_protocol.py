@@ -21,6 +21,16 @@ from _raw import close_all, events, idle_shepherd, reap, rights, spawn, std_fds
 SH = b"/bin/sh"
 
 
+def read_line(fd: int) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 100)
+        if not chunk:
+            break
+        line += chunk
+    return line
+
+
 def run_to_end(argv: list[bytes], **kw: object) -> list[object]:
     pid, sock, ours = spawn(argv, **kw)  # type: ignore[arg-type]
     try:
@@ -114,7 +124,7 @@ def test_stop_escalates_to_sigkill_after_kill_timeout() -> None:
     )
     try:
         assert isinstance(codec.decode(sock.recv(100)), codec.Started)
-        assert os.read(ours[1], 100) == b"ready\n"
+        assert read_line(ours[1]) == b"ready\n"
         t0 = time.monotonic()
         sock.send(codec.encode_stop(None))
         rest = events(sock)
@@ -130,7 +140,7 @@ def test_stop_escalates_to_sigkill_after_kill_timeout() -> None:
 def test_owner_hang_up_stops_the_tree(marker: str) -> None:
     pid, sock, ours = spawn([SH, b"-c", b"setsid sleep 100 & sleep 100 & echo ready; wait"])
     assert isinstance(codec.decode(sock.recv(100)), codec.Started)
-    assert os.read(ours[1], 100) == b"ready\n"
+    assert read_line(ours[1]) == b"ready\n"
     assert len(pids_with_marker(marker)) == 3
     sock.close()  # the owner is gone
     reap(pid)
