@@ -402,3 +402,17 @@ def test_path_lookup_only_non_executable_match_is_permission_error(
 def test_relative_program_with_slash_resolves_against_cwd(tmp_path: pathlib.Path) -> None:
     _script(tmp_path / "local-tool", "echo local")
     assert netrunner.run(["./local-tool"], cwd=tmp_path).stdout == b"local\n"
+
+
+def test_exec_failures_leak_no_file_descriptors(tmp_path: pathlib.Path) -> None:
+    netrunner.run(["true"])  # any long-lived helper exists from here on
+    before = len(os.listdir("/proc/self/fd"))
+    for entry in ENTRIES:
+        for _ in range(10):
+            with pytest.raises(FileNotFoundError):
+                launch(entry, [str(tmp_path / "missing")])
+            with pytest.raises(FileNotFoundError):
+                launch(entry, ["true"], cwd=tmp_path / "missing-dir")
+            with pytest.raises(netrunner.InvalidCommand):
+                launch(entry, [])
+    assert len(os.listdir("/proc/self/fd")) == before

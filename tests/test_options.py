@@ -555,3 +555,9 @@ def test_write_str_uses_encoding() -> None:
         proc.write("é")
         out, _ = proc.communicate(timeout=10)
     assert out == b"c3a9"
+
+
+def test_input_iterable_of_str_uses_encoding() -> None:
+    hexdump = py("import sys; sys.stdout.write(sys.stdin.buffer.read().hex())")
+    assert netrunner.run(hexdump, input=["é", b"\xff"], encoding="latin-1").stdout == "e9ff"
+    assert netrunner.run(hexdump, input=iter(["é"])).stdout == b"c3a9"
