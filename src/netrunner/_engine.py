@@ -112,6 +112,7 @@ class Handle:
                 os.set_blocking(fd, False)
         if not keep_stdin:
             self.close_stdin()
+        zygote.replenish()
 
     def _stderr_target(self, out_w: int, child_fds: list[int]) -> int:
         mode = self.opts.stderr

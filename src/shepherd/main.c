@@ -31,6 +31,35 @@ static int usage(void)
     return 2;
 }
 
+/* Every signal disposition back to the default (raw system calls: glibc
+ * refuses to touch the signals it reserves, which may arrive ignored). An
+ * all-zero kernel sigaction is SIG_DFL with no flags and an empty mask on
+ * every architecture. Nothing is ignored or caught from here on: shepherds
+ * send with MSG_NOSIGNAL and take signals through a signalfd, so commands
+ * start with default dispositions without resetting them one by one. */
+static void default_signals(void)
+{
+    unsigned long ksa[8];
+    uint64_t none = 0;
+
+    memset(ksa, 0, sizeof ksa);
+    for (int sig = 1; sig < NSIG; sig++)
+        syscall(SYS_rt_sigaction, sig, ksa, NULL, (size_t)(NSIG / 8)); /* EINVAL for KILL, STOP */
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, (size_t)(NSIG / 8));
+}
+
+/* SIGPIPE blocked, not ignored: a write to a closed pipe (an error message
+ * to a stderr nobody reads) fails with EPIPE instead of killing us, and the
+ * disposition commands inherit stays the default. Shepherds inherit the mask;
+ * commands start with an empty one. */
+static void block_sigpipe(void)
+{
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigprocmask(SIG_BLOCK, &pipe, NULL);
+}
+
 /* Received fds must never land on 0-2, which the command's dup2s would clobber. */
 static void occupy_stdio(void)
 {
@@ -155,6 +184,7 @@ int main(int argc, char **argv)
     if (errno != 0 || *end != '\0' || fd < 0 || fd > 1 << 20)
         return usage();
     occupy_stdio();
-    signal(SIGPIPE, SIG_IGN);
+    default_signals();
+    block_sigpipe();
     return serve((int)fd);
 }

@@ -132,7 +132,6 @@ static int close_from(int lowfd)
 static void __attribute__((noreturn))
 exec_child(const struct shepherd *s, const struct nr_spawn *sp, uint32_t npaths, struct exec_report *report)
 {
-    unsigned long ksa[8];
     uint64_t none = 0;
     int saved = 0;
 
@@ -145,12 +144,11 @@ exec_child(const struct shepherd *s, const struct nr_spawn *sp, uint32_t npaths,
         if (dup2(s->fds[i], i) < 0)
             goto failed;
     }
-    /* Raw system calls: glibc refuses to touch the signals it reserves
-     * (32, 33), which may arrive here ignored. An all-zero kernel sigaction
-     * is SIG_DFL with no flags and an empty mask on every architecture. */
-    memset(ksa, 0, sizeof ksa);
-    for (int sig = 1; sig < NSIG; sig++)
-        syscall(SYS_rt_sigaction, sig, ksa, NULL, (size_t)(NSIG / 8)); /* EINVAL for KILL, STOP */
+    /* Signal dispositions need no work: the zygote reset every one to the
+     * default at start, neither it nor a shepherd ignores or catches any
+     * (they take signals through a signalfd), and execve drops handlers.
+     * The mask is the shepherd's blocked set: clear it (a raw system call,
+     * since glibc will not touch the signals it reserves). */
     if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, (size_t)(NSIG / 8)) < 0)
         goto failed;
     /* The owner's working directory (by fd: it may have been renamed or
@@ -477,7 +475,6 @@ static int setup(struct shepherd *s)
         fail("prctl(PR_SET_CHILD_SUBREAPER)");
         return -1;
     }
-    signal(SIGPIPE, SIG_IGN);
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);
     sigaddset(&mask, SIGTERM);

@@ -146,7 +146,7 @@ _pending: socket.socket | None = None
 
 def take_shepherd() -> tuple[int, socket.socket]:
     """An idle shepherd (its pid and our end of its control socket), ready to
-    receive a spawn request; a replacement is forked in the background."""
+    receive a spawn request. Call :func:`replenish` once it has its request."""
     global _zygote, _spare, _pending
     with _lock:
         for attempt in (1, 2):
@@ -163,13 +163,24 @@ def take_shepherd() -> tuple[int, socket.socket]:
                         sock.close()
                         raise
                 taken, _spare = _spare, None
-                _pending = _zygote.request()
                 return taken
             except ShepherdError:
                 _discard_zygote()
                 if attempt == 2:
                     raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def replenish() -> None:
+    """Fork the next spare shepherd. Called once a command has been handed
+    its shepherd, so the zygote's clone does not compete with the start."""
+    global _pending
+    with _lock:
+        if _zygote is not None and _spare is None and _pending is None:
+            try:
+                _pending = _zygote.request()
+            except ShepherdError:
+                _discard_zygote()
 
 
 def _discard_zygote() -> None:
