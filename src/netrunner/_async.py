@@ -9,6 +9,7 @@ shepherd, which sees its control socket hang up.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -214,7 +215,8 @@ class Stream(StreamBase):
     async def _ensure_started(self) -> Handle:
         if self._h is not None:
             return self._h
-        h = Handle(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None, lazy_reap=True)
+        h = Handle(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None, lazy_reap=True,
+                   stream_pipe=True)
         try:
             await adrive(h.flow_started(), self._waiter)
         except BaseException:
@@ -234,6 +236,15 @@ class Stream(StreamBase):
             raise StopAsyncIteration
         h = await self._ensure_started()
         while not self._done:
+            # Fast path: data already waiting in the pipe needs no flow.
+            data = h.read_once(1, self._opts.chunk_size) if self._deadline is None or time.monotonic() < self._deadline else None
+            if data:
+                if h.text_out is None:
+                    return data
+                chunk = h.text_out(data)
+                if chunk:
+                    return chunk
+                continue
             try:
                 data = await adrive(
                     h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline),  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import array
 import errno
+import fcntl
 import os
 import signal as _signal
 import socket
@@ -63,7 +64,8 @@ class Handle:
     )
 
     def __init__(
-        self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool, lazy_reap: bool = False
+        self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool,
+        lazy_reap: bool = False, stream_pipe: bool = False,
     ) -> None:
         _lifetime.reap_detached()
         self.lazy_reap = lazy_reap
@@ -81,6 +83,8 @@ class Handle:
             child_fds.append(stdin_r)
             self.stdout_fd, out_w = os.pipe2(os.O_CLOEXEC)
             child_fds.append(out_w)
+            if stream_pipe:
+                _grow_pipe(out_w)
             err_w = self._stderr_target(out_w, child_fds)
             here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             child_fds.append(here)
@@ -476,6 +480,20 @@ class Handle:
                     err.add(chunk)
             if writers and self.stdin_fd in ready:
                 feeder.write_some()  # type: ignore[union-attr]
+
+
+STREAM_PIPE_SIZE = 256 * 1024
+_F_SETPIPE_SZ = 1031
+
+
+def _grow_pipe(fd: int) -> None:
+    """A larger stdout pipe for streams: the producer runs ahead by this much
+    before it blocks, so a consumer wakes up once per several chunks instead
+    of once per chunk. Best effort (the per-user pipe budget may refuse)."""
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, STREAM_PIPE_SIZE)
+    except OSError:
+        pass
 
 
 def _current_environ() -> list[bytes]:

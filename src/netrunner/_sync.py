@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,7 +66,7 @@ def stream(cmd: Any, **options: Any) -> Stream:
     """Start ``cmd`` and return a :class:`Stream` of its stdout chunks, read
     only as the consumer asks for them."""
     args, argv, opts = resolve("stream", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
+    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True, stream_pipe=True)
     try:
         drive(h.flow_started())
     except BaseException:
@@ -218,6 +219,15 @@ class Stream(StreamBase):
         h = self._h
         assert h is not None
         while not self._done:
+            # Fast path: data already waiting in the pipe needs no flow.
+            data = h.read_once(1, self._opts.chunk_size) if self._deadline is None or time.monotonic() < self._deadline else None
+            if data:
+                if h.text_out is None:
+                    return data
+                chunk = h.text_out(data)
+                if chunk:
+                    return chunk
+                continue
             try:
                 data = drive(h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline))
             except WaitTimeout:
