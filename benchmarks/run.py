@@ -57,7 +57,7 @@ def bench_latency(rounds: int) -> None:
         rounds,
     )
     base = med["subprocess.run(['true'])"]
-    print("\n## spawn latency (median of %d)" % rounds)
+    print(f"\n## spawn latency (median of {rounds})")
     for name, value in med.items():
         print(f"  {name:<48} {value * 1e3:7.3f} ms   {value / base:5.2f}x")
     ratio = med["netrunner.run(['true'])"] / base

@@ -18,7 +18,8 @@ HEADER = ROOT / "src" / "shepherd" / "protocol.h"
 
 def load_wire():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("_nr_wire", WIRE)
-    assert spec and spec.loader
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

@@ -4,6 +4,7 @@ and turning a finished handle into a ``Result`` or the right error."""
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 from ._core import codec
@@ -71,7 +72,8 @@ def conclude(
         assert opts.max_output_size is not None
         raise OutputLimitExceeded(list(h.args), opts.max_output_size, stopped, stdout, stderr, stats)
     core = h.core
-    assert core.returncode is not None and core.exit_status is not None
+    assert core.returncode is not None
+    assert core.exit_status is not None
     result = Result(h.args, stdout, stderr, core.returncode, core.exit_status, core.signal, stats)
     if check and result.returncode != 0:
         raise ProcessError(
@@ -87,6 +89,7 @@ class ProcessBase:
     __slots__ = ("_h", "_finalizer", "__weakref__")
 
     _h: Handle
+    _finalizer: weakref.finalize[Any, Any]
 
     def __repr__(self) -> str:
         state = "running" if self._h.core.status is None else f"returncode={self._h.core.returncode}"
@@ -132,7 +135,8 @@ class ProcessBase:
     @property
     def stats(self) -> Stats:
         """A snapshot of the statistics so far."""
-        return self._h.stats()
+        stats: Stats = self._h.stats()
+        return stats
 
     def send_signal(self, sig: Any) -> None:
         """Send ``sig`` to the command's whole process group (a no-op after exit)."""

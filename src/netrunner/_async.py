@@ -14,7 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ._api import (
-    ProcessBase, StreamBase, check_kill_timeout, check_size, conclude, deadline_of, encode_input,
+    ProcessBase,
+    StreamBase,
+    check_kill_timeout,
+    check_size,
+    conclude,
+    deadline_of,
+    encode_input,
 )
 from ._command import resolve
 from ._core.output import Capture, InputSource, Lines
@@ -85,20 +91,26 @@ class Process(ProcessBase):
 
     __slots__ = ("_waiter", "_out_lock", "_err_lock", "_in_lock", "_comm")
 
+    _waiter: AsyncWaiter
+    _out_lock: asyncio.Lock
+    _err_lock: asyncio.Lock
+    _in_lock: asyncio.Lock
+    _comm: tuple[Capture, Capture] | None
+
     def __init__(self) -> None:
         raise TypeError("aio.Process objects come from `await netrunner.aio.start()`")
 
     @classmethod
     def _make(cls, h: Handle, waiter: AsyncWaiter) -> Process:
-        self = object.__new__(cls)
-        self._h = h
-        self._waiter = waiter
-        self._out_lock = asyncio.Lock()
-        self._err_lock = asyncio.Lock()
-        self._in_lock = asyncio.Lock()
-        self._comm: tuple[Capture, Capture] | None = None
-        self._finalizer = finalize_on_drop(self, h)
-        return self
+        proc = object.__new__(cls)
+        proc._h = h
+        proc._waiter = waiter
+        proc._out_lock = asyncio.Lock()
+        proc._err_lock = asyncio.Lock()
+        proc._in_lock = asyncio.Lock()
+        proc._comm = None
+        proc._finalizer = finalize_on_drop(proc, h)
+        return proc
 
     async def __aenter__(self) -> Process:
         return self
@@ -237,7 +249,8 @@ class Stream(StreamBase):
         h = await self._ensure_started()
         while not self._done:
             # Fast path: data already waiting in the pipe needs no flow.
-            data = h.read_once(1, self._opts.chunk_size) if self._deadline is None or time.monotonic() < self._deadline else None
+            in_time = self._deadline is None or time.monotonic() < self._deadline
+            data = h.read_once(1, self._opts.chunk_size) if in_time else None
             if data:
                 if h.text_out is None:
                     return data
@@ -247,7 +260,7 @@ class Stream(StreamBase):
                 continue
             try:
                 data = await adrive(
-                    h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline),  # type: ignore[arg-type]
+                    h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline),
                     self._waiter,
                 )
             except WaitTimeout:

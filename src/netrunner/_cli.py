@@ -181,8 +181,9 @@ class _Runner:
             if self.deadline is not None and self.stopped is None:
                 timeout = max(0.0, (self.deadline - time.monotonic()) * 1000)
             events = dict(poller.poll(timeout))
-            for which, fd in ((1, h.stdout_fd), (2, h.stderr_fd)):
-                if fd is not None and fd in events:
+            streams: tuple[tuple[int, int | None], ...] = ((1, h.stdout_fd), (2, h.stderr_fd))
+            for which, out_fd in streams:
+                if out_fd is not None and out_fd in events:
                     data = h.read_once(which, 65536)
                     if data:
                         self._pass(which, data)

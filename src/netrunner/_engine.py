@@ -41,6 +41,7 @@ from ._core.state import Phase, ProcessCore
 from ._errors import ShepherdError
 from ._io import zygote
 from ._options import Options, exec_paths
+from ._results import Stats
 
 Wait = tuple[tuple[int, ...], tuple[int, ...], "float | None"]
 Flow = Generator[Wait, "set[int]", Any]
@@ -62,6 +63,13 @@ class Handle:
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
         "_lock", "text_out", "text_err", "lazy_reap", "__weakref__",
     )
+
+    stdin_fd: int | None
+    stdout_fd: int | None
+    stderr_fd: int | None
+    ctl: socket.socket
+    text_out: Decoder | None
+    text_err: Decoder | None
 
     def __init__(
         self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool,
@@ -236,9 +244,7 @@ class Handle:
                 setattr(self, name, None)
                 os.close(fd)
         self.ctl_open = False
-        if self.ctl is not None:
-            self.ctl.close()
-            self.ctl = None
+        self.ctl.close()  # idempotent
 
     def release(self) -> None:
         """Close every fd; a shepherd still running sees its owner hang up,
@@ -250,7 +256,7 @@ class Handle:
             _lifetime.detach(self.shepherd_pid)
             _lifetime.forget(self)
 
-    def stats(self) -> Any:
+    def stats(self) -> Stats:
         return self.core.stats(_monotonic())
 
     def exec_error(self) -> OSError:
@@ -454,7 +460,9 @@ class Handle:
                 stopped = "timeout"
                 self.send(codec.encode_stop(None))
 
-    def flow_next_chunk(self, feeder: Feeder | None, size: int, err: Tail | Capture, deadline: float | None) -> Flow:
+    def flow_next_chunk(
+        self, feeder: Feeder | None, size: int, err: Tail | Capture | None, deadline: float | None
+    ) -> Flow:
         """The next chunk of stdout for a stream, or None at the end (the
         tree is gone and the shepherd reaped)."""
         while True:
@@ -476,7 +484,7 @@ class Handle:
             ready = yield (self.readers(), writers, deadline)  # type: ignore[misc]
             if self.stderr_fd in ready:
                 chunk = self.read_once(2, READ_SIZE)
-                if chunk:
+                if chunk and err is not None:
                     err.add(chunk)
             if writers and self.stdin_fd in ready:
                 feeder.write_some()  # type: ignore[union-attr]
@@ -576,7 +584,7 @@ def feeder_for(handle: Handle, opts: Options) -> Feeder | None:
     return Feeder(handle, InputSource(opts.input, opts.encoding))
 
 
-def finalize_on_drop(owner: object, handle: Handle) -> weakref.finalize:
+def finalize_on_drop(owner: object, handle: Handle) -> weakref.finalize[Any, Any]:
     """Hand the stop to the shepherd when ``owner`` is garbage-collected."""
     fin = weakref.finalize(owner, handle.release)
     fin.atexit = False  # interpreter exit is _lifetime's job

@@ -27,7 +27,7 @@ class NetRunnerError(Exception):
         # the whole __dict__; OSError ones rebuild from ``args`` (errno,
         # strerror, filename) like OSError itself.
         if isinstance(self, OSError) and not isinstance(self, subprocess.SubprocessError):
-            return OSError.__reduce__(self)  # type: ignore[no-any-return]
+            return tuple(OSError.__reduce__(self))
         return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 

@@ -8,7 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._api import (
-    ProcessBase, StreamBase, check_kill_timeout, check_size, conclude, deadline_of, encode_input,
+    ProcessBase,
+    StreamBase,
+    check_kill_timeout,
+    check_size,
+    conclude,
+    deadline_of,
+    encode_input,
 )
 from ._command import resolve
 from ._core.output import Capture, InputSource, Lines
@@ -81,6 +87,11 @@ class Process(ProcessBase):
 
     __slots__ = ("_out_lock", "_err_lock", "_in_lock", "_comm")
 
+    _out_lock: threading.Lock
+    _err_lock: threading.Lock
+    _in_lock: threading.Lock
+    _comm: tuple[Capture, Capture] | None
+
     def __init__(self) -> None:
         raise TypeError("Process objects come from netrunner.start()")
 
@@ -91,14 +102,14 @@ class Process(ProcessBase):
         except BaseException:
             _abort(h)
             raise
-        self = object.__new__(cls)
-        self._h = h
-        self._out_lock = threading.Lock()
-        self._err_lock = threading.Lock()
-        self._in_lock = threading.Lock()
-        self._comm: tuple[Capture, Capture] | None = None
-        self._finalizer = finalize_on_drop(self, h)
-        return self
+        proc = object.__new__(cls)
+        proc._h = h
+        proc._out_lock = threading.Lock()
+        proc._err_lock = threading.Lock()
+        proc._in_lock = threading.Lock()
+        proc._comm = None
+        proc._finalizer = finalize_on_drop(proc, h)
+        return proc
 
     def __enter__(self) -> Process:
         return self
@@ -220,7 +231,8 @@ class Stream(StreamBase):
         assert h is not None
         while not self._done:
             # Fast path: data already waiting in the pipe needs no flow.
-            data = h.read_once(1, self._opts.chunk_size) if self._deadline is None or time.monotonic() < self._deadline else None
+            in_time = self._deadline is None or time.monotonic() < self._deadline
+            data = h.read_once(1, self._opts.chunk_size) if in_time else None
             if data:
                 if h.text_out is None:
                     return data

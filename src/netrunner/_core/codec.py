@@ -91,7 +91,8 @@ def decode(record: bytes) -> Event:
         raise ProtocolError(
             f"frame {wire.BY_CODE[code].name} has {len(record)} bytes, expected {layout.size}"
         )
-    return cls(*layout.unpack(record)[1:])
+    event: Event = cls(*layout.unpack(record)[1:])
+    return event
 
 
 # --- requests (Python -> zygote/shepherd) ---------------------------------------

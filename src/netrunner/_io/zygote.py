@@ -103,7 +103,8 @@ class _Zygote:
         reply (its pid) is read later by :meth:`collect`, in order."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self.sock.sendmsg([codec.encode_fork()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_bytes([theirs.fileno()]))])
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_bytes([theirs.fileno()]))]
+            self.sock.sendmsg([codec.encode_fork()], rights)
         except OSError as exc:
             ours.close()
             raise ShepherdError(exc.errno, f"the netrunner zygote is gone: {exc.strerror}") from None
