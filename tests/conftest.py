@@ -82,6 +82,9 @@ def marker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     value = uuid.uuid4().hex
     before = own_children()
     monkeypatch.setenv(MARKER_VAR, value)
+    # Python children print a line as one write (print() with flush=True);
+    # PYTHONUNBUFFERED, set on some machines, would split it into two.
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
     yield value
     survivors = wait_until(lambda: not pids_with_marker(value), timeout=15.0)
     left = pids_with_marker(value)

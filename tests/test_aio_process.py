@@ -299,23 +299,11 @@ def test_aclose_and_context_exit_stop_the_tree(tmp_path: Path, marker: str) -> N
     assert wait_until(lambda: not pids_with_marker(marker), timeout=5.0)
 
 
-def test_pty_window_size() -> None:
-    code = (
-        "import os, signal, time\n"
-        "def show(*a):\n"
-        "    size = os.get_terminal_size(0)\n"
-        "    os.write(1, f'size {size.lines} {size.columns}\\n'.encode())\n"
-        "signal.signal(signal.SIGWINCH, show)\n"
-        "show()\n"
-        "while True: time.sleep(0.05)"
-    )
-
+def test_pty_is_not_supported_yet() -> None:
+    # pty support is a later feature: until then it is refused at call time
     async def main() -> None:
-        async with await netrunner.aio.start(py(code), pty=(24, 80)) as proc:
-            reader = AsyncLineReader(proc)
-            assert (await reader.readline()).rstrip() == b"size 24 80"
-            assert proc.set_window_size(30, 100) is None
-            assert (await reader.readline()).rstrip() == b"size 30 100"
+        with pytest.raises(NotImplementedError, match="pty"):
+            await netrunner.aio.start(["true"], pty=(24, 80))
 
     arun(main())
 
