@@ -1,3 +1,5 @@
+/* Pure parsing of control-socket records: no I/O, no allocation, never a
+ * read outside the buffer given (fuzzed by fuzz_frame.c). */
 #include "frame.h"
 
 #include <string.h>
@@ -45,27 +47,42 @@ int nr_parse_frame(const unsigned char *buf, size_t len, struct nr_frame *out)
     }
 }
 
-int nr_parse_spawn(char *tail, size_t len, const struct nr_frame *head, char **slots, struct nr_spawn *out)
+/* argv, envp and paths (+ cwd) strings, with a NULL after argv and envp. */
+static size_t spawn_strings(const struct nr_frame *head)
 {
-    size_t want = (size_t)head->argc + head->envc + head->npaths + ((head->flags & NR_FLAG_CWD) ? 1 : 0);
-    size_t n = 0, pos = 0;
+    return (size_t)head->argc + head->envc + head->npaths + ((head->flags & NR_FLAG_CWD) ? 1 : 0);
+}
 
+size_t nr_spawn_slots(const struct nr_frame *head, size_t len)
+{
     if (head->argc < 1 || head->npaths < 1)
+        return 0;
+    /* In 64 bits: three u32 counts cannot overflow; in 32 bits compare first. */
+    if (head->argc > len || head->envc > len || head->npaths > len || spawn_strings(head) > len)
+        return 0;
+    return spawn_strings(head) + 2;
+}
+
+int nr_parse_spawn(char *tail, size_t len, const struct nr_frame *head, char **slots, size_t nslots,
+                   struct nr_spawn *out)
+{
+    size_t want, n = 0, pos = 0;
+
+    memset(out, 0, sizeof *out);
+    if (nr_spawn_slots(head, len) == 0 || nslots < nr_spawn_slots(head, len))
         return NR_ERR_MALFORMED;
-    /* Count strings: every one ends with a NUL and nothing follows the last. */
+    want = spawn_strings(head);
+    /* slots: argv[argc] NULL envp[envc] NULL paths[npaths] [cwd] */
     while (pos < len) {
         const char *nul = memchr(tail + pos, '\0', len - pos);
-        if (nul == NULL)
-            return NR_ERR_MALFORMED; /* trailing bytes without a terminator */
-        if (n == want)
-            return NR_ERR_MALFORMED; /* more strings than announced */
+        if (nul == NULL || n == want)
+            return NR_ERR_MALFORMED; /* an unterminated string, or one too many */
         slots[n + (n >= head->argc) + (n >= (size_t)head->argc + head->envc)] = tail + pos;
         n++;
         pos = (size_t)(nul - tail) + 1;
     }
     if (n != want)
         return NR_ERR_MALFORMED;
-    /* slots: argv[argc] NULL envp[envc] NULL paths[npaths] [cwd] */
     out->argv = slots;
     slots[head->argc] = NULL;
     out->envp = slots + head->argc + 1;

@@ -42,10 +42,17 @@ struct nr_spawn {
     char *cwd;    /* NULL without NR_FLAG_CWD */
 };
 
-/* Split `tail` (len bytes, owned by the caller, modified in place: no) into
- * the strings the SPAWN header announced. `slots` must hold
- * argc + envc + npaths + 2 pointers. Returns 0 or NR_ERR_MALFORMED when the
- * counts do not match the NUL-terminated strings exactly. */
-int nr_parse_spawn(char *tail, size_t len, const struct nr_frame *head, char **slots, struct nr_spawn *out);
+/* How many pointer slots nr_parse_spawn needs for this header and a tail of
+ * `len` bytes, or 0 when the counts cannot be right (argc or npaths is 0, or
+ * more strings are announced than `len` bytes can hold: every string takes at
+ * least its NUL). Call it before allocating, so absurd counts cost nothing. */
+size_t nr_spawn_slots(const struct nr_frame *head, size_t len);
+
+/* Split `tail` (len bytes, not modified) into the strings the SPAWN header
+ * announced; `slots` holds `nslots` pointers (nr_spawn_slots). Returns 0, or
+ * NR_ERR_MALFORMED unless the strings match the counts exactly: each ends with
+ * a NUL and nothing follows the last. */
+int nr_parse_spawn(char *tail, size_t len, const struct nr_frame *head, char **slots, size_t nslots,
+                   struct nr_spawn *out);
 
 #endif

@@ -129,7 +129,7 @@ static int serve(int sock)
         struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
         struct msghdr msg;
         struct cmsghdr *c;
-        int fds[MAX_FDS], nfds = 0;
+        int fds[MAX_FDS], nfds = 0, err;
         ssize_t n;
         pid_t pid;
 
@@ -160,11 +160,11 @@ static int serve(int sock)
         pid = clone_parent();
         if (pid == 0) {
             close(sock);
-            nr_shepherd_main(fds[0]);
+            nr_shepherd_main(fds[0]); /* never returns */
         }
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
-        reply(sock, pid > 0 ? pid : 0, pid > 0 ? 0 : errno);
+        err = pid < 0 ? errno : 0;
+        close(fds[0]); /* the shepherd's now */
+        reply(sock, pid > 0 ? pid : 0, err);
     }
 }
 

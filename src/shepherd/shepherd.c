@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "shepherd.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -115,17 +116,45 @@ static void finish(struct shepherd *s)
 
 /* ---- the command ---------------------------------------------------------- */
 
-static int close_from(int lowfd)
+/* Close every fd >= lowfd. In the vfork child: system calls only, no malloc. */
+static void close_from(int lowfd)
 {
+    union {
+        struct dirent64 align;
+        char bytes[4096];
+    } buf;
+    struct rlimit rl;
+    long n, max;
+    int dir;
+
 #ifdef SYS_close_range
     if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0U) == 0)
-        return 0;
+        return;
 #endif
-    struct rlimit rl;
-    long max = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) ? (long)rl.rlim_cur : 65536;
+    /* Before Linux 5.9: the fds actually open, from /proc (closing while
+     * listing is fine, the listing goes by fd number), else every number
+     * below the soft limit. */
+    dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+        while ((n = syscall(SYS_getdents64, dir, buf.bytes, sizeof buf.bytes)) > 0) {
+            for (long off = 0; off < n;) {
+                struct dirent64 *d = (struct dirent64 *)(void *)(buf.bytes + off);
+                int fd = 0;
+                const char *p = d->d_name;
+                for (; *p >= '0' && *p <= '9'; p++)
+                    fd = fd * 10 + (*p - '0');
+                if (*p == '\0' && p != d->d_name && fd >= lowfd && fd != dir)
+                    close(fd);
+                off += d->d_reclen;
+            }
+        }
+        close(dir);
+        if (n == 0)
+            return;
+    }
+    max = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) ? (long)rl.rlim_cur : 65536;
     for (long fd = lowfd; fd < max; fd++)
         close((int)fd);
-    return 0;
 }
 
 /* In the vfork child: only system calls, everything prepared beforehand. */
@@ -172,11 +201,9 @@ failed:
     _exit(127);
 }
 
-static void reap(struct shepherd *s);
-
 static void start_command(struct shepherd *s, const struct nr_frame *head)
 {
-    size_t nslots = (size_t)head->argc + head->envc + head->npaths + 3;
+    size_t nslots = nr_spawn_slots(head, s->spawn_len);
     char **slots;
     struct nr_spawn sp;
     /* Static, not on the stack: the vfork child writes it while we wait. */
@@ -184,8 +211,8 @@ static void start_command(struct shepherd *s, const struct nr_frame *head)
     unsigned char rec[NR_S_EXEC_FAILED_SIZE > NR_S_STARTED_SIZE ? NR_S_EXEC_FAILED_SIZE : NR_S_STARTED_SIZE];
     pid_t pid;
 
-    if (head->argc > s->spawn_len || head->envc > s->spawn_len || head->npaths > s->spawn_len) {
-        send_error(s, NR_ERR_MALFORMED, 0); /* counts larger than the bytes that hold them */
+    if (nslots == 0) {
+        send_error(s, NR_ERR_MALFORMED, 0); /* counts the bytes cannot hold */
         _exit(0);
     }
     slots = calloc(nslots, sizeof *slots);
@@ -193,7 +220,7 @@ static void start_command(struct shepherd *s, const struct nr_frame *head)
         send_error(s, NR_ERR_SYSTEM, errno);
         _exit(0);
     }
-    if (nr_parse_spawn((char *)s->spawn_buf, s->spawn_len, head, slots, &sp) != 0) {
+    if (nr_parse_spawn((char *)s->spawn_buf, s->spawn_len, head, slots, nslots, &sp) != 0) {
         send_error(s, NR_ERR_MALFORMED, 0);
         _exit(0);
     }
@@ -215,14 +242,9 @@ static void start_command(struct shepherd *s, const struct nr_frame *head)
     s->spawn_buf = NULL;
     s->spawn_len = 0;
     if (report.error != 0) {
-        if (pid > 0) {
-            s->child = pid;
-            while (!s->child_reaped) {
-                reap(s);
-                if (!s->child_reaped)
-                    usleep(1000);
-            }
-        }
+        /* The child has already exited (vfork returns after its _exit). */
+        while (pid > 0 && waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+            ;
         memset(rec, 0, sizeof rec);
         rec[0] = NR_S_EXEC_FAILED;
         nr_put_u32(rec + NR_S_EXEC_FAILED_ERROR, (uint32_t)report.error);
@@ -274,8 +296,9 @@ static void on_deadline(struct shepherd *s)
     s->deadline = now_ms() + KILL_RESCAN_MS; /* catch whatever forked meanwhile */
 }
 
-/* Reap every child that has exited; finish when nothing is left. */
-static void reap(struct shepherd *s)
+/* Reap every child that has exited, adding up its rusage. Returns 1 when no
+ * child is left at all (ECHILD), 0 while some still run. */
+static int reap(struct shepherd *s)
 {
     for (;;) {
         struct rusage ru;
@@ -293,32 +316,29 @@ static void reap(struct shepherd *s)
             continue;
         }
         if (pid == 0)
-            return; /* children remain */
+            return 0; /* children remain */
         if (errno == EINTR)
             continue;
-        if (errno != ECHILD)
-            fail("wait4");
-        return; /* ECHILD: the tree is empty; the caller decides */
+        if (errno == ECHILD)
+            return 1;
+        fail("wait4");
+        return 0; /* cannot happen with valid arguments; keep polling */
     }
 }
 
-static int has_children(void)
+/* Reap, then decide: the command is gone and so is its tree -> finish. */
+static void reap_and_decide(struct shepherd *s)
 {
-    siginfo_t info;
-    memset(&info, 0, sizeof info);
-    return waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0;
-}
+    int empty = reap(s);
 
-static void after_reap(struct shepherd *s)
-{
     if (!s->child_reaped)
         return;
-    if (s->flags & NR_FLAG_DETACH)
-        finish(s); /* leave the descendants be */
-    if (!has_children())
+    /* A command that exits on its own with FLAG_DETACH leaves its descendants
+     * be; once a stop was asked for, the whole tree goes. */
+    if (empty || (s->state == RUNNING && (s->flags & NR_FLAG_DETACH)))
         finish(s);
     if (s->state == RUNNING)
-        begin_stop(s, 0); /* leftovers */
+        begin_stop(s, 0); /* leftovers: the fast path above needed no /proc scan */
 }
 
 /* ---- events ----------------------------------------------------------------- */
@@ -376,74 +396,102 @@ static ssize_t receive(int sock, unsigned char *buf, size_t len, int *fds, int m
     return n;
 }
 
-static void on_control(struct shepherd *s)
+/* Append a SPAWN or SPAWN_PART tail to the request being assembled. */
+static int append_tail(struct shepherd *s, const struct nr_frame *f)
 {
-    static unsigned char buf[NR_MAX_RECORD + 1];
-    struct nr_frame f;
-    int fds[NR_SPAWN_FDS], nfds = 0, flags = 0;
-    int want_fds;
-    ssize_t n;
+    if (f->tail_len > NR_MAX_SPAWN_BYTES - s->spawn_len)
+        return NR_ERR_TOO_LARGE;
+    if (s->spawn_len + f->tail_len > s->spawn_cap) { /* grow geometrically */
+        size_t cap = s->spawn_cap ? s->spawn_cap : 4096;
+        unsigned char *grown;
+        while (cap < s->spawn_len + f->tail_len)
+            cap *= 2;
+        grown = realloc(s->spawn_buf, cap);
+        if (grown == NULL)
+            return NR_ERR_SYSTEM;
+        s->spawn_buf = grown;
+        s->spawn_cap = cap;
+    }
+    if (f->tail_len > 0) {
+        memcpy(s->spawn_buf + s->spawn_len, f->tail, f->tail_len);
+        s->spawn_len += f->tail_len;
+    }
+    return 0;
+}
 
-    n = receive(s->ctl, buf, sizeof buf, fds, NR_SPAWN_FDS, &nfds, &flags);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return;
-    if (n <= 0) {
-        hang_up(s);
-        return;
-    }
-    want_fds = (s->state == WAIT_SPAWN && n > 0 && buf[0] == NR_C_SPAWN) ? NR_SPAWN_FDS : 0;
-    if ((flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n > NR_MAX_RECORD || nfds != want_fds ||
-        nr_parse_frame(buf, (size_t)n, &f) != 0) {
-        for (int i = 0; i < nfds && i < NR_SPAWN_FDS; i++)
-            close(fds[i]);
-        protocol_error(s, NR_ERR_MALFORMED, 0);
+/* A frame before the command started: only the pieces of a SPAWN. */
+static void on_spawn_frame(struct shepherd *s, const struct nr_frame *f, const int *fds)
+{
+    int err;
+
+    if (f->type != NR_C_SPAWN && f->type != NR_C_SPAWN_PART) {
+        protocol_error(s, NR_ERR_UNEXPECTED, 0);
         return;
     }
-    for (int i = 0; i < nfds; i++)
-        s->fds[i] = fds[i];
-    if (s->state == WAIT_SPAWN) {
-        if (f.type != NR_C_SPAWN && f.type != NR_C_SPAWN_PART) {
-            protocol_error(s, NR_ERR_UNEXPECTED, 0);
-            return;
-        }
-        if (s->spawn_len + f.tail_len > NR_MAX_SPAWN_BYTES) {
-            protocol_error(s, NR_ERR_TOO_LARGE, 0);
-            return;
-        }
-        if (s->spawn_len + f.tail_len > s->spawn_cap) { /* grow geometrically */
-            size_t cap = s->spawn_cap ? s->spawn_cap : 4096;
-            unsigned char *grown;
-            while (cap < s->spawn_len + f.tail_len)
-                cap *= 2;
-            grown = realloc(s->spawn_buf, cap);
-            if (grown == NULL) {
-                protocol_error(s, NR_ERR_SYSTEM, ENOMEM);
-                return;
-            }
-            s->spawn_buf = grown;
-            s->spawn_cap = cap;
-        }
-        if (f.tail_len > 0) {
-            memcpy(s->spawn_buf + s->spawn_len, f.tail, f.tail_len);
-            s->spawn_len += f.tail_len;
-        }
-        if (f.type == NR_C_SPAWN)
-            start_command(s, &f);
+    err = append_tail(s, f);
+    if (err != 0) {
+        protocol_error(s, (uint32_t)err, err == NR_ERR_SYSTEM ? ENOMEM : 0);
         return;
     }
-    switch (f.type) {
+    if (f->type == NR_C_SPAWN) {
+        memcpy(s->fds, fds, sizeof s->fds);
+        start_command(s, f);
+    }
+}
+
+/* A frame once the command runs (or is being stopped). */
+static void on_running_frame(struct shepherd *s, const struct nr_frame *f)
+{
+    switch (f->type) {
     case NR_C_SIGNAL:
-        if (s->child > 0 && !s->child_reaped && f.signo > 0 && f.signo < (uint32_t)NSIG)
-            kill(-s->child, (int)f.signo);
+        /* Only the unreaped command's group: after that its number could be
+         * reused. An invalid signo makes kill fail with EINVAL: ignored. */
+        if (!s->child_reaped && f->signo > 0 && f->signo < (uint32_t)NSIG)
+            kill(-s->child, (int)f->signo);
         break;
     case NR_C_STOP:
-        begin_stop(s, f.kill_timeout_ms);
+        begin_stop(s, f->kill_timeout_ms);
         break;
     case NR_C_WINSIZE:
         break; /* pty support is not built yet: accepted and ignored */
     default:
         protocol_error(s, NR_ERR_UNEXPECTED, 0);
     }
+}
+
+static void on_control(struct shepherd *s)
+{
+    /* One byte more than the largest record, so a longer one is seen as such
+     * (static: it is touched only as far as records reach, keeping RSS low). */
+    static unsigned char buf[NR_MAX_RECORD + 1];
+    struct nr_frame f;
+    int fds[NR_SPAWN_FDS], nfds = 0, flags = 0;
+    ssize_t n;
+    int want;
+
+    n = receive(s->ctl, buf, sizeof buf, fds, NR_SPAWN_FDS, &nfds, &flags);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        hang_up(s); /* end of file, or a reset: the owner is gone */
+        return;
+    }
+    /* Only SPAWN carries fds; a late SPAWN is unexpected whatever it carries. */
+    want = buf[0] != NR_C_SPAWN ? 0 : s->state == WAIT_SPAWN ? NR_SPAWN_FDS : nfds;
+    if ((flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n > NR_MAX_RECORD || nfds != want ||
+        nr_parse_frame(buf, (size_t)n, &f) != 0) {
+        for (int i = 0; i < nfds && i < NR_SPAWN_FDS; i++)
+            close(fds[i]);
+        protocol_error(s, NR_ERR_MALFORMED, 0);
+        return;
+    }
+    if (s->state == WAIT_SPAWN) {
+        on_spawn_frame(s, &f, fds);
+        return;
+    }
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]); /* a second SPAWN's */
+    on_running_frame(s, &f);
 }
 
 static void on_signals(struct shepherd *s)
@@ -459,10 +507,8 @@ static void on_signals(struct shepherd *s)
         else
             begin_stop(s, 0); /* SIGTERM, SIGINT, SIGHUP, SIGQUIT to the shepherd */
     }
-    if (chld) {
-        reap(s);
-        after_reap(s);
-    }
+    if (chld)
+        reap_and_decide(s);
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -515,13 +561,12 @@ static void __attribute__((noreturn)) loop(struct shepherd *s)
             on_signals(s);
         if (s->owner && pfd[1].revents)
             on_control(s);
+        if (!s->owner && s->state == RUNNING)
+            begin_stop(s, 0); /* a send failed: the owner is gone */
         if (s->deadline >= 0 && now_ms() >= s->deadline && s->state >= STOPPING)
             on_deadline(s);
-        if (s->state >= STOPPING || s->child_reaped) {
-            reap(s);
-            if (s->child_reaped && !has_children())
-                finish(s);
-        }
+        if (s->state >= STOPPING)
+            reap_and_decide(s); /* SIGCHLD coalesces; do not rely on it alone */
     }
 }
 

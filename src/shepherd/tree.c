@@ -40,23 +40,31 @@ static pid_t read_ppid(const char *pid)
     return (pid_t)strtol(end + 4, NULL, 10);
 }
 
-int nr_signal_descendants(pid_t root, int sig)
+static int by_pid(const void *a, const void *b)
 {
-    struct proc *procs = NULL;
-    size_t n = 0, cap = 0;
+    pid_t x = ((const struct proc *)a)->pid, y = ((const struct proc *)b)->pid;
+    return (x > y) - (x < y);
+}
+
+/* Every process on the system with its parent, sorted by pid, in a buffer
+ * kept between calls (the stop loop rescans every few milliseconds). */
+static struct proc *list_procs(size_t *count)
+{
+    static struct proc *procs;
+    static size_t cap;
+    size_t n = 0;
     struct dirent *de;
-    int changed, count = 0;
     DIR *dir = opendir("/proc");
 
     if (dir == NULL)
-        return -1;
+        return NULL;
     while ((de = readdir(dir)) != NULL) {
         pid_t ppid;
         if (!isdigit((unsigned char)de->d_name[0]))
             continue;
         ppid = read_ppid(de->d_name);
         if (ppid <= 0)
-            continue;
+            continue; /* gone meanwhile, or a child of the kernel */
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 256;
             struct proc *grown = realloc(procs, ncap * sizeof *procs);
@@ -71,24 +79,33 @@ int nr_signal_descendants(pid_t root, int sig)
         n++;
     }
     closedir(dir);
+    if (n > 1)
+        qsort(procs, n, sizeof *procs, by_pid);
+    *count = n;
+    return procs;
+}
 
-    /* Mark descendants of root, one generation per pass. */
+int nr_signal_descendants(pid_t root, int sig)
+{
+    size_t n = 0;
+    struct proc *procs = list_procs(&n);
+    int changed, count = 0;
+
+    if (procs == NULL)
+        return -1;
+    /* Mark the descendants of root: a pass per generation at most (a parent
+     * whose pid is larger than its child's, after pid wrap, needs a second). */
     do {
         changed = 0;
         for (size_t i = 0; i < n; i++) {
+            struct proc key, *parent;
             if (procs[i].mark)
                 continue;
-            if (procs[i].ppid == root) {
+            key.pid = procs[i].ppid;
+            parent = procs[i].ppid == root ? NULL : bsearch(&key, procs, n, sizeof *procs, by_pid);
+            if (procs[i].ppid == root || (parent != NULL && parent->mark)) {
                 procs[i].mark = 1;
                 changed = 1;
-                continue;
-            }
-            for (size_t j = 0; j < n; j++) {
-                if (procs[j].mark && procs[j].pid == procs[i].ppid) {
-                    procs[i].mark = 1;
-                    changed = 1;
-                    break;
-                }
             }
         }
     } while (changed);
@@ -97,6 +114,5 @@ int nr_signal_descendants(pid_t root, int sig)
         if (procs[i].mark && kill(procs[i].pid, sig) == 0)
             count++;
     }
-    free(procs);
     return count;
 }
