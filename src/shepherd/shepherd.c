@@ -31,6 +31,22 @@
 #include "frame.h"
 #include "tree.h"
 
+/* Sanitizer builds: shepherds end with _exit, which skips LeakSanitizer's
+ * atexit check, so run it explicitly before leaving. */
+#if defined(__SANITIZE_ADDRESS__)
+#define NR_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NR_LSAN 1
+#endif
+#endif
+#ifdef NR_LSAN
+#include <sanitizer/lsan_interface.h>
+#define leak_check() __lsan_do_leak_check()
+#else
+#define leak_check() ((void)0)
+#endif
+
 #define KILL_RESCAN_MS 20
 
 enum state { WAIT_SPAWN, RUNNING, STOPPING, KILLING };
@@ -54,6 +70,13 @@ struct exec_report {
     volatile int error;
     volatile int stage;
 };
+
+/* Every exit of a shepherd (not of its vfork child, which shares our memory). */
+static void __attribute__((noreturn)) leave(void)
+{
+    leak_check();
+    _exit(0);
+}
 
 static void fail(const char *call)
 {
@@ -103,7 +126,7 @@ static void close_stdio(struct shepherd *s)
 }
 
 /* The end: report (if anyone listens) and exit. */
-static void finish(struct shepherd *s)
+static void __attribute__((noreturn)) finish(struct shepherd *s)
 {
     unsigned char rec[NR_S_EXITED_SIZE] = {NR_S_EXITED};
     nr_put_u32(rec + NR_S_EXITED_STATUS, (uint32_t)s->status);
@@ -111,7 +134,7 @@ static void finish(struct shepherd *s)
     nr_put_u64(rec + NR_S_EXITED_STIME_US, s->stime_us);
     nr_put_u64(rec + NR_S_EXITED_MAXRSS_KB, s->maxrss_kb);
     send_record(s, rec, sizeof rec);
-    _exit(0);
+    leave();
 }
 
 /* ---- the command ---------------------------------------------------------- */
@@ -213,16 +236,16 @@ static void start_command(struct shepherd *s, const struct nr_frame *head)
 
     if (nslots == 0) {
         send_error(s, NR_ERR_MALFORMED, 0); /* counts the bytes cannot hold */
-        _exit(0);
+        leave();
     }
     slots = calloc(nslots, sizeof *slots);
     if (slots == NULL) {
         send_error(s, NR_ERR_SYSTEM, errno);
-        _exit(0);
+        leave();
     }
     if (nr_parse_spawn((char *)s->spawn_buf, s->spawn_len, head, slots, nslots, &sp) != 0) {
         send_error(s, NR_ERR_MALFORMED, 0);
-        _exit(0);
+        leave();
     }
     s->flags = head->flags;
     s->kill_timeout_ms = head->kill_timeout_ms;
@@ -250,7 +273,7 @@ static void start_command(struct shepherd *s, const struct nr_frame *head)
         nr_put_u32(rec + NR_S_EXEC_FAILED_ERROR, (uint32_t)report.error);
         nr_put_u32(rec + NR_S_EXEC_FAILED_STAGE, (uint32_t)report.stage);
         send_record(s, rec, NR_S_EXEC_FAILED_SIZE);
-        _exit(0);
+        leave();
     }
     s->child = pid;
     setpgid(pid, pid); /* already done by the child; EACCES after exec is fine */
@@ -347,7 +370,7 @@ static void hang_up(struct shepherd *s)
 {
     s->owner = 0;
     if (s->state == WAIT_SPAWN)
-        _exit(0); /* nothing was started (an idle spare shepherd ends here) */
+        leave(); /* nothing was started (an idle spare shepherd ends here) */
     begin_stop(s, 0);
 }
 
@@ -503,7 +526,7 @@ static void on_signals(struct shepherd *s)
         if (si.ssi_signo == SIGCHLD)
             chld = 1;
         else if (s->state == WAIT_SPAWN)
-            _exit(0);
+            leave();
         else
             begin_stop(s, 0); /* SIGTERM, SIGINT, SIGHUP, SIGQUIT to the shepherd */
     }

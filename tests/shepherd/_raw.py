@@ -67,12 +67,17 @@ def events(sock: socket.socket, timeout: float = 10.0) -> list[codec.Event | Non
         out.append(codec.decode(record))
 
 
-def reap(pid: int, timeout: float = 10.0) -> int:
-    """Reap a shepherd; fail if it has not exited within ``timeout``."""
+def reap(pid: int, timeout: float = 10.0, *, check: bool = True) -> int:
+    """Reap a shepherd; fail if it has not exited within ``timeout`` or (with
+    ``check``) did not exit with status 0 -- a sanitizer build exits non-zero
+    when it finds an error or a leak."""
     deadline = time.monotonic() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG | WALL)
         if done:
+            if check:
+                assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (
+                    f"shepherd {pid} ended with wait status {status:#x}")
             return status
         if time.monotonic() > deadline:
             raise AssertionError(f"shepherd {pid} did not exit")
