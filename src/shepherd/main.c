@@ -4,8 +4,11 @@
  *   netrunner-shepherd --version      print the protocol version and digest
  *
  * The zygote is single-threaded and never execs. For each Z_FORK it clones a
- * shepherd with CLONE_PARENT and no exit signal: the shepherd becomes a child
- * of the zygote's parent (Python), which reaps it with waitpid(__WALL). */
+ * shepherd with CLONE_PARENT: the shepherd becomes a child of the zygote's
+ * parent (Python), which reaps it with waitpid(pid, __WALL). Note that Linux
+ * gives a CLONE_PARENT child the exit signal of its cloner (the zygote's
+ * SIGCHLD), ignoring the one requested: a shepherd is an ordinary child to
+ * wait(), not a "clone child". */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -90,8 +93,8 @@ static void reply(int sock, pid_t pid, int error)
     send_all(sock, rec, sizeof rec);
 }
 
-/* fork(), except that the child's parent is our parent and no signal is sent
- * when it exits. */
+/* fork(), except that the child's parent is our parent. (exit_signal 0 is
+ * asked for, but with CLONE_PARENT the kernel uses ours, SIGCHLD.) */
 static pid_t clone_parent(void)
 {
 #ifdef SYS_clone3

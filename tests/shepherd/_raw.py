@@ -39,6 +39,15 @@ def spawn(argv: list[bytes], *, env: list[bytes] | None = None, cwd: bytes | Non
           ) -> tuple[int, socket.socket, list[int]]:
     """Start argv on a fresh shepherd; return (shepherd pid, control socket, our pipe ends)."""
     pid, sock = idle_shepherd()
+    ours = send_spawn(sock, argv, env=env, cwd=cwd, detach=detach, kill_timeout=kill_timeout, paths=paths)
+    return pid, sock, ours
+
+
+def send_spawn(sock: socket.socket, argv: list[bytes], *, env: list[bytes] | None = None,
+               cwd: bytes | None = None, detach: bool = False, kill_timeout: float = 5.0,
+               paths: list[bytes] | None = None) -> list[int]:
+    """Send the SPAWN request (and its parts) for argv; return our pipe ends.
+    The environment defaults to ours, so the test's marker goes along."""
     theirs, ours = std_fds()
     records = codec.encode_spawn(
         argv, env if env is not None else [k + b"=" + v for k, v in os.environb.items()],
@@ -49,7 +58,7 @@ def spawn(argv: list[bytes], *, env: list[bytes] | None = None, cwd: bytes | Non
     sock.sendmsg([records[-1]], rights(theirs))
     for fd in theirs:
         os.close(fd)
-    return pid, sock, ours
+    return ours
 
 
 def events(sock: socket.socket, timeout: float = 10.0) -> list[codec.Event | None]:
