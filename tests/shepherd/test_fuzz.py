@@ -106,7 +106,9 @@ def test_random_records_to_running_shepherds(marker: str) -> None:
             sock.close()
             close_all(ours)
         reap(pid)
-    assert sent > 200  # a shepherd that gave up on us refuses the rest
+    # a shepherd gives up at the first bad record and refuses the rest, so how
+    # many got through depends on timing: at least one each
+    assert sent >= 60
     assert wait_until(lambda: not pids_with_marker(marker))
 
 
@@ -134,3 +136,31 @@ def test_oversized_record_is_malformed() -> None:
     assert drain_until_eof(sock) == [codec.ShepherdFault(wire.ERR_MALFORMED, 0)]
     sock.close()
     reap(pid)
+
+
+def test_thousands_of_harmless_records_to_a_running_shepherd(marker: str) -> None:
+    # valid frames that change nothing (no pty, not a signal) keep it running
+    rng = random.Random(7)
+    pid, sock = idle_shepherd()
+    theirs, ours = std_fds()
+    env = [f"NETRUNNER_TEST_MARKER={marker}".encode()]
+    [record] = codec.encode_spawn([b"/bin/sleep", b"100"], env, [b"/bin/sleep"], None,
+                                  detach=False, kill_timeout=0.5)
+    sock.sendmsg([record], rights(theirs))
+    close_all(theirs)
+    try:
+        assert isinstance(codec.decode(sock.recv(100)), codec.Started)
+        for _ in range(3000):
+            sock.send(rng.choice([
+                codec.encode_winsize(rng.getrandbits(16), rng.getrandbits(16)),
+                codec.encode_signal(0),
+                codec.encode_signal(rng.choice([65, 1000, 2**31, 2**32 - 1])),
+            ]))
+        sock.send(codec.encode_signal(9))
+        events = drain_until_eof(sock)
+        assert len(events) == 1 and isinstance(events[0], codec.Exited) and events[0].status == 9, events
+    finally:
+        sock.close()
+        close_all(ours)
+    reap(pid)
+    assert wait_until(lambda: not pids_with_marker(marker))
