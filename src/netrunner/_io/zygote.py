@@ -27,7 +27,7 @@ from .shepherd import find_shepherd
 
 __all__ = ["take_shepherd", "current_pid", "helper_pids", "shutdown"]
 
-WALL = 0x40000000  # __WALL: also wait for children that send no SIGCHLD
+WALL = 0x40000000  # __WALL: any kind of child, whatever its exit signal
 _REPLY_TIMEOUT = 30.0
 _ENV_PREFIXES = ("ASAN_", "UBSAN_", "LSAN_", "MSAN_", "LD_")
 
