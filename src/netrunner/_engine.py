@@ -85,6 +85,7 @@ class Handle:
             detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout,
         )
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
+        self.core = ProcessCore(datetime.now(timezone.utc), _monotonic())
         child_fds: list[int] = []
         try:
             stdin_r, self.stdin_fd = os.pipe2(os.O_CLOEXEC)
@@ -116,7 +117,6 @@ class Handle:
         if opts.encoding is not None:
             self.text_out = Decoder(opts.encoding, opts.errors)
             self.text_err = Decoder(opts.encoding, opts.errors)
-        self.core = ProcessCore(datetime.now(timezone.utc), _monotonic())
         _lifetime.register(self)
         self.ctl.setblocking(False)
         for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
