@@ -8,9 +8,9 @@ import weakref
 from typing import Any
 
 from ._core import codec
-from ._core.output import Capture, Lines, Tail, decode_all
+from ._core.output import Capture, InputSource, Lines, Tail, decode_all
 from ._core.state import Phase
-from ._engine import Handle
+from ._engine import Feeder, Handle
 from ._errors import AbnormalExit, OutputLimitExceeded, ProcessError, Timeout
 from ._options import Options
 from ._results import Result, Stats
@@ -83,13 +83,22 @@ def conclude(
     return result
 
 
+def decoded(h: Handle, out: Capture, err: Capture) -> tuple[Any, Any]:
+    """What ``communicate`` returns: both captures, decoded in text mode."""
+    opts = h.opts
+    if opts.encoding is None:
+        return out.value(), err.value()
+    return out.value().decode(opts.encoding, opts.errors), err.value().decode(opts.encoding, opts.errors)
+
+
 class ProcessBase:
     """Members of ``Process`` and ``aio.Process`` that never block."""
 
-    __slots__ = ("_h", "_finalizer", "__weakref__")
+    __slots__ = ("_h", "_finalizer", "_comm", "__weakref__")
 
     _h: Handle
     _finalizer: weakref.finalize[Any, Any]
+    _comm: tuple[Capture, Capture] | None
 
     def __repr__(self) -> str:
         state = "running" if self._h.core.status is None else f"returncode={self._h.core.returncode}"
@@ -163,6 +172,41 @@ class ProcessBase:
         """Resize the terminal of a ``pty=True`` process."""
         raise ValueError("set_window_size() needs a process started with pty=True")
 
+    # --- shared by the blocking and asyncio twins ---------------------------
+
+    def _stderr_stream(self) -> int:
+        if self._h.opts.stderr != "capture":
+            raise ValueError(
+                f"read_stderr() needs stderr='capture' (this process has stderr={self._h.opts.stderr!r})"
+            )
+        return 2
+
+    def _communication(self, input: Any) -> tuple[Feeder | None, Capture, Capture]:
+        """Start (or go on with) ``communicate``: its feeder and captures."""
+        h = self._h
+        if self._comm is None:
+            self._comm = (Capture(), Capture())
+        feeder = None
+        if input is not None and h.stdin_fd is not None:
+            feeder = Feeder(h, InputSource(encode_input(input, h.opts), h.opts.encoding))
+        elif h.stdin_fd is not None:
+            self.close_stdin()
+        return (feeder, *self._comm)
+
+    def _communicated(self) -> tuple[Any, Any]:
+        assert self._comm is not None
+        result = decoded(self._h, *self._comm)
+        self._comm = None
+        return result
+
+    def _comm_timeout(self, timeout: float | None) -> Timeout:
+        assert self._comm is not None
+        h = self._h
+        return Timeout(list(h.args), timeout or 0.0, *decoded(h, *self._comm), h.stats())
+
+    def _wait_timeout(self, timeout: float | None) -> Timeout:
+        return Timeout(list(self._h.args), timeout or 0.0, stats=self._h.stats())
+
 
 class StreamBase:
     """State of ``Stream`` and ``aio.Stream`` that does not wait."""
@@ -216,3 +260,18 @@ class StreamBase:
         if h.text_out is None:
             return data
         return h.text_out(data)
+
+    def _chunk_waiting(self, h: Handle) -> Any:
+        """A chunk already waiting in the pipe, with no flow (the hot path), or
+        None when the flow must run (nothing there, EOF, or a deadline passed)."""
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return None
+        while True:
+            data = h.read_once(1, self._opts.chunk_size)
+            if not data:
+                return None
+            if h.text_out is None:
+                return data
+            chunk = h.text_out(data)
+            if chunk:
+                return chunk

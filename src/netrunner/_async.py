@@ -9,7 +9,6 @@ shepherd, which sees its control socket hang up.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,10 +22,9 @@ from ._api import (
     encode_input,
 )
 from ._command import resolve
-from ._core.output import Capture, InputSource, Lines
+from ._core.output import Capture, Lines
 from ._drivers import AsyncWaiter, adrive
 from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
-from ._errors import Timeout
 from ._results import Result
 
 __all__ = ["run", "stream", "start", "Process", "Stream"]
@@ -89,13 +87,12 @@ def stream(cmd: Any, **options: Any) -> Stream:
 class Process(ProcessBase):
     """A started command on the running loop; an async context manager."""
 
-    __slots__ = ("_waiter", "_out_lock", "_err_lock", "_in_lock", "_comm")
+    __slots__ = ("_waiter", "_out_lock", "_err_lock", "_in_lock")
 
     _waiter: AsyncWaiter
     _out_lock: asyncio.Lock
     _err_lock: asyncio.Lock
     _in_lock: asyncio.Lock
-    _comm: tuple[Capture, Capture] | None
 
     def __init__(self) -> None:
         raise TypeError("aio.Process objects come from `await netrunner.aio.start()`")
@@ -133,23 +130,14 @@ class Process(ProcessBase):
     async def _read(self, which: int, lock: asyncio.Lock, max_bytes: int, timeout: float | None) -> Any:
         check_size(max_bytes)
         deadline = deadline_of(timeout)
-        h = self._h
-        decoder = h.text_out if which == 1 else h.text_err
         try:
             await asyncio.wait_for(lock.acquire(), timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(f"no output within {timeout} seconds") from None
         try:
-            while True:
-                try:
-                    data = await adrive(h.flow_read(which, max_bytes, deadline), self._waiter)
-                except WaitTimeout:
-                    raise TimeoutError(f"no output within {timeout} seconds") from None
-                if decoder is None:
-                    return data
-                text = decoder(data, final=not data)
-                if text or not data:
-                    return text
+            return await adrive(self._h.flow_read_output(which, max_bytes, deadline), self._waiter)
+        except WaitTimeout:
+            raise TimeoutError(f"no output within {timeout} seconds") from None
         finally:
             lock.release()
 
@@ -159,37 +147,25 @@ class Process(ProcessBase):
 
     async def read_stderr(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Any:
         """Like :meth:`read`, for stderr (``stderr="capture"`` only)."""
-        if self._h.opts.stderr != "capture":
-            raise ValueError(f"read_stderr() needs stderr='capture' (this process has stderr={self._h.opts.stderr!r})")
-        return await self._read(2, self._err_lock, max_bytes, timeout)
+        return await self._read(self._stderr_stream(), self._err_lock, max_bytes, timeout)
 
     async def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
         """Write ``input``, close stdin, read both pipes to EOF and wait."""
-        h = self._h
         deadline = deadline_of(timeout)
-        if self._comm is None:
-            self._comm = (Capture(), Capture())
-        out, err = self._comm
         async with self._in_lock, self._out_lock, self._err_lock:
-            feeder = None
-            if input is not None and h.stdin_fd is not None:
-                feeder = Feeder(h, InputSource(encode_input(input, h.opts), h.opts.encoding))
-            elif h.stdin_fd is not None:
-                self.close_stdin()
+            feeder, out, err = self._communication(input)
             try:
-                await adrive(h.flow_collect(feeder, out, err, deadline, stop_on_timeout=False), self._waiter)
+                await adrive(self._h.flow_collect(feeder, out, err, deadline, stop_on_timeout=False), self._waiter)
             except WaitTimeout:
-                raise Timeout(list(h.args), timeout or 0.0, *_decoded(h, out, err), h.stats()) from None
-        self._comm = None
-        return _decoded(h, out, err)
+                raise self._comm_timeout(timeout) from None
+            return self._communicated()
 
     async def wait(self, timeout: float | None = None) -> int:
         """Wait for the command (and its tree) to end; return the returncode."""
-        deadline = deadline_of(timeout)
         try:
-            return await adrive(self._h.flow_wait(deadline), self._waiter)  # type: ignore[no-any-return]
+            return await adrive(self._h.flow_wait(deadline_of(timeout)), self._waiter)  # type: ignore[no-any-return]
         except WaitTimeout:
-            raise Timeout(list(self._h.args), timeout or 0.0, stats=self._h.stats()) from None
+            raise self._wait_timeout(timeout) from None
 
     async def stop(self, kill_timeout: float | None = None) -> int:
         """SIGTERM the tree, wait up to ``kill_timeout``, SIGKILL, reap."""
@@ -205,13 +181,6 @@ class Process(ProcessBase):
         finally:
             h.release()
             self._finalizer.detach()
-
-
-def _decoded(h: Handle, out: Capture, err: Capture) -> tuple[Any, Any]:
-    opts = h.opts
-    if opts.encoding is None:
-        return out.value(), err.value()
-    return out.value().decode(opts.encoding, opts.errors), err.value().decode(opts.encoding, opts.errors)
 
 
 class Stream(StreamBase):
@@ -248,16 +217,9 @@ class Stream(StreamBase):
             raise StopAsyncIteration
         h = await self._ensure_started()
         while not self._done:
-            # Fast path: data already waiting in the pipe needs no flow.
-            in_time = self._deadline is None or time.monotonic() < self._deadline
-            data = h.read_once(1, self._opts.chunk_size) if in_time else None
-            if data:
-                if h.text_out is None:
-                    return data
-                chunk = h.text_out(data)
-                if chunk:
-                    return chunk
-                continue
+            chunk = self._chunk_waiting(h)
+            if chunk is not None:
+                return chunk
             try:
                 data = await adrive(
                     h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline),

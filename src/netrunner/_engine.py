@@ -374,6 +374,18 @@ class Handle:
                 raise WaitTimeout
             yield ((fd, self.ctl_fd), (), deadline)
 
+    def flow_read_output(self, which: int, size: int, deadline: float | None) -> Flow:
+        """:meth:`flow_read`, decoded in text mode (a character split across
+        reads is completed by the next read; "" only at the end)."""
+        decoder = self.text_out if which == 1 else self.text_err
+        while True:
+            data = yield from self.flow_read(which, size, deadline)
+            if decoder is None:
+                return data
+            text = decoder(data, final=not data)
+            if text or not data:
+                return text
+
     def flow_write(self, data: bytes) -> Flow:
         """Write all of ``data`` to stdin, waiting while the pipe is full."""
         view = memoryview(data).cast("B")

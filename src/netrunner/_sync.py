@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,10 +16,9 @@ from ._api import (
     encode_input,
 )
 from ._command import resolve
-from ._core.output import Capture, InputSource, Lines
+from ._core.output import Capture, Lines
 from ._drivers import drive
-from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
-from ._errors import Timeout
+from ._engine import Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._results import Result
 
 __all__ = ["run", "stream", "start", "Process", "Stream"]
@@ -85,12 +83,11 @@ class Process(ProcessBase):
     """A started command. Thread-safe; a context manager whose exit stops the
     tree (if still running) and releases every fd."""
 
-    __slots__ = ("_out_lock", "_err_lock", "_in_lock", "_comm")
+    __slots__ = ("_out_lock", "_err_lock", "_in_lock")
 
     _out_lock: threading.Lock
     _err_lock: threading.Lock
     _in_lock: threading.Lock
-    _comm: tuple[Capture, Capture] | None
 
     def __init__(self) -> None:
         raise TypeError("Process objects come from netrunner.start()")
@@ -126,21 +123,12 @@ class Process(ProcessBase):
     def _read(self, which: int, lock: threading.Lock, max_bytes: int, timeout: float | None) -> Any:
         check_size(max_bytes)
         deadline = deadline_of(timeout)
-        h = self._h
-        decoder = h.text_out if which == 1 else h.text_err
         if not lock.acquire(timeout=-1 if timeout is None else timeout):
             raise TimeoutError(f"no output within {timeout} seconds")
         try:
-            while True:
-                try:
-                    data = drive(h.flow_read(which, max_bytes, deadline))
-                except WaitTimeout:
-                    raise TimeoutError(f"no output within {timeout} seconds") from None
-                if decoder is None:
-                    return data
-                text = decoder(data, final=not data)
-                if text or not data:
-                    return text
+            return drive(self._h.flow_read_output(which, max_bytes, deadline))
+        except WaitTimeout:
+            raise TimeoutError(f"no output within {timeout} seconds") from None
         finally:
             lock.release()
 
@@ -151,50 +139,28 @@ class Process(ProcessBase):
 
     def read_stderr(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Any:
         """Like :meth:`read`, for stderr (``stderr="capture"`` only)."""
-        if self._h.opts.stderr != "capture":
-            raise ValueError(f"read_stderr() needs stderr='capture' (this process has stderr={self._h.opts.stderr!r})")
-        return self._read(2, self._err_lock, max_bytes, timeout)
+        return self._read(self._stderr_stream(), self._err_lock, max_bytes, timeout)
 
     def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
         """Write ``input``, close stdin, read stdout and stderr to EOF and wait.
         Raises :class:`netrunner.Timeout` (tree left running) if it takes
         longer than ``timeout``; call again to go on collecting."""
-        h = self._h
         deadline = deadline_of(timeout)
-        if self._comm is None:
-            self._comm = (Capture(), Capture())
-        out, err = self._comm
         with self._in_lock, self._out_lock, self._err_lock:
-            feeder = None
-            if input is not None and h.stdin_fd is not None:
-                feeder = Feeder(h, InputSource(encode_input(input, h.opts), h.opts.encoding))
-            elif h.stdin_fd is not None:
-                h.close_stdin()
+            feeder, out, err = self._communication(input)
             try:
-                drive(h.flow_collect(feeder, out, err, deadline, stop_on_timeout=False))
+                drive(self._h.flow_collect(feeder, out, err, deadline, stop_on_timeout=False))
             except WaitTimeout:
-                raise Timeout(list(h.args), timeout or 0.0, *self._partial(), h.stats()) from None
-        self._comm = None
-        return self._partial(out, err)
-
-    def _partial(self, out: Capture | None = None, err: Capture | None = None) -> tuple[Any, Any]:
-        if out is None:
-            assert self._comm is not None
-            out, err = self._comm
-        assert err is not None
-        opts = self._h.opts
-        if opts.encoding is None:
-            return out.value(), err.value()
-        return out.value().decode(opts.encoding, opts.errors), err.value().decode(opts.encoding, opts.errors)
+                raise self._comm_timeout(timeout) from None
+            return self._communicated()
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the command (and its tree) to end; return the returncode.
         Any number of threads may wait at once."""
-        deadline = deadline_of(timeout)
         try:
-            return drive(self._h.flow_wait(deadline))  # type: ignore[no-any-return]
+            return drive(self._h.flow_wait(deadline_of(timeout)))  # type: ignore[no-any-return]
         except WaitTimeout:
-            raise Timeout(list(self._h.args), timeout or 0.0, stats=self._h.stats()) from None
+            raise self._wait_timeout(timeout) from None
 
     def stop(self, kill_timeout: float | None = None) -> int:
         """SIGTERM the tree, wait up to ``kill_timeout`` (default: the
@@ -230,16 +196,9 @@ class Stream(StreamBase):
         h = self._h
         assert h is not None
         while not self._done:
-            # Fast path: data already waiting in the pipe needs no flow.
-            in_time = self._deadline is None or time.monotonic() < self._deadline
-            data = h.read_once(1, self._opts.chunk_size) if in_time else None
-            if data:
-                if h.text_out is None:
-                    return data
-                chunk = h.text_out(data)
-                if chunk:
-                    return chunk
-                continue
+            chunk = self._chunk_waiting(h)
+            if chunk is not None:
+                return chunk
             try:
                 data = drive(h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline))
             except WaitTimeout:
