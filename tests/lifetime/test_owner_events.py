@@ -269,3 +269,44 @@ time.sleep(1000)
     assert tree_of(marker, owner.pid) == []
     owner.kill()
     finish(owner)
+
+
+def test_control_subprocess_dropped_reference_leaves_the_tree(marker: str) -> None:
+    owner = start_owner(SUBPROCESS_TREE + """
+import warnings
+warnings.simplefilter("ignore")
+del p
+gc.collect()
+announce("dropped")
+time.sleep(1000)
+""")
+    expect_line(owner, "ready")
+    expect_line(owner, "dropped")
+    assert not wait_until(lambda: not tree_of(marker, owner.pid), timeout=1.0)
+    survivors = tree_of(marker, owner.pid)
+    assert len(survivors) == TREE_SIZE
+    kill_all(survivors)
+    owner.kill()
+    finish(owner)
+
+
+def test_control_asyncio_loop_closed_leaves_the_tree(marker: str) -> None:
+    owner = start_owner("""
+    import asyncio
+    async def main():
+        p = await asyncio.create_subprocess_exec(*TREE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        seen = b""
+        while not (b"armed" in seen and b"ready" in seen):
+            seen += await p.stdout.read(100)
+    asyncio.run(main())
+    gc.collect()
+    announce("loop-closed")
+    time.sleep(1000)
+    """)
+    expect_line(owner, "loop-closed")
+    assert not wait_until(lambda: not tree_of(marker, owner.pid), timeout=1.0)
+    survivors = tree_of(marker, owner.pid)
+    assert len(survivors) == TREE_SIZE
+    kill_all(survivors)
+    owner.kill()
+    finish(owner)
