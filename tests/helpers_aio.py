@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from conftest import MARKER_VAR, pids_with_marker, wait_until
+from helpers import PY, pid_alive, py, rss_bytes
 
 __all__ = [
     "MARKER_VAR",
@@ -29,13 +29,7 @@ __all__ = [
     "wait_until",
 ]
 
-PY = sys.executable
 T = TypeVar("T")
-
-
-def py(code: str, *args: str) -> list[str]:
-    """argv for a ``python -c`` child."""
-    return [PY, "-c", code, *args]
 
 
 def arun(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
@@ -57,25 +51,6 @@ async def await_until(
         if value or time.monotonic() >= deadline:
             return value
         await asyncio.sleep(interval)
-
-
-def pid_alive(pid: int) -> bool:
-    """``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != b"Z"
-
-
-def rss_bytes() -> int:
-    """This process's resident set size, from /proc/self/status."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 def result_fields(result: Any) -> dict[str, Any]:
