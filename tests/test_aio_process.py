@@ -242,8 +242,8 @@ def test_stop_escalates_to_kill() -> None:
 
 def test_send_signal_by_name() -> None:
     code = (
-        "import signal, sys, time\n"
-        "signal.signal(signal.SIGUSR1, lambda *a: (print('usr1', flush=True), sys.exit(9)))\n"
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGUSR1, lambda *a: (os.write(1, b'usr1\\n'), sys.exit(9)))\n"
         "print('ready', flush=True)\n"
         "while True: time.sleep(0.05)"
     )

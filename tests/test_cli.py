@@ -358,7 +358,7 @@ FORWARD_SH = 'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0
 HANDLER_PY = (
     "import os, signal, time\n"
     "def handler(signum, frame):\n"
-    "    print('got', signal.Signals(signum).name, flush=True)\n"
+    "    os.write(1, f'got {signal.Signals(signum).name}\\n'.encode())\n"
     "    os._exit(3)\n"
     "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):\n"
     "    signal.signal(s, handler)\n"
