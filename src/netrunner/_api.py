@@ -236,8 +236,11 @@ class StreamBase:
         h = self._h
         assert h is not None
         self._done = True
-        h.release()
-        result = conclude(h, None, self._err, None, check=False)
+        try:
+            result = conclude(h, None, self._err, None, check=False)
+        finally:
+            h.reap()
+            h.release()
         self.result = result
         if self._opts.check and result.returncode != 0:
             raise AbnormalExit(

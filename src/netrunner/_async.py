@@ -57,8 +57,11 @@ async def run(cmd: Any, **options: Any) -> Result:
     except BaseException:
         await _abort(h, waiter)
         raise
-    h.release()
-    return conclude(h, out, err, stopped, check=opts.check)
+    try:
+        return conclude(h, out, err, stopped, check=opts.check)
+    finally:
+        h.reap()
+        h.release()
 
 
 async def start(cmd: Any, **options: Any) -> Process:

@@ -323,18 +323,26 @@ class Handle:
     # --- flows --------------------------------------------------------------
 
     def flow_reap(self) -> Flow:
-        """After the outcome is known: wait for the shepherd to exit and reap
-        it, or, with ``lazy_reap`` (``run`` and ``stream``, which return
-        nothing that depends on it), leave it to the next spawn. The shepherd
-        has already reaped the whole tree, and exits right after reporting."""
-        if self.lazy_reap and self.ctl_open and self.core.phase is Phase.EXITED:
-            self.ctl_open = False
-            _lifetime.detach(self.shepherd_pid)
-            _lifetime.forget(self)
+        """After the outcome is known: reap the shepherd. After EXITED it is
+        already on its way out (it exits right after sending), so with
+        ``lazy_reap`` (``run`` and streams) the caller builds its result first
+        and then calls :meth:`reap`, overlapping the shepherd's exit with its
+        own work; otherwise it is waited for here."""
+        if self.ctl_open and self.core.phase is Phase.EXITED:
+            if not self.lazy_reap:
+                self.reap()
             return
         while self.ctl_open:
             yield ((self.ctl_fd,), (), None)
             self.pump_control()
+
+    def reap(self) -> None:
+        """Reap the shepherd of a command that has EXITED (it is exiting: this
+        waits at most for its last microseconds)."""
+        if self.ctl_open and self.core.phase is Phase.EXITED:
+            with self._lock:
+                if self.ctl_open:
+                    self._on_hangup()
 
     def flow_started(self) -> Flow:
         """Wait for STARTED; raise the exec error or ShepherdError."""

@@ -227,8 +227,20 @@ def argv_of(cmd: Any) -> tuple[tuple[Any, ...], list[bytes]]:
     return tuple(cmd), argv
 
 
+_PATHS: dict[tuple[bytes, str | None], list[bytes]] = {}
+
+
 def exec_paths(program: bytes, path_env: Mapping[Any, Any] | None) -> list[bytes]:
-    """Where to look for ``program``, exactly as ``subprocess`` does."""
+    """Where to look for ``program``, exactly as ``subprocess`` does. With the
+    inherited environment the answer is cached per (program, ``$PATH``)."""
     if b"/" in program:
         return [program]
-    return [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(path_env)]
+    if path_env is not None:
+        return [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(path_env)]
+    key = (program, os.environ.get("PATH"))
+    paths = _PATHS.get(key)
+    if paths is None:
+        if len(_PATHS) > 256:
+            _PATHS.clear()
+        paths = _PATHS[key] = [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(None)]
+    return paths

@@ -56,8 +56,11 @@ def run(cmd: Any, **options: Any) -> Result:
     except BaseException:
         _abort(h)
         raise
-    h.release()
-    return conclude(h, out, err, stopped, check=opts.check)
+    try:
+        return conclude(h, out, err, stopped, check=opts.check)
+    finally:
+        h.reap()
+        h.release()
 
 
 def start(cmd: Any, **options: Any) -> Process:
