@@ -82,11 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds between SIGTERM and SIGKILL (default 5)")
     run.add_argument("--max-output", type=parse_size, metavar="BYTES",
                      help="stop the tree once stdout or stderr passes BYTES (exit 125)")
-    run.add_argument("--pty", action="store_true", help="run on a pseudo-terminal")
-    run.add_argument("--cgroup", metavar="PATH", help="run in a cgroup")
-    run.add_argument("--memory-max", metavar="SIZE", help="cgroup memory limit")
-    run.add_argument("--cpu-max", metavar="CPUS", help="cgroup CPU limit")
-    run.add_argument("--pids-max", metavar="N", help="cgroup process limit")
+    run.add_argument("--pty", action="store_true", help="run on a pseudo-terminal (not supported yet)")
+    run.add_argument("--cgroup", metavar="PATH", help="run in a cgroup (not supported yet)")
+    run.add_argument("--memory-max", metavar="SIZE", help="cgroup memory limit (not supported yet)")
+    run.add_argument("--cpu-max", metavar="CPUS", help="cgroup CPU limit (not supported yet)")
+    run.add_argument("--pids-max", metavar="N", help="cgroup process limit (not supported yet)")
     run.add_argument("--cwd", metavar="DIR", help="working directory")
     run.add_argument("--env", type=_env_pair, action="append", default=[], metavar="K=V",
                      help="set an environment variable (repeatable)")
