@@ -4,8 +4,10 @@
 console script when it sits beside ``sys.executable``) exits like ``timeout(1)``
 and ``env(1)``: the command's code, 128+N on signal death, 124 on timeout, 125
 for netrunner's own failure (and ``--max-output``), 126 found but not runnable,
-127 not found.  The CLI inherits ``os.environ`` (so the test's marker), and so do
-its commands: the autouse fixture proves nothing survives."""
+127 not found.  The command gets the CLI's own stdin, stdout and stderr (only
+``--max-output`` relays output through pipes).  The CLI inherits ``os.environ``
+(so the test's marker), and so do its commands: the autouse fixture proves
+nothing survives."""
 
 from __future__ import annotations
 
@@ -45,13 +47,19 @@ STATS_FIELDS = (
     "cpu_system",
     "max_rss",
     "peak_memory",
+    "bytes_err_dropped",
 )
 
 
-def cli(*args: str, entry: list[str] = MODULE, timeout: float = 30, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-    """Run ``netrunner run ARGS`` to completion."""
+def cli(
+    *args: str, entry: list[str] = MODULE, timeout: float = 30, **kwargs: Any
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``netrunner run ARGS`` to completion (stdout and stderr captured
+    unless given)."""
     kwargs.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.run([*entry, "run", *args], capture_output=True, timeout=timeout, **kwargs)
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run([*entry, "run", *args], timeout=timeout, **kwargs)
 
 
 def popen_cli(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
@@ -182,7 +190,10 @@ def test_timeout_is_124_and_keeps_partial_output() -> None:
 
 
 def test_kill_timeout_bounds_the_stop_of_a_term_ignoring_command() -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(100)"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+        "time.sleep(100)"
+    )
     t0 = time.monotonic()
     r = cli("--timeout", "0.5", "--kill-timeout", "0.3", "--", PY, "-c", code)
     elapsed = time.monotonic() - t0
@@ -245,7 +256,8 @@ def test_output_is_passed_on_as_it_comes(tmp_path: Path, stream: str) -> None:
 def test_stdin_is_passed_to_the_command() -> None:
     code = "import sys; print('one', flush=True); line = sys.stdin.readline(); print('got', line.strip(), flush=True)"
     with popen_cli("--", PY, "-c", code, stdin=subprocess.PIPE) as proc:
-        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stdin is not None
         first = read_until(proc.stdout.fileno(), b"one\n")
         assert b"got" not in first
         proc.stdin.write(b"hello\n")
@@ -268,6 +280,104 @@ def test_large_output_on_both_streams_is_intact() -> None:
     assert r.returncode == 0
     assert r.stdout == data
     assert r.stderr == b"".join(data[i : i + 65536][::-1] for i in range(0, len(data), 65536))
+
+
+# --------------------------------------------------------------- stdio handed over
+
+RELAY = [pytest.param([], id="handed-over"), pytest.param(["--max-output", "10M"], id="relayed")]
+BASH = shutil.which("bash") or "/bin/bash"  # a test without it fails, it does not skip
+
+
+@pytest.mark.parametrize("relay", RELAY)
+def test_stdin_is_not_eaten(relay: list[str]) -> None:
+    # Each command gets the loop's stdin itself; the CLI reads none of it, so
+    # the next `read` still finds the next line.
+    script = 'printf "a\\nb\\nc\\n" | while read l; do "$@" "$l"; done'
+    r = subprocess.run(
+        [BASH, "-c", script, "bash", *MODULE, "run", *relay, "--", "echo"],
+        capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"a\nb\nc\n"
+
+
+def test_command_sees_the_terminal() -> None:
+    # The CLI's stdout and stderr are a terminal: so are the command's (it
+    # gets them directly, not a pipe the CLI relays from).
+    master, slave = os.openpty()
+    try:
+        code = "import sys; print(sys.stdout.isatty(), sys.stderr.isatty(), sys.stdin.isatty())"
+        proc = subprocess.Popen(
+            [*MODULE, "run", "--", PY, "-c", code], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        slave = -1
+        with proc:
+            out = read_until(master, b"\n")
+            assert proc.wait(timeout=15) == 0
+        assert out.strip() == b"True True False"
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+
+
+def test_keys_typed_reach_the_command() -> None:
+    # The CLI runs on a pseudo-terminal that is its controlling terminal; the
+    # command, in its own process group, is given the terminal's foreground
+    # (it would be stopped by SIGTTIN otherwise), and the CLI takes it back.
+    pid, master = os.forkpty()
+    if pid == 0:  # pragma: no cover - the child execs at once
+        os.execv(PY, [*MODULE, "run", "--", "sh", "-c", "read x; echo got:$x; sleep 0.2"])
+    try:
+        os.write(master, b"hello\n")
+        out = read_until(master, b"got:hello")
+        assert b"got:hello" in out
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(master)
+
+
+def test_interleaved_stdout_and_stderr_keep_their_order() -> None:
+    code = "import os\nfor i in range(200):\n    os.write(1, b'out %d\\n' % i)\n    os.write(2, b'err %d\\n' % i)\n"
+    r = cli("--", PY, "-c", code, stderr=subprocess.STDOUT)
+    assert r.returncode == 0
+    assert r.stdout == b"".join(b"out %d\nerr %d\n" % (i, i) for i in range(200))
+
+
+@pytest.mark.parametrize("relay", RELAY)
+def test_reader_going_away_is_141(relay: list[str]) -> None:
+    # `yes | head -2`: handed over, `yes` dies of SIGPIPE itself; relayed,
+    # the CLI sees EPIPE and stops the tree. Either way 128 + SIGPIPE, at
+    # once, with no traceback; the marker fixture proves no `yes` survives.
+    script = '"$@" | head -2; echo "status=${PIPESTATUS[0]}"'
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [BASH, "-c", script, "bash", *MODULE, "run", *relay, "--", "yes"],
+        capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+    )
+    assert time.monotonic() - t0 < 10.0
+    assert r.stdout == b"y\ny\nstatus=141\n", r.stderr
+    assert b"Traceback" not in r.stderr
+
+
+def test_full_stdout_is_the_commands_error() -> None:
+    # Handed over, /dev/full is the command's own stdout: it gets ENOSPC.
+    code = "import os, sys\ntry:\n    os.write(1, b'hi')\nexcept OSError as exc:\n    sys.exit(exc.errno)\n"
+    with open("/dev/full", "wb") as full:
+        r = cli("--", PY, "-c", code, stdout=full)
+    assert r.returncode == 28  # ENOSPC
+    assert r.stderr == b""
+
+
+def test_full_stdout_while_relaying_is_one_line() -> None:
+    with open("/dev/full", "wb") as full:
+        r = cli("--max-output", "1M", "--", PY, "-c", "print('hi')", stdout=full)
+    assert r.returncode == 125
+    assert b"Traceback" not in r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert b"stdout" in r.stderr
 
 
 # --------------------------------------------------------------- environment, cwd, pty
@@ -312,7 +422,8 @@ def test_pty_and_cgroup_flags_are_not_supported_yet() -> None:
     for flags in (["--pty"], ["--cgroup", "x"], ["--memory-max", "1M"], ["--cpu-max", "1"], ["--pids-max", "5"]):
         r = cli(*flags, "--", "true")
         assert r.returncode == 125, (flags, r.stderr)
-        assert flags[0].encode() in r.stderr and b"not supported" in r.stderr
+        assert flags[0].encode() in r.stderr
+        assert b"not supported" in r.stderr
 
 
 # --------------------------------------------------------------- stats
@@ -339,7 +450,8 @@ def test_stats_json(tmp_path: Path) -> None:
     assert data["args"] == ["sh", "-c", "echo hi; exit 3"]
     assert data["returncode"] == 3
     assert data["exit_status"] == 3
-    assert data["bytes_out"] == 3
+    assert data["exit_code"] == 3
+    assert data["reason"] == "exit"
 
 
 def test_stats_json_after_signal_death(tmp_path: Path) -> None:
@@ -349,6 +461,92 @@ def test_stats_json_after_signal_death(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert data["returncode"] == -signal.SIGTERM
     assert data["exit_status"] == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize(
+    ("options", "cmd", "code", "reason"),
+    [
+        pytest.param([], ["sh", "-c", "exit 3"], 3, "exit", id="exit"),
+        pytest.param([], ["sh", "-c", "kill -TERM $$"], 128 + signal.SIGTERM, "signal", id="signal"),
+        pytest.param(["--timeout", "0.3"], ["sleep", "100"], 124, "timeout", id="timeout"),
+        pytest.param(["--max-output", "10"], [PY, "-c", "print('x' * 100)"], 125, "output-limit", id="output-limit"),
+        pytest.param([], ["no-such-program-netrunner-xyz"], 127, "exec-failed", id="exec-failed"),
+    ],
+)
+def test_stats_json_exit_code_and_reason(
+    tmp_path: Path, options: list[str], cmd: list[str], code: int, reason: str
+) -> None:
+    path = tmp_path / "stats.json"
+    r = cli(*options, "--stats-json", str(path), "--", *cmd)
+    assert r.returncode == code, r.stderr
+    data = json.loads(path.read_text())
+    assert data["exit_code"] == code
+    assert data["reason"] == reason
+    assert data["args"] == cmd
+    missing = [name for name in STATS_FIELDS if name not in data]
+    assert not missing, f"--stats-json lacks {missing}"
+    # CPU times are floats in every case (0.0 when nothing ran), never ints
+    assert isinstance(data["cpu_user"], float)
+    assert isinstance(data["cpu_system"], float)
+
+
+def test_stats_json_byte_counts_are_null_unless_relayed(tmp_path: Path) -> None:
+    path = tmp_path / "stats.json"
+    cmd = ["sh", "-c", "echo hi; echo err >&2"]
+    r = cli("--stats-json", str(path), "--", *cmd)
+    assert r.returncode == 0
+    data = json.loads(path.read_text())
+    assert data["bytes_in"] is None
+    assert data["bytes_out"] is None
+    assert data["bytes_err"] is None
+    r = cli("--max-output", "1M", "--stats-json", str(path), "--", *cmd)
+    assert r.returncode == 0
+    assert r.stdout == b"hi\n"
+    assert r.stderr == b"err\n"
+    data = json.loads(path.read_text())
+    assert data["bytes_in"] is None  # stdin is handed over even when output is relayed
+    assert data["bytes_out"] == 3
+    assert data["bytes_err"] == 4
+
+
+@pytest.mark.parametrize("relay", RELAY)
+def test_stats_json_dash_is_stdout_after_the_output(tmp_path: Path, relay: list[str]) -> None:
+    r = cli(*relay, "--stats-json", "-", "--", "sh", "-c", "echo hi; exit 3", cwd=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.startswith(b"hi\n")
+    data = json.loads(r.stdout[3:])
+    assert data["exit_code"] == 3
+    assert not (tmp_path / "-").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stats_json_dev_stdout_does_not_truncate_a_redirected_log(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    log.write_bytes(b"before\n")
+    with open(log, "ab") as out:  # the shell's `>> log`
+        r = cli("--stats-json", "/dev/stdout", "--", "sh", "-c", "echo hi", stdout=out)
+    assert r.returncode == 0, r.stderr
+    text = log.read_bytes()
+    assert text.startswith(b"before\nhi\n")
+    assert json.loads(text[len(b"before\nhi\n"):])["reason"] == "exit"
+    with open(log, "wb") as out:  # the shell's `> log`
+        r = cli("--stats-json", "/dev/stdout", "--", "sh", "-c", "echo hi", stdout=out)
+    text = log.read_bytes()
+    assert text.startswith(b"hi\n")
+    assert json.loads(text[3:])["args"] == ["sh", "-c", "echo hi"]
+
+
+@pytest.mark.parametrize("where", ["/proc/version", "missing/dir/stats.json", "/dev/full", "-"])
+def test_stats_json_unwritable_is_one_line_and_keeps_the_status(tmp_path: Path, where: str) -> None:
+    path = where if where.startswith("/") or where == "-" else str(tmp_path / where)
+    with open("/dev/full" if where == "-" else os.devnull, "wb") as out:  # "-": stdout itself is full
+        r = cli("--stats-json", path, "--", "sh", "-c", "exit 3", stdout=out)
+    assert r.returncode == 3
+    assert b"Traceback" not in r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(b"netrunner: ")
+    if where != "-":
+        assert path.encode() in r.stderr
 
 
 # --------------------------------------------------------------- signals
@@ -406,6 +604,15 @@ def test_forwarded_signal_default_action_is_128_plus_n(sig: signal.Signals) -> N
     assert time.monotonic() - t0 < 4.0, "the signal was not forwarded (the CLI waited for kill_timeout)"
 
 
+def test_sigterm_is_forwarded_while_relaying() -> None:
+    with popen_cli("--max-output", "10M", "--", PY, "-c", DEFAULT_PY) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"ready\n")
+        proc.send_signal(signal.SIGTERM)
+        _, err, rc = finish(proc)
+    assert rc == 128 + signal.SIGTERM, err
+
+
 def test_sigkill_of_the_cli_stops_the_tree(marker: str) -> None:
     code = (
         "import os\n"
@@ -435,3 +642,31 @@ def test_sigkill_of_the_cli_stops_the_tree(marker: str) -> None:
         proc.wait(timeout=10)
         assert wait_until(lambda: not sleepers(), timeout=10.0), f"survivors: {sleepers()}"
         assert wait_until(lambda: not pids_with_marker(marker), timeout=10.0), pids_with_marker(marker)
+
+
+# --------------------------------------------------------------- version
+
+
+def _expected_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pynetrunner")
+    except PackageNotFoundError:
+        import netrunner
+
+        return netrunner.__version__
+
+
+def test_version() -> None:
+    r = subprocess.run([*MODULE, "--version"], capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"netrunner {_expected_version()}\n".encode()
+
+
+def test_version_to_a_full_stdout_is_one_line() -> None:
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([*MODULE, "--version"], stdout=full, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 125
+    assert b"Traceback" not in r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr

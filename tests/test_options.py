@@ -561,3 +561,68 @@ def test_input_iterable_of_str_uses_encoding() -> None:
     hexdump = py("import sys; sys.stdout.write(sys.stdin.buffer.read().hex())")
     assert netrunner.run(hexdump, input=["é", b"\xff"], encoding="latin-1").stdout == "e9ff"
     assert netrunner.run(hexdump, input=iter(["é"])).stdout == b"c3a9"
+
+
+# --- stdin and stdout targets ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["discard", subprocess.DEVNULL])
+def test_stdin_discard_gives_eof_in_start(mode) -> None:  # type: ignore[no-untyped-def]
+    with netrunner.start(["cat"], stdin=mode) as proc:
+        assert proc.read(timeout=10) == b""
+        assert proc.wait(timeout=10) == 0
+    with pytest.raises(BrokenPipeError):
+        proc.write(b"x")
+
+
+def test_stdin_from_an_fd_and_a_file_object(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"from a file\n")
+    with open(path, "rb") as f:
+        assert netrunner.run(["cat"], stdin=f).stdout == b"from a file\n"
+    r, w = os.pipe()
+    os.write(w, b"from a pipe")
+    os.close(w)
+    try:
+        assert netrunner.run(["cat"], stdin=r).stdout == b"from a pipe"
+    finally:
+        os.close(r)
+
+
+def test_stdout_to_a_file_and_discarded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "out.txt"
+    with open(path, "wb") as f:
+        result = netrunner.run(["echo", "hi"], stdout=f)
+    assert result.stdout == b"" and path.read_bytes() == b"hi\n"
+    assert result.stats.bytes_out is None  # handed to the command: not observed
+    result = netrunner.run(["echo", "hi"], stdout="discard")
+    assert result.stdout == b"" and result.stats.bytes_out is None
+    with netrunner.start(["echo", "hi"], stdout=subprocess.DEVNULL) as proc:
+        assert proc.read(timeout=10) == b""
+        assert proc.wait(timeout=10) == 0
+
+
+def test_stdout_inherit_is_the_interpreters_fd_1() -> None:
+    code = "import os; st = os.fstat(1); os.write(2, b'%d:%d' % (st.st_dev, st.st_ino))"
+    result = netrunner.run(py(code), stdout="inherit")
+    st = os.fstat(1)
+    assert result.stderr == f"{st.st_dev}:{st.st_ino}".encode()
+
+
+@pytest.mark.parametrize("entry", ["run", "stream"])
+def test_stdin_and_input_together_are_refused(entry: str) -> None:
+    with pytest.raises(TypeError, match="stdin"):
+        launch(entry, ["cat"], stdin="discard", input=b"x")
+
+
+@pytest.mark.parametrize("value", ["inherit", "discard", 1])
+def test_stream_needs_a_captured_stdout(value) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises((ValueError, TypeError), match="stdout"):
+        netrunner.stream(["true"], stdout=value)
+
+
+@pytest.mark.parametrize("name,value", [("stdin", "capture"), ("stdout", "redirect"), ("stdin", -7), ("stdout", 2.5)])
+def test_bad_stdio_targets_name_the_option(name: str, value) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises((ValueError, TypeError)) as ei:
+        netrunner.run(["true"], **{name: value})
+    assert _names_option(str(ei.value), name), str(ei.value)

@@ -8,7 +8,7 @@ import weakref
 from typing import Any
 
 from ._core import codec
-from ._core.output import Capture, InputSource, Lines, Tail, decode_all
+from ._core.output import Capture, InputSource, Lines, Tail, decode_all, finder
 from ._core.state import Phase
 from ._engine import Feeder, Handle
 from ._errors import AbnormalExit, OutputLimitExceeded, ProcessError, Timeout
@@ -61,16 +61,16 @@ def conclude(
     if h.core.phase is Phase.LOST:
         raise h.shepherd_error()
     stats = h.stats()
+    if stopped == "timeout":  # partial output stays bytes: it may end inside a character
+        raise Timeout(list(h.args), opts.timeout or 0.0, _raw(out), _raw(err), stats)
+    if stopped in ("stdout", "stderr"):
+        assert opts.max_output_size is not None
+        raise OutputLimitExceeded(list(h.args), opts.max_output_size, stopped, _raw(out), _raw(err), stats)
     stdout = decode_all(out.value(), opts.encoding, opts.errors) if out is not None else b""
     stderr = decode_all(err.value(), opts.encoding, opts.errors) if err is not None else b""
     if opts.encoding is not None:
         stdout = stdout or ""
         stderr = stderr or ""
-    if stopped == "timeout":
-        raise Timeout(list(h.args), opts.timeout or 0.0, stdout, stderr, stats)
-    if stopped in ("stdout", "stderr"):
-        assert opts.max_output_size is not None
-        raise OutputLimitExceeded(list(h.args), opts.max_output_size, stopped, stdout, stderr, stats)
     core = h.core
     assert core.returncode is not None
     assert core.exit_status is not None
@@ -81,6 +81,10 @@ def conclude(
             exit_status=result.exit_status, signal=result.signal, stats=stats,
         )
     return result
+
+
+def _raw(capture: Capture | Tail | None) -> bytes:
+    return capture.value() if capture is not None else b""
 
 
 def decoded(h: Handle, out: Capture, err: Capture) -> tuple[Any, Any]:
@@ -123,6 +127,7 @@ class ProcessBase:
 
     def poll(self) -> int | None:
         """The returncode if the command has exited, else None; never blocks."""
+        self._h.own()
         self._h.pump_control()
         return self._h.core.returncode
 
@@ -151,6 +156,7 @@ class ProcessBase:
         """Send ``sig`` to the command's whole process group (a no-op after exit)."""
         signo = resolve_signal(sig)
         h = self._h
+        h.own()
         h.pump_control()
         if not h.core.done:
             h.send(codec.encode_signal(signo))
@@ -165,6 +171,7 @@ class ProcessBase:
 
     def close_stdin(self) -> None:
         """Close the command's stdin: it sees EOF at once. Idempotent."""
+        self._h.own()
         self._h.stdin_closed_by_user = True
         self._h.close_stdin()
 
@@ -202,7 +209,32 @@ class ProcessBase:
     def _comm_timeout(self, timeout: float | None) -> Timeout:
         assert self._comm is not None
         h = self._h
-        return Timeout(list(h.args), timeout or 0.0, *decoded(h, *self._comm), h.stats())
+        out, err = self._comm
+        return Timeout(list(h.args), timeout or 0.0, out.value(), err.value(), h.stats())
+
+    def _finder(self, pattern: Any, max_bytes: int | None) -> Any:
+        """Validate ``read_until``'s arguments; its search function."""
+        self._h.own()
+        if max_bytes is not None:
+            check_size(max_bytes)
+        return finder(pattern, self._h.opts.encoding is not None)
+
+    def _newline(self) -> Any:
+        return "\n" if self._h.opts.encoding is not None else b"\n"
+
+    def _until_timeout(self, timeout: float | None) -> Timeout:
+        """No match in time: what was read stays buffered, and rides along."""
+        h = self._h
+        return Timeout(list(h.args), timeout or 0.0, h.pending, b"", h.stats())
+
+    def _until_limit(self, max_bytes: int | None) -> OutputLimitExceeded:
+        h = self._h
+        return OutputLimitExceeded(list(h.args), max_bytes or 0, "stdout", h.pending, b"", h.stats())
+
+    def _until_eof(self, pattern: Any) -> EOFError:
+        err = EOFError(f"the command's output ended before {pattern!r} appeared")
+        err.partial = self._h.pending  # type: ignore[attr-defined]
+        return err
 
     def _wait_timeout(self, timeout: float | None) -> Timeout:
         return Timeout(list(self._h.args), timeout or 0.0, stats=self._h.stats())
@@ -252,10 +284,8 @@ class StreamBase:
         h = self._h
         assert h is not None
         opts = self._opts
-        stderr: Any = self._err.value() if self._err is not None else b""
-        if opts.encoding is not None:
-            stderr = stderr.decode(opts.encoding, opts.errors)
-        return Timeout(list(self._args), opts.timeout or 0.0, b"" if opts.encoding is None else "", stderr, h.stats())
+        stderr = self._err.value() if self._err is not None else b""
+        return Timeout(list(self._args), opts.timeout or 0.0, b"", stderr, h.stats())
 
     def _decode(self, data: bytes) -> Any:
         h = self._h

@@ -24,7 +24,7 @@ from ._api import (
 from ._command import resolve
 from ._core.output import Capture, Lines
 from ._drivers import AsyncWaiter, adrive
-from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
+from ._engine import EndOfOutput, Feeder, Handle, LimitReached, WaitTimeout, feeder_for, finalize_on_drop
 from ._results import Result
 
 __all__ = ["run", "stream", "start", "Process", "Stream"]
@@ -67,7 +67,7 @@ async def run(cmd: Any, **options: Any) -> Result:
 async def start(cmd: Any, **options: Any) -> Process:
     """Start ``cmd``; return an :class:`aio.Process <Process>` once it has exec'd."""
     args, argv, opts = resolve("start", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=True)
+    h = Handle(args, argv, opts, keep_stdin=True, drain_stderr=True)
     waiter = AsyncWaiter()
     try:
         await adrive(h.flow_started(), waiter)
@@ -109,16 +109,18 @@ class Process(ProcessBase):
         proc._err_lock = asyncio.Lock()
         proc._in_lock = asyncio.Lock()
         proc._comm = None
-        proc._finalizer = finalize_on_drop(proc, h)
+        proc._finalizer = finalize_on_drop(proc, h, warn=True)
         return proc
 
     async def __aenter__(self) -> Process:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        if not self._h.foreign:  # in a forked child: the command is the parent's
+            await self.aclose()
 
     def close_stdin(self) -> None:
+        self._h.own()
         fd = self._h.stdin_fd
         if fd is not None:
             self._waiter.forget(fd)  # wake a pending write before the fd goes
@@ -126,11 +128,13 @@ class Process(ProcessBase):
 
     async def write(self, data: bytes | str) -> None:
         """Write all of ``data`` to stdin, waiting while the pipe is full."""
+        self._h.own()
         payload = encode_input(data, self._h.opts)
         async with self._in_lock:
             await adrive(self._h.flow_write(payload), self._waiter)
 
     async def _read(self, which: int, lock: asyncio.Lock, max_bytes: int, timeout: float | None) -> Any:
+        self._h.own()
         check_size(max_bytes)
         deadline = deadline_of(timeout)
         try:
@@ -152,8 +156,35 @@ class Process(ProcessBase):
         """Like :meth:`read`, for stderr (``stderr="capture"`` only)."""
         return await self._read(self._stderr_stream(), self._err_lock, max_bytes, timeout)
 
+    async def readline(self, *, timeout: float | None = None) -> Any:
+        """The next line of stdout, newline kept; see :meth:`netrunner.Process.readline`."""
+        return await self._until(self._newline(), timeout, None, eof_ok=True)
+
+    async def read_until(self, pattern: Any, *, timeout: float | None = None, max_bytes: int | None = None) -> Any:
+        """stdout up to and including ``pattern``; see :meth:`netrunner.Process.read_until`."""
+        return await self._until(pattern, timeout, max_bytes, eof_ok=False)
+
+    async def _until(self, pattern: Any, timeout: float | None, max_bytes: int | None, *, eof_ok: bool) -> Any:
+        find = self._finder(pattern, max_bytes)
+        deadline = deadline_of(timeout)
+        try:
+            await asyncio.wait_for(self._out_lock.acquire(), timeout)
+        except asyncio.TimeoutError:
+            raise self._until_timeout(timeout) from None
+        try:
+            return await adrive(self._h.flow_read_until(find, deadline, max_bytes, eof_ok), self._waiter)
+        except WaitTimeout:
+            raise self._until_timeout(timeout) from None
+        except LimitReached:
+            raise self._until_limit(max_bytes) from None
+        except EndOfOutput:
+            raise self._until_eof(pattern) from None
+        finally:
+            self._out_lock.release()
+
     async def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
         """Write ``input``, close stdin, read both pipes to EOF and wait."""
+        self._h.own()
         deadline = deadline_of(timeout)
         async with self._in_lock, self._out_lock, self._err_lock:
             feeder, out, err = self._communication(input)
@@ -165,6 +196,7 @@ class Process(ProcessBase):
 
     async def wait(self, timeout: float | None = None) -> int:
         """Wait for the command (and its tree) to end; return the returncode."""
+        self._h.own()
         try:
             return await adrive(self._h.flow_wait(deadline_of(timeout)), self._waiter)  # type: ignore[no-any-return]
         except WaitTimeout:
@@ -172,12 +204,15 @@ class Process(ProcessBase):
 
     async def stop(self, kill_timeout: float | None = None) -> int:
         """SIGTERM the tree, wait up to ``kill_timeout``, SIGKILL, reap."""
+        self._h.own()
         kt = check_kill_timeout(kill_timeout)
         return await adrive(self._h.flow_stop(kt), self._waiter)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
-        """``stop()`` if still running, then release every fd. Idempotent."""
+        """``stop()`` if still running, then release every fd. Idempotent.
+        In a forked child it raises: the command is the parent's."""
         h = self._h
+        h.own()
         try:
             if not h.finished:
                 await adrive(h.flow_stop(None), self._waiter)
@@ -219,6 +254,7 @@ class Stream(StreamBase):
         if self._done:
             raise StopAsyncIteration
         h = await self._ensure_started()
+        h.own()
         while not self._done:
             chunk = self._chunk_waiting(h)
             if chunk is not None:
@@ -257,11 +293,14 @@ class Stream(StreamBase):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        if self._h is None or not self._h.foreign:  # in a forked child: the parent's
+            await self.aclose()
 
     async def aclose(self) -> None:
         """Stop the tree if it is still running and release every fd."""
         h = self._h
+        if h is not None:
+            h.own()
         if h is None or self._done:
             self._done = True
             return

@@ -1,10 +1,18 @@
 """``netrunner run [options] -- CMD [ARG...]`` (SPEC section 14).
 
-Runs one command with every netrunner guarantee, passes its stdout and stderr
-through as they come, forwards SIGINT/SIGTERM/SIGHUP to its tree, and exits
-like ``timeout(1)``/``env(1)``: the command's status, 128+N for signal N, 124
-on timeout, 125 for netrunner's own failure (and ``--max-output``), 126 when
-the program cannot run, 127 when it is not found.
+Runs one command with every netrunner guarantee and exits like
+``timeout(1)``/``env(1)``: the command's status, 128+N for signal N, 124 on
+timeout, 125 for netrunner's own failure (and ``--max-output``), 126 when the
+program cannot run, 127 when it is not found.
+
+Like ``timeout(1)``, the command gets the CLI's own stdin, stdout and stderr:
+it sees the same terminal, and the CLI reads nothing of stdin. Only with
+``--max-output`` are stdout and stderr relayed through pipes, unbuffered and
+counted; stdin is handed over all the same. The CLI itself waits on the
+shepherd's control socket (and the relayed pipes), forwards SIGINT, SIGTERM
+and SIGHUP to the command's tree, and writes its own output (messages,
+``--stats``, ``--stats-json``) with plain ``os.write``: an error writing them
+is one line on stderr at most, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,28 +23,126 @@ import json
 import os
 import select
 import signal
+import stat
 import sys
 import time
 from typing import Any, NoReturn
 
-from ._core import codec
-from ._engine import Handle
-from ._options import argv_of, validate
+from ._core import codec, wire
+from ._core.state import Phase
+from ._drivers import drive
+from ._engine import READ_SIZE, Flow, Handle
+from ._options import Options, argv_of, validate
 from ._results import Stats
 
 EXIT_TIMEOUT = 124
 EXIT_FAILURE = 125
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
+EXIT_SIGPIPE = 128 + signal.SIGPIPE
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+DISTRIBUTION = "pynetrunner"
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
+# --- our own output -------------------------------------------------------------
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, waiting while it is full (it may be
+    non-blocking: the file description is shared with other processes)."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            poller.poll()
+            continue
+        view = view[n:]
+
+
+def _say(message: str) -> None:
+    """One line on our stderr; if even that fails there is nowhere to tell."""
+    try:
+        _write_fd(2, f"netrunner: {message}\n".encode(errors="backslashreplace"))
+    except OSError:
+        pass
+
+
+def _fail(message: str) -> int:
+    _say(message)
+    return EXIT_FAILURE
+
+
+def _emit(fd: int, text: str, what: str) -> bool:
+    """Write ``text`` to our ``fd``; on failure say so in one line."""
+    try:
+        _write_fd(fd, text.encode(errors="backslashreplace"))
+    except OSError as exc:
+        _say(f"cannot write {what}: {exc.strerror or exc}")
+        return False
+    return True
+
+
+def _ensure_std_fds() -> None:
+    """Put ``/dev/null`` on any of fds 0-2 that is closed, so no fd opened
+    later takes its number and is mistaken for stdin, stdout or stderr."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if null != fd:  # a lower number was free after all
+                os.dup2(null, fd, inheritable=False)
+                os.close(null)
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own as a fallback)."""
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        return dist_version(DISTRIBUTION)
+    except (ImportError, PackageNotFoundError):
+        from . import __version__
+
+        return __version__
+
+
+# --- arguments --------------------------------------------------------------------
+
+
 class _Parser(argparse.ArgumentParser):
+    """argparse, with its output written like the rest of ours and every usage
+    error exiting 125."""
+
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        print(f"netrunner: {message}", file=sys.stderr)
+        _emit(2, self.format_usage(), "the usage")
+        _say(message)
         raise SystemExit(EXIT_FAILURE)
+
+    def print_usage(self, file: Any = None) -> None:
+        _emit(2 if file is sys.stderr else 1, self.format_usage(), "the usage")
+
+    def print_help(self, file: Any = None) -> None:
+        if not _emit(2 if file is sys.stderr else 1, self.format_help(), "the help"):
+            raise SystemExit(EXIT_FAILURE)
+
+
+class _Version(argparse.Action):
+    """``--version``: ``netrunner <version>`` on stdout."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        raise SystemExit(0 if _emit(1, f"netrunner {version()}\n", "the version") else EXIT_FAILURE)
 
 
 def parse_size(text: str) -> int:
@@ -71,17 +177,20 @@ def _env_pair(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="netrunner", description="Safe OS process execution.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser(
         "run",
         help="run one command with netrunner's guarantees",
-        description="Run CMD; stream its output; stop its whole tree on timeout, signal or exit.",
+        description="Run CMD on this terminal (its stdin, stdout and stderr are the CLI's); "
+        "stop its whole tree on timeout, signal or exit.",
     )
     run.add_argument("--timeout", type=_seconds, metavar="S", help="stop the tree after S seconds (exit 124)")
     run.add_argument("--kill-timeout", type=_seconds, default=5.0, metavar="S",
                      help="seconds between SIGTERM and SIGKILL (default 5)")
     run.add_argument("--max-output", type=parse_size, metavar="BYTES",
-                     help="stop the tree once stdout or stderr passes BYTES (exit 125)")
+                     help="relay stdout and stderr through pipes and stop the tree once either "
+                     "passes BYTES (exit 125)")
     run.add_argument("--pty", action="store_true", help="run on a pseudo-terminal (not supported yet)")
     run.add_argument("--cgroup", metavar="PATH", help="run in a cgroup (not supported yet)")
     run.add_argument("--memory-max", metavar="SIZE", help="cgroup memory limit (not supported yet)")
@@ -92,12 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set an environment variable (repeatable)")
     run.add_argument("--clear-env", action="store_true", help="start from an empty environment")
     run.add_argument("--stats", action="store_true", help="print statistics on stderr at the end")
-    run.add_argument("--stats-json", metavar="FILE", help="write statistics as JSON to FILE")
+    run.add_argument("--stats-json", metavar="FILE",
+                     help="write statistics as JSON to FILE ('-' for stdout, after the command's output)")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
     return parser
 
 
+# --- running ------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
+    _ensure_std_fds()
     args = build_parser().parse_args(argv)
     cmd = list(args.argv)
     if cmd and cmd[0] == "--":
@@ -111,191 +225,323 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{', '.join(unsupported)}: not supported yet in this version of netrunner")
     env = {} if args.clear_env else dict(os.environ)
     env.update(dict(args.env))
-    options: dict[str, Any] = {"env": env, "kill_timeout": args.kill_timeout, "stderr": "capture"}
+    relayed = "capture" if args.max_output is not None else "inherit"
+    options: dict[str, Any] = {
+        "env": env, "kill_timeout": args.kill_timeout,
+        "stdin": "inherit", "stdout": relayed, "stderr": relayed,
+    }
     if args.cwd is not None:
         options["cwd"] = args.cwd
     try:
         given, encoded = argv_of(cmd)
         opts = validate("start", options)
-        if args.cwd is not None and not os.path.isdir(args.cwd):
-            return _fail(f"--cwd {args.cwd}: no such directory")
-        runner = _Runner(Handle(given, encoded, opts, keep_stdin=True), args)
-    except OSError as exc:
-        return _fail(str(exc))
     except (ValueError, TypeError) as exc:
         return _fail(str(exc))
-    return runner.run()
+    if args.cwd is not None and not os.path.isdir(args.cwd):
+        return _fail(f"--cwd {args.cwd}: no such directory")
+    return _Runner(args).run(given, encoded, opts)
 
 
-def _fail(message: str) -> int:
-    print(f"netrunner: {message}", file=sys.stderr)
-    return EXIT_FAILURE
+class _Relay:
+    """One of the command's output pipes, copied to our fd of the same number."""
+
+    __slots__ = ("which", "name", "target", "chunk", "pending", "count", "ended", "dropping")
+
+    def __init__(self, which: int) -> None:
+        self.which = which
+        self.name = "stdout" if which == 1 else "stderr"
+        self.target = which
+        # A write to a pipe, socket or terminal blocks until all of it fits;
+        # at most PIPE_BUF bytes after poll() said "writable" never do, so the
+        # control socket and the deadline are always attended to.
+        mode = os.fstat(which).st_mode
+        self.chunk = None if stat.S_ISREG(mode) or stat.S_ISBLK(mode) else select.PIPE_BUF
+        self.pending = memoryview(b"")
+        self.count = 0
+        self.ended = False
+        self.dropping = False  # our side of it is gone: read and discard
 
 
 class _Runner:
-    """Pumps one command's pipes to ours until its tree is gone."""
+    """Runs one command until its tree is gone and its shepherd is reaped."""
 
-    def __init__(self, h: Handle, args: argparse.Namespace) -> None:
-        self.h = h
+    def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.h: Handle | None = None
+        self.early: list[int] = []  # signals that arrived before the command was handed over
+        self.relays = [_Relay(1), _Relay(2)] if args.max_output is not None else []
         self.limit: int | None = args.max_output
-        self.counts = {1: 0, 2: 0}
-        self.stopped: str | None = None  # "timeout" or "stdout"/"stderr"
-        self.pending = b""  # our stdin, read but not yet written to the command
-        self.stdin_open = True
-        self.deadline = time.monotonic() + args.timeout if args.timeout else None
+        # Why netrunner stopped the tree, first cause only: "timeout",
+        # "output-limit", "sigpipe" (a relayed reader went away) or
+        # "write-error" (relaying failed otherwise).
+        self.stopped: str | None = None
+        self.over: str | None = None  # the stream that passed --max-output
+        self.deadline: float | None = None
+        self.tty: int | None = None  # our controlling terminal, while the command has its foreground
 
     def _forward(self, signum: int, frame: Any) -> None:
-        self.h.send(codec.encode_signal(signum))
+        if self.h is None:
+            self.early.append(signum)
+        else:
+            self.h.send(codec.encode_signal(signum))
 
-    def run(self) -> int:
-        h = self.h
+    def run(self, given: tuple[Any, ...], encoded: list[bytes], opts: Options) -> int:
         previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
         try:
-            code = self._loop()
+            try:
+                self.h = h = Handle(given, encoded, opts, keep_stdin=True)
+            except OSError as exc:
+                return _fail(str(exc))
+            if self.args.timeout is not None:
+                self.deadline = time.monotonic() + self.args.timeout
+            try:
+                for signum in self.early:
+                    h.send(codec.encode_signal(signum))
+                drive(self._flow())
+            finally:
+                self._give_back_terminal()
+                h.release()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            h.release()
-        self._report_stats()
+        code, reason = self._outcome()
+        self._report_stats(code, reason)
         return code
 
-    def _loop(self) -> int:
+    def _stop(self, why: str) -> None:
+        if self.stopped is None:
+            self.stopped = why
+            assert self.h is not None
+            self.h.send(codec.encode_stop(None))
+
+    def _flow(self) -> Flow:
+        """Relay output (with ``--max-output``) and watch the control socket
+        and the deadline until the tree is gone; then reap the shepherd."""
         h = self.h
+        assert h is not None
+        ready: set[int] = set()
+        handed = False
         while True:
             h.pump_control()
-            if h.core.done:
-                self._drain()
-                while h.ctl_open:
-                    select.select([h.ctl_fd], [], [], 1.0)
-                    h.pump_control()
-                return self._exit_code()
-            poller = select.poll()
-            for fd in h.readers():
-                poller.register(fd, select.POLLIN)
-            if self.pending and h.stdin_fd is not None:
-                poller.register(h.stdin_fd, select.POLLOUT)
-            elif self.stdin_open and h.stdin_fd is not None and h.core.pid is not None:
-                poller.register(0, select.POLLIN)
-            timeout = None
-            if self.deadline is not None and self.stopped is None:
-                timeout = max(0.0, (self.deadline - time.monotonic()) * 1000)
-            events = dict(poller.poll(timeout))
-            streams: tuple[tuple[int, int | None], ...] = ((1, h.stdout_fd), (2, h.stderr_fd))
-            for which, out_fd in streams:
-                if out_fd is not None and out_fd in events:
-                    data = h.read_once(which, 65536)
-                    if data:
-                        self._pass(which, data)
-            if 0 in events:
-                self._read_stdin()
-            if h.stdin_fd is not None and h.stdin_fd in events:
-                self._write_stdin()
-            if self.deadline is not None and self.stopped is None and time.monotonic() >= self.deadline:
-                self.stopped = "timeout"
-                h.send(codec.encode_stop(None))
+            if not handed and h.core.pid is not None:
+                handed = True
+                if not h.core.done:
+                    self._hand_over_terminal(h.core.pid)
+            for relay in self.relays:
+                if relay.pending and relay.target in ready:
+                    self._push(relay)
+                if not relay.pending and not relay.ended:
+                    self._pull(relay)
+            if h.core.done and not any(r.pending or not r.ended for r in self.relays):
+                break
+            if (self.deadline is not None and self.stopped is None and not h.core.done
+                    and time.monotonic() >= self.deadline):
+                self._stop("timeout")
+            readers = [self._source(r) for r in self.relays if not r.pending and not r.ended]
+            if h.ctl_open:
+                readers.append(h.ctl_fd)
+            writers = tuple(r.target for r in self.relays if r.pending)
+            deadline = self.deadline if self.stopped is None and not h.core.done else None
+            ready = yield (tuple(readers), writers, deadline)
+        yield from h.flow_reap()
 
-    def _pass(self, which: int, data: bytes) -> None:
-        if self.limit is not None:
-            room = self.limit - self.counts[which]
-            if room <= 0:
-                return
-            if len(data) > room:
-                data = data[:room]
-                if self.stopped is None:
-                    self.stopped = "stdout" if which == 1 else "stderr"
-                    self.h.send(codec.encode_stop(None))
-            self.counts[which] += len(data)
-        _write_all(which, data)
-
-    def _drain(self) -> None:
-        for which in (1, 2):
-            while True:
-                data = self.h.read_once(which, 65536)
-                if not data:
-                    break
-                self._pass(which, data)
-
-    def _read_stdin(self) -> None:
+    def _hand_over_terminal(self, pgid: int) -> None:
+        """Make the command's process group the foreground of our controlling
+        terminal, if we hold it: keys typed then reach the command (it would
+        be stopped by SIGTTIN otherwise), and so do Ctrl-C and Ctrl-\\, as
+        under a shell. Taken back when the command has exited."""
         try:
-            data = os.read(0, 65536)
+            tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError:
-            data = b""
-        if data:
-            self.pending = data
-            self._write_stdin()
-        else:
-            self.stdin_open = False
-            self.h.close_stdin()
-
-    def _write_stdin(self) -> None:
-        fd = self.h.stdin_fd
-        if fd is None:
-            self.pending = b""
-            return
+            return  # no controlling terminal
         try:
-            n = os.write(fd, self.pending)
+            if os.tcgetpgrp(tty) != os.getpgrp() or not _set_foreground(tty, pgid):
+                os.close(tty)
+                return
+        except OSError:
+            os.close(tty)
+            return
+        self.tty = tty
+
+    def _give_back_terminal(self) -> None:
+        tty, self.tty = self.tty, None
+        if tty is not None:
+            _set_foreground(tty, os.getpgrp())
+            os.close(tty)
+
+    def _source(self, relay: _Relay) -> int:
+        assert self.h is not None
+        fd = self.h.stdout_fd if relay.which == 1 else self.h.stderr_fd
+        assert fd is not None
+        return fd
+
+    def _pull(self, relay: _Relay) -> None:
+        """One non-blocking read of a relayed pipe."""
+        h = self.h
+        assert h is not None
+        data = h.read_once(relay.which, READ_SIZE)
+        if data is None:
+            # Nothing yet; once the tree is gone nothing more can come.
+            relay.ended = h.core.done
+            return
+        if not data:
+            relay.ended = True
+            return
+        if relay.dropping:
+            return
+        assert self.limit is not None
+        room = self.limit - relay.count
+        if len(data) > room:
+            data = data[:room]
+            relay.dropping = True
+            self.over = self.over or relay.name
+            self._stop("output-limit")
+        relay.count += len(data)
+        relay.pending = memoryview(data)
+
+    def _push(self, relay: _Relay) -> None:
+        """Write what poll() said fits of a relayed chunk to our fd."""
+        chunk = relay.pending if relay.chunk is None else relay.pending[: relay.chunk]
+        try:
+            n = os.write(relay.target, chunk)
         except BlockingIOError:
             return
-        except OSError:  # the command closed its stdin
-            self.pending = b""
-            self.stdin_open = False
-            self.h.close_stdin()
+        except BrokenPipeError:
+            # The reader went away: as in a shell pipeline, the writer's end.
+            relay.pending = memoryview(b"")
+            relay.dropping = True
+            self._stop("sigpipe")
             return
-        self.pending = self.pending[n:]
+        except OSError as exc:
+            relay.pending = memoryview(b"")
+            relay.dropping = True
+            if self.stopped is None:
+                _say(f"cannot write the command's {relay.name}: {exc.strerror or exc}; "
+                     "the process tree was stopped")
+            self._stop("write-error")
+            return
+        relay.pending = relay.pending[n:]
 
-    def _exit_code(self) -> int:
+    def _outcome(self) -> tuple[int, str]:
+        """Our exit status, and why the command ended (the ``reason`` of
+        ``--stats-json``)."""
         h = self.h
+        assert h is not None
         core = h.core
         if core.exec_error is not None:
             err = h.exec_error()
-            print(f"netrunner: {err.filename}: {err.strerror}", file=sys.stderr)
-            return EXIT_NOT_FOUND if err.errno == errno.ENOENT and core.exec_error.stage != 2 else EXIT_CANNOT_RUN
-        if core.status is None:
-            print(f"netrunner: {core.fault}", file=sys.stderr)
-            return EXIT_FAILURE
+            _say(f"{err.filename}: {err.strerror}")
+            not_found = err.errno == errno.ENOENT and core.exec_error.stage != wire.STAGE_CHDIR
+            return (EXIT_NOT_FOUND if not_found else EXIT_CANNOT_RUN), "exec-failed"
+        reason = "signal" if core.returncode is not None and core.returncode < 0 else "exit"
+        if core.phase is Phase.LOST or core.status is None:
+            _say(f"{core.fault}; the command's process group was killed")
+            return EXIT_FAILURE, reason
         if self.stopped == "timeout":
-            print(f"netrunner: timed out after {self.args.timeout:g} s; the process tree was stopped",
-                  file=sys.stderr)
-            return EXIT_TIMEOUT
-        if self.stopped is not None:
-            print(f"netrunner: {self.stopped} exceeded --max-output {self.limit} bytes; "
-                  "the process tree was stopped", file=sys.stderr)
-            return EXIT_FAILURE
+            _say(f"timed out after {self.args.timeout:g} s; the process tree was stopped")
+            return EXIT_TIMEOUT, "timeout"
+        if self.stopped == "output-limit":
+            _say(f"{self.over} exceeded --max-output {self.limit} bytes; the process tree was stopped")
+            return EXIT_FAILURE, "output-limit"
+        if self.stopped == "write-error":
+            return EXIT_FAILURE, reason
+        if self.stopped == "sigpipe":
+            return EXIT_SIGPIPE, "signal"
         assert core.exit_status is not None
-        return core.exit_status
+        return core.exit_status, reason
 
-    def _report_stats(self) -> None:
+    def _report_stats(self, code: int, reason: str) -> None:
         if not (self.args.stats or self.args.stats_json):
             return
+        assert self.h is not None
         stats = self.h.stats()
         if self.args.stats:
-            print(format_stats(stats), file=sys.stderr)
+            _emit(2, format_stats(stats) + "\n", "the statistics")
         if self.args.stats_json:
-            doc = {"args": list(self.h.args), **stats.as_dict()}
-            with open(self.args.stats_json, "w") as f:
-                json.dump(doc, f, indent=2)
-                f.write("\n")
+            doc = stats_document(self.h.args, stats, code, reason)
+            write_stats_json(self.args.stats_json, json.dumps(doc, indent=2) + "\n")
+
+
+def stats_document(args: tuple[Any, ...], stats: Stats, code: int, reason: str) -> dict[str, Any]:
+    """What ``--stats-json`` writes: the ``Stats`` fields (counts not
+    observed are None; CPU times are floats, 0.0 when nothing ran), ``args``,
+    ``exit_code`` (the CLI's) and ``reason``."""
+    doc: dict[str, Any] = {"args": [os.fsdecode(a) if isinstance(a, bytes) else os.fspath(a) for a in args]}
+    doc.update(stats.as_dict())
+    for name in ("cpu_user", "cpu_system"):
+        value = doc[name]
+        doc[name] = float(value) if value is not None else (0.0 if reason == "exec-failed" else None)
+    doc["exit_code"] = code
+    doc["reason"] = reason
+    return doc
+
+
+def write_stats_json(path: str, text: str) -> None:
+    """Write ``--stats-json``. ``-``, or a path naming the very file our
+    stdout (or stderr) is, goes through that fd, after what the command
+    wrote there: reopening it would truncate a log the shell redirected us
+    into. Any other path is created or truncated. A failure is one line on
+    stderr."""
+    fd = _same_as_std(path)
+    what = f"--stats-json {path}"
+    if fd is not None:
+        _emit(fd, text, what)
+        return
+    try:
+        out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        _say(f"cannot write {what}: {exc.strerror or exc}")
+        return
+    try:
+        _emit(out, text, what)
+    finally:
+        os.close(out)
+
+
+def _same_as_std(path: str) -> int | None:
+    """1 or 2 when ``path`` is ``-`` or the file our stdout or stderr is."""
+    if path == "-":
+        return 1
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    for fd in (1, 2):
+        try:
+            ours = os.fstat(fd)
+        except OSError:
+            continue
+        if (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino):
+            return fd
+    return None
 
 
 def format_stats(stats: Stats) -> str:
     rows = stats.as_dict()
     width = max(len(k) for k in rows)
-    return "\n".join(f"{k:<{width}}  {'-' if v is None else v}" for k, v in rows.items())
+    return "\n".join(f"{k:<{width}}  {_cell(v)}" for k, v in rows.items())
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:  # our own stdout was left non-blocking
-            select.select([], [fd], [])
-            continue
-        except BrokenPipeError:
-            return
-        view = view[n:]
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
+    return str(value)
 
+
+
+def _set_foreground(tty: int, pgid: int) -> bool:
+    """``tcsetpgrp`` with SIGTTOU blocked (a background process asking would
+    otherwise be stopped); False if the terminal refused."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(tty, pgid)
+        return True
+    except OSError:
+        return False
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -24,11 +24,13 @@ from __future__ import annotations
 import array
 import errno
 import fcntl
+import logging
 import os
 import signal as _signal
 import socket
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Generator
 from datetime import datetime, timezone
@@ -36,10 +38,10 @@ from typing import Any
 
 from . import _lifetime
 from ._core import codec, wire
-from ._core.output import Capture, Decoder, InputSource, Tail
+from ._core.output import Backlog, Capture, Decoder, InputSource, Tail
 from ._core.state import Phase, ProcessCore
 from ._errors import ShepherdError
-from ._io import zygote
+from ._io import fds, zygote
 from ._options import Options, exec_paths
 from ._results import Stats
 
@@ -48,11 +50,24 @@ Flow = Generator[Wait, "set[int]", Any]
 
 READ_SIZE = 65536
 STDERR_TAIL = 65536
+#: What a started process keeps of stderr that nobody has read yet (SPEC 5).
+STDERR_BACKLOG = 1024 * 1024
+_PIDFD_SIGNAL_PROCESS_GROUP = 4  # linux/pidfd.h, Linux 6.9
+_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
+_ANCILLARY = socket.CMSG_SPACE(4 * wire.STARTED_FDS)
 _monotonic = time.monotonic
 
 
 class WaitTimeout(Exception):
     """A flow's deadline passed (converted to the public error by the caller)."""
+
+
+class LimitReached(Exception):
+    """``read_until`` buffered ``max_bytes`` without a match."""
+
+
+class EndOfOutput(Exception):
+    """``read_until`` reached the end of output without a match."""
 
 
 class Handle:
@@ -61,7 +76,8 @@ class Handle:
     __slots__ = (
         "args", "opts", "core", "ctl", "ctl_fd", "stdin_fd", "stdout_fd", "stderr_fd",
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
-        "_lock", "text_out", "text_err", "lazy_reap", "__weakref__",
+        "_lock", "text_out", "text_err", "lazy_reap", "pidfd", "owner_pid", "err_backlog",
+        "_err_lock", "pending", "__weakref__",
     )
 
     stdin_fd: int | None
@@ -70,15 +86,19 @@ class Handle:
     ctl: socket.socket
     text_out: Decoder | None
     text_err: Decoder | None
+    pidfd: int | None
+    err_backlog: Backlog | None
 
     def __init__(
         self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool,
-        lazy_reap: bool = False, stream_pipe: bool = False,
+        lazy_reap: bool = False, stream_pipe: bool = False, drain_stderr: bool = False,
     ) -> None:
         _lifetime.reap_detached()
         self.lazy_reap = lazy_reap
         self.args = args
         self.opts = opts
+        self.owner_pid = os.getpid()
+        self.pidfd = None
         env = opts.env if opts.env is not None else _current_environ()
         records = codec.encode_spawn(
             argv, env, exec_paths(argv[0], opts.path_env), opts.cwd,
@@ -86,37 +106,62 @@ class Handle:
         )
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.core = ProcessCore(datetime.now(timezone.utc), _monotonic())
-        child_fds: list[int] = []
+        child_fds: list[int] = []  # ours to close once the shepherd has its copies
         try:
-            stdin_r, self.stdin_fd = os.pipe2(os.O_CLOEXEC)
-            child_fds.append(stdin_r)
-            self.stdout_fd, out_w = os.pipe2(os.O_CLOEXEC)
-            child_fds.append(out_w)
-            if stream_pipe:
-                _grow_pipe(out_w)
-            err_w = self._stderr_target(out_w, child_fds)
-            here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            # Targets taken from the interpreter's fds 0-2 are copied before
+            # any pipe is made: with those fds closed, a new pipe could take
+            # their numbers and be handed over in their place.
+            targets = [
+                self._given_target(opts.stdin, 0, os.O_RDONLY, child_fds),
+                self._given_target(opts.stdout, 1, os.O_WRONLY, child_fds),
+                self._given_target(opts.stderr, 2, os.O_WRONLY, child_fds),
+            ]
+            if targets[0] is None:
+                stdin_r, self.stdin_fd = fds.pipe()
+                child_fds.append(stdin_r)
+                targets[0] = stdin_r
+            if targets[1] is None:
+                self.stdout_fd, out_w = fds.pipe()
+                child_fds.append(out_w)
+                if stream_pipe:
+                    _grow_pipe(out_w)
+                targets[1] = out_w
+            if targets[2] is None:
+                if opts.stderr == "redirect":
+                    targets[2] = targets[1]
+                else:
+                    self.stderr_fd, err_w = fds.pipe()
+                    child_fds.append(err_w)
+                    targets[2] = err_w
+            here = fds.open_fd(".", os.O_PATH | os.O_DIRECTORY, "the current directory")
             child_fds.append(here)
-            self.shepherd_pid, self.ctl = _send_spawn(records, [stdin_r, out_w, err_w, here])
+            self.shepherd_pid, self.ctl = _send_spawn(records, [*targets, here])  # type: ignore[list-item]
         except BaseException:
             for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
                 if fd is not None:
-                    os.close(fd)
+                    fds.close(fd)
             raise
         finally:
             for fd in child_fds:
-                os.close(fd)
+                fds.close(fd)
         self.ctl_fd = self.ctl.fileno()
         self.ctl_open = True
         self.reaped = False
-        self.out_eof = False
+        self.out_eof = self.stdout_fd is None
         self.err_eof = self.stderr_fd is None
         self.stdin_closed_by_user = False
         self._lock = threading.Lock()
+        self._err_lock = threading.Lock()
+        self.err_backlog = Backlog(STDERR_BACKLOG) if drain_stderr and self.stderr_fd is not None else None
         self.text_out = self.text_err = None
+        self.pending: Any = "" if opts.encoding is not None else b""  # stdout read ahead by read_until
         if opts.encoding is not None:
             self.text_out = Decoder(opts.encoding, opts.errors)
             self.text_err = Decoder(opts.encoding, opts.errors)
+        core = self.core
+        core.observes_out = self.stdout_fd is not None
+        core.observes_err = self.stderr_fd is not None or opts.stderr == "redirect"  # 0 bytes of its own
+        core.observes_in = self.stdin_fd is not None or opts.stdin == "pipe"
         _lifetime.register(self)
         self.ctl.setblocking(False)
         for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
@@ -126,23 +171,41 @@ class Handle:
             self.close_stdin()
         zygote.replenish()
 
-    def _stderr_target(self, out_w: int, child_fds: list[int]) -> int:
-        mode = self.opts.stderr
-        if mode == "capture":
-            self.stderr_fd, err_w = os.pipe2(os.O_CLOEXEC)
-            child_fds.append(err_w)
-            return err_w
-        if mode == "redirect":
-            return out_w
+    def _given_target(self, mode: str | int, std: int, flags: int, child_fds: list[int]) -> int | None:
+        """The fd to hand over for one of stdin/stdout/stderr, or None when
+        netrunner makes a pipe for it (or, for stderr, redirects it)."""
+        if isinstance(mode, int):
+            return mode
         if mode == "inherit":
             try:
-                os.fstat(2)
-                return 2
-            except OSError:
-                pass
-        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-        child_fds.append(devnull)
-        return devnull
+                with fds.lock:
+                    fd = fds.adopt(fcntl.fcntl(std, fcntl.F_DUPFD_CLOEXEC, 3))
+                child_fds.append(fd)
+                return fd
+            except OSError as exc:
+                if exc.errno != errno.EBADF:
+                    raise
+                mode = "discard"  # the interpreter has no such fd: the command reads EOF, writes vanish
+        if mode == "discard":
+            fd = fds.open_fd(os.devnull, flags, os.devnull)
+            child_fds.append(fd)
+            return fd
+        return None
+
+    def own(self) -> None:
+        """Raise unless called in the interpreter that started the command."""
+        if os.getpid() != self.owner_pid:
+            from ._errors import NetRunnerError
+
+            raise NetRunnerError(
+                f"this process object belongs to the interpreter that started it (pid {self.owner_pid}); "
+                f"it cannot be used in a forked child (pid {os.getpid()})"
+            )
+
+    @property
+    def foreign(self) -> bool:
+        """Used in a forked child: hands off, the command is the parent's."""
+        return os.getpid() != self.owner_pid
 
     # --- control socket ---------------------------------------------------
 
@@ -156,22 +219,39 @@ class Handle:
         if not self.ctl_open:
             return
         with self._lock:
+            resets = 0
             while self.ctl_open:
                 try:
-                    record = self.ctl.recv(wire.MAX_RECORD + 1)
+                    with fds.lock:
+                        record, ancillary, _, _ = self.ctl.recvmsg(wire.MAX_RECORD + 1, _ANCILLARY, _CMSG_CLOEXEC)
+                        received = [fds.adopt(fd) for fd in _fds_of(ancillary)]
                 except BlockingIOError:
                     return
+                except ConnectionResetError:
+                    # The shepherd exited with a frame of ours unread: Linux
+                    # reports that before the records it sent us, which are
+                    # still queued. The error is reported once; read on.
+                    resets += 1
+                    if resets < 3:
+                        continue
+                    record, received = b"", []
                 except OSError:
-                    record = b""
+                    record, received = b"", []
                 if not record:
                     self._on_hangup()
                     return
                 try:
                     event = codec.decode(record)
                 except codec.ProtocolError as exc:
+                    _close_all(received)
                     self._give_up(f"the shepherd broke protocol: {exc}")
                     return
+                if isinstance(event, codec.Started) and len(received) == wire.STARTED_FDS and self.pidfd is None:
+                    self.pidfd = received.pop()
+                _close_all(received)
                 self.core.on_event(event, _monotonic())
+                if self.core.phase is Phase.EXITED and event.flags & wire.EXITED_ABANDONED:  # type: ignore[union-attr]
+                    _report_abandoned(self, event.flags)  # type: ignore[union-attr]
                 if self.core.phase is Phase.LOST:
                     self._give_up(self.core.fault or "the shepherd failed")
                     return
@@ -180,15 +260,16 @@ class Handle:
         # The shepherd closed the socket: it has exited (or is exiting). The
         # socket itself stays open until release(), so no fd number a waiter
         # may be polling is ever reused under it.
-        if not self.core.done:
-            self.core.lose("the shepherd exited unexpectedly", _monotonic())
-            self._kill_group()
         self.ctl_open = False
+        status = None
         try:
-            os.waitpid(self.shepherd_pid, zygote.WALL)
+            status = os.waitpid(self.shepherd_pid, zygote.WALL)[1]
         except ChildProcessError:
             pass
         self.reaped = True
+        if not self.core.done:
+            self.core.lose(f"the shepherd exited unexpectedly ({_describe_exit(status)})", _monotonic())
+            self._kill_group()
         _lifetime.forget(self)
 
     def _give_up(self, why: str) -> None:
@@ -205,13 +286,23 @@ class Handle:
         _lifetime.forget(self)
 
     def _kill_group(self) -> None:
-        pid = self.core.pid
-        if pid is not None and self.core.status is None:
-            try:
-                os.killpg(pid, _signal.SIGKILL)
+        """The shepherd is gone: SIGKILL the command's process group through
+        the pidfd the shepherd made at its birth, never by a number (the
+        command may be reaped and its number reused by now)."""
+        if self.core.status is not None:
+            return
+        self.core.status = _signal.SIGKILL  # a raw wait status: killed by SIGKILL
+        if self.pidfd is None:
+            return  # never started, or the kernel's parent-death signal has it
+        try:
+            _signal.pidfd_send_signal(self.pidfd, _signal.SIGKILL, None, _PIDFD_SIGNAL_PROCESS_GROUP)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                return  # ESRCH: the whole group is gone already
+            try:  # before Linux 6.9: the leader only; its group cannot be named safely
+                _signal.pidfd_send_signal(self.pidfd, _signal.SIGKILL)
             except OSError:
                 pass
-            self.core.status = _signal.SIGKILL  # a raw wait status: killed by SIGKILL
 
     def send(self, frame: bytes) -> None:
         """Send one frame to the shepherd (dropped if it is already gone)."""
@@ -226,29 +317,33 @@ class Handle:
 
                 select.select([], [self.ctl_fd], [], 5.0)
             except OSError:
-                return
+                return  # the shepherd is gone; pump_control will see it
 
     # --- fds ----------------------------------------------------------------
 
     def close_stdin(self) -> None:
         fd, self.stdin_fd = self.stdin_fd, None
         if fd is not None:
-            os.close(fd)
+            fds.close(fd)
 
     def close_fds(self) -> None:
-        """Close every fd of this handle without telling anyone (after fork)."""
+        """Close every fd of this handle without telling anyone."""
         self.close_stdin()
-        for name in ("stdout_fd", "stderr_fd"):
+        for name in ("stdout_fd", "stderr_fd", "pidfd"):
             fd = getattr(self, name)
             if fd is not None:
                 setattr(self, name, None)
-                os.close(fd)
+                fds.close(fd)
         self.ctl_open = False
-        self.ctl.close()  # idempotent
+        fds.close_socket(self.ctl)  # idempotent
 
     def release(self) -> None:
         """Close every fd; a shepherd still running sees its owner hang up,
-        stops the tree on its own, and is reaped later. Never blocks."""
+        stops the tree on its own, and is reaped later (within its
+        kill_timeout, by a reaper that needs no further call). Never blocks.
+        In a forked child it does nothing: the command is the parent's."""
+        if self.foreign:
+            return
         self.out_eof = self.err_eof = True
         handed_off = self.ctl_open
         self.close_fds()
@@ -360,10 +455,36 @@ class Handle:
         if self.core.phase is Phase.LOST:
             raise self.shepherd_error()
 
+    def _drain_fds(self) -> tuple[int, ...]:
+        """stderr, when a started process's waits must keep it flowing."""
+        if self.err_backlog is not None and not self.err_eof and self.stderr_fd is not None:
+            return (self.stderr_fd,)
+        return ()
+
+    def pull_stderr(self) -> None:
+        """Move what stderr has into the backlog (``start``: a command must
+        never block on a full stderr pipe that nobody reads)."""
+        backlog = self.err_backlog
+        assert backlog is not None
+        with self._err_lock:
+            data = self.read_once(2, READ_SIZE)
+            if data:
+                backlog.add(data)
+                self.core.err_dropped = backlog.dropped
+
+    def _read_stderr_once(self, size: int) -> bytes | None:
+        backlog = self.err_backlog
+        if backlog is None:
+            return self.read_once(2, size)
+        with self._err_lock:  # the backlog first: it holds the older bytes
+            if len(backlog):
+                return backlog.take(size)
+            return self.read_once(2, size)
+
     def flow_read(self, which: int, size: int, deadline: float | None) -> Flow:
         """The next bytes of stdout/stderr (b"" at the end)."""
         while True:
-            data = self.read_once(which, size)
+            data = self.read_once(1, size) if which == 1 else self._read_stderr_once(size)
             if data is not None:
                 return data
             self.pump_control()
@@ -380,11 +501,18 @@ class Handle:
             assert fd is not None
             if deadline is not None and _monotonic() >= deadline:
                 raise WaitTimeout
-            yield ((fd, self.ctl_fd), (), deadline)
+            drain = self._drain_fds() if which == 1 else ()
+            ready = yield ((fd, self.ctl_fd, *drain), (), deadline)
+            if drain and drain[0] in ready:
+                self.pull_stderr()
 
     def flow_read_output(self, which: int, size: int, deadline: float | None) -> Flow:
         """:meth:`flow_read`, decoded in text mode (a character split across
-        reads is completed by the next read; "" only at the end)."""
+        reads is completed by the next read; "" only at the end). stdout read
+        ahead by :meth:`flow_read_until` comes first."""
+        if which == 1 and self.pending:
+            data, self.pending = self.pending[:size], self.pending[size:]
+            return data
         decoder = self.text_out if which == 1 else self.text_err
         while True:
             data = yield from self.flow_read(which, size, deadline)
@@ -393,6 +521,33 @@ class Handle:
             text = decoder(data, final=not data)
             if text or not data:
                 return text
+
+    def flow_read_until(self, find: Any, deadline: float | None, max_bytes: int | None, eof_ok: bool) -> Flow:
+        """stdout up to and including the first match of ``find`` (see
+        ``output.finder``); what follows stays in ``pending`` for the next
+        read. At the end of output: everything left if ``eof_ok`` (readline),
+        else :class:`EndOfOutput`. :class:`WaitTimeout` and
+        :class:`LimitReached` leave what was read in ``pending``."""
+        searched = 0
+        while True:
+            buf = self.pending
+            end, searched = find(buf, searched)
+            if end >= 0:
+                self.pending = buf[end:]
+                return buf[:end]
+            if max_bytes is not None and len(buf) >= max_bytes:
+                raise LimitReached
+            self.pending = buf[:0]  # flow_read_output must not serve it back
+            try:
+                data = yield from self.flow_read_output(1, READ_SIZE, deadline)
+            finally:
+                self.pending = buf + self.pending
+            if not data:
+                if eof_ok:
+                    self.pending = buf[:0]
+                    return buf
+                raise EndOfOutput
+            self.pending = buf + data
 
     def flow_write(self, data: bytes) -> Flow:
         """Write all of ``data`` to stdin, waiting while the pipe is full."""
@@ -404,7 +559,10 @@ class Handle:
             try:
                 n = os.write(fd, view)
             except BlockingIOError:
-                yield ((), (fd,), None)
+                drain = self._drain_fds()
+                ready = yield (drain, (fd,), None)
+                if drain and drain[0] in ready:
+                    self.pull_stderr()
                 continue
             except BrokenPipeError:
                 raise BrokenPipeError(errno.EPIPE, "the command closed its stdin") from None
@@ -425,7 +583,10 @@ class Handle:
                 break
             if deadline is not None and _monotonic() >= deadline:
                 raise WaitTimeout
-            yield ((self.ctl_fd,), (), deadline)
+            drain = self._drain_fds()
+            ready = yield ((self.ctl_fd, *drain), (), deadline)
+            if drain and drain[0] in ready:
+                self.pull_stderr()
         if self.core.phase is Phase.LOST and not lost_before:
             raise self.shepherd_error()
         return self.core.returncode
@@ -436,7 +597,10 @@ class Handle:
         if not self.core.done:
             self.send(codec.encode_stop(kill_timeout))
         while not self.finished:
-            yield ((self.ctl_fd,), (), None)
+            drain = self._drain_fds()
+            ready = yield ((self.ctl_fd, *drain), (), None)
+            if drain and drain[0] in ready:
+                self.pull_stderr()
             self.pump_control()
         return self.core.returncode
 
@@ -453,11 +617,19 @@ class Handle:
         :class:`WaitTimeout` (``communicate``). Returns why the tree was
         stopped: None, "timeout", "stdout" or "stderr" (a limit)."""
         stopped: str | None = None
+        if self.err_backlog is not None and err is not None and len(self.err_backlog):
+            with self._err_lock:
+                err.add(self.err_backlog.take(len(self.err_backlog)))
         while True:
             self.pump_control()
             if self.core.done:
                 self.drain(1, out)
                 self.drain(2, err)
+                if stopped is None:  # the limit passed in what was left in the pipes
+                    if isinstance(out, Capture) and out.exceeded:
+                        stopped = "stdout"
+                    elif isinstance(err, Capture) and err.exceeded:
+                        stopped = "stderr"
                 yield from self.flow_reap()
                 return stopped
             writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
@@ -510,6 +682,47 @@ class Handle:
                 feeder.write_some()  # type: ignore[union-attr]
 
 
+def _fds_of(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    out: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
+            out.extend(arr)
+    return out
+
+
+def _describe_exit(status: int | None) -> str:
+    if status is None:
+        return "reaped elsewhere"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"killed by {_signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed by signal {sig}"
+    code = os.WEXITSTATUS(status)
+    meaning = {wire.EXIT_PROTOCOL: "protocol error", wire.EXIT_SYSTEM: "system error"}.get(code, "")
+    return f"exit status {code}{' ' + meaning if meaning else ''}"
+
+
+def _close_all(received: list[int]) -> None:
+    for fd in received:
+        fds.close(fd)
+
+
+def _report_abandoned(h: Handle, flags: int) -> None:
+    why = (
+        "/proc could not be used to find them (missing, another pid namespace's, or restricted)"
+        if flags & wire.EXITED_SCAN_FAILED
+        else "they could not be found"
+    )
+    logging.getLogger("netrunner").warning(
+        "command %r (pid %s) exited; some of its descendants were left running: %s",
+        list(h.args), h.core.pid, why,
+    )
+
+
 STREAM_PIPE_SIZE = 256 * 1024
 _F_SETPIPE_SZ = 1031
 
@@ -532,9 +745,9 @@ def _current_environ() -> list[bytes]:
     return [k + b"=" + v for k, v in os.environb.items()]  # pragma: no cover
 
 
-def _send_spawn(records: list[bytes], fds: list[int]) -> tuple[int, socket.socket]:
+def _send_spawn(records: list[bytes], passed: list[int]) -> tuple[int, socket.socket]:
     """Hand the spawn request and the command's fds to an idle shepherd."""
-    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", passed).tobytes())]
     for attempt in (1, 2):
         pid, sock = zygote.take_shepherd()
         try:
@@ -543,11 +756,8 @@ def _send_spawn(records: list[bytes], fds: list[int]) -> tuple[int, socket.socke
             sock.sendmsg([records[-1]], rights)
             return pid, sock
         except OSError:  # that shepherd was killed while idle: take another
-            sock.close()
-            try:
-                os.waitpid(pid, zygote.WALL)
-            except ChildProcessError:
-                pass
+            fds.close_socket(sock)
+            zygote.reap_child(pid, 1.0)
             if attempt == 2:
                 raise ShepherdError("cannot hand the command to a netrunner shepherd") from None
     raise AssertionError("unreachable")  # pragma: no cover
@@ -558,6 +768,10 @@ def _stdin_closed(handle: Handle) -> BrokenPipeError:
 
     if handle.stdin_closed_by_user:
         return StdinClosed()
+    if handle.opts.stdin != "pipe":
+        return BrokenPipeError(
+            errno.EPIPE, f"the command's stdin is not a pipe to write to (stdin={handle.opts.stdin!r})"
+        )
     return BrokenPipeError(errno.EPIPE, "stdin is closed: the command's input has ended")
 
 
@@ -604,8 +818,25 @@ def feeder_for(handle: Handle, opts: Options) -> Feeder | None:
     return Feeder(handle, InputSource(opts.input, opts.encoding))
 
 
-def finalize_on_drop(owner: object, handle: Handle) -> weakref.finalize[Any, Any]:
-    """Hand the stop to the shepherd when ``owner`` is garbage-collected."""
-    fin = weakref.finalize(owner, handle.release)
+def finalize_on_drop(owner: object, handle: Handle, *, warn: bool = False) -> weakref.finalize[Any, Any]:
+    """Hand the stop to the shepherd when ``owner`` is garbage-collected
+    (with ``warn``, a ``ResourceWarning`` first if it was still running)."""
+    fin = weakref.finalize(owner, _dropped, handle, warn)
     fin.atexit = False  # interpreter exit is _lifetime's job
     return fin
+
+
+def _dropped(handle: Handle, warn: bool) -> None:
+    # Runs inside the garbage collector: no lock of the handle, nothing that blocks.
+    if handle.foreign:
+        return
+    try:
+        if warn and not handle.core.done:
+            warnings.warn(
+                f"netrunner: process {handle.core.pid} {list(handle.args)!r} was dropped while still "
+                f"running; its tree is being stopped. Use `with netrunner.start(...)` or call close().",
+                ResourceWarning,
+                stacklevel=2,
+            )
+    finally:  # even when warnings are errors
+        handle.release()

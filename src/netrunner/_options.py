@@ -18,7 +18,8 @@ from ._errors import InvalidCommand
 
 # Which options each entry point accepts.
 COMMON = frozenset(
-    {"stderr", "text", "encoding", "errors", "leftovers", "pty", "kill_timeout", "cgroup", "cwd", "env"}
+    {"stdin", "stdout", "stderr", "text", "encoding", "errors", "leftovers", "pty", "kill_timeout", "cgroup",
+     "cwd", "env"}
 )
 ENTRY_OPTIONS: dict[str, frozenset[str]] = {
     "start": COMMON,
@@ -27,7 +28,17 @@ ENTRY_OPTIONS: dict[str, frozenset[str]] = {
 }
 ALL_OPTIONS = frozenset().union(*ENTRY_OPTIONS.values())
 
-STDERR_MODES = {
+# Each stdio option: what its spellings mean. An int fd >= 0 or an object
+# with fileno() is handed to the command as it is.
+STDIN_MODES: dict[Any, str] = {
+    None: "pipe", subprocess.PIPE: "pipe", "inherit": "inherit", "discard": "discard",
+    subprocess.DEVNULL: "discard",
+}
+STDOUT_MODES: dict[Any, str] = {
+    "capture": "capture", "inherit": "inherit", "discard": "discard",
+    subprocess.PIPE: "capture", subprocess.DEVNULL: "discard", None: "inherit",
+}
+STDERR_MODES: dict[Any, str] = {
     "capture": "capture",
     "redirect": "redirect",
     "discard": "discard",
@@ -37,6 +48,32 @@ STDERR_MODES = {
     subprocess.DEVNULL: "discard",
     None: "inherit",
 }
+_SPELLINGS = {
+    "stdin": "None, 'inherit', 'discard' (or subprocess.DEVNULL)",
+    "stdout": "'capture', 'inherit', 'discard' (or subprocess.PIPE, DEVNULL, None)",
+    "stderr": "'capture', 'redirect', 'discard', 'inherit' (or subprocess.PIPE, STDOUT, DEVNULL, None)",
+}
+
+
+def _stdio(entry: str, name: str, value: Any, modes: dict[Any, str]) -> str | int:
+    """One stdio option -> a mode name, or an fd to hand over."""
+    if not isinstance(value, bool):
+        try:
+            return modes[value]
+        except (KeyError, TypeError):
+            pass
+        if isinstance(value, int) and value >= 0:
+            return value
+        fileno = getattr(value, "fileno", None)
+        if fileno is not None and not isinstance(value, (str, bytes)):
+            try:
+                fd = fileno()
+            except (OSError, ValueError) as exc:
+                raise _fail(entry, name, "an open file", value) from exc
+            if isinstance(fd, int) and fd >= 0:
+                return fd
+    raise _fail(entry, name, f"{_SPELLINGS[name]}, an fd or an object with fileno()", value,
+                TypeError if not isinstance(value, (str, int)) else ValueError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +81,9 @@ class Options:
     """Validated options; defaults are SPEC section 2's."""
 
     input: Any = None
-    stderr: str = "capture"
+    stdin: str | int = "pipe"
+    stdout: str | int = "capture"
+    stderr: str | int = "capture"
     text: bool = False
     encoding: str | None = None  # set iff text mode
     errors: str = "strict"
@@ -142,13 +181,16 @@ def validate(entry: str, given: Mapping[str, Any]) -> Options:
         raise NotImplementedError(f"{entry}(): option 'pty' is not supported yet in this version of netrunner")
     if entry != "Command" and "cgroup" in given and given["cgroup"] is not None:
         raise NotImplementedError(f"{entry}(): option 'cgroup' is not supported yet in this version of netrunner")
+    if "stdin" in given:
+        kw["stdin"] = _stdio(entry, "stdin", given["stdin"], STDIN_MODES)
+        if kw["stdin"] != "pipe" and g("input") is not None:
+            raise TypeError(f"{entry}(): give either 'stdin' or 'input', not both")
+    if "stdout" in given:
+        kw["stdout"] = _stdio(entry, "stdout", given["stdout"], STDOUT_MODES)
+        if entry == "stream" and kw["stdout"] != "capture":
+            raise _fail(entry, "stdout", "'capture' (a stream reads the command's stdout)", given["stdout"])
     if "stderr" in given:
-        mode = given["stderr"]
-        try:
-            kw["stderr"] = STDERR_MODES[mode]
-        except (KeyError, TypeError):
-            raise _fail(entry, "stderr", "'capture', 'redirect', 'discard' or 'inherit' "
-                        "(or subprocess.PIPE, STDOUT, DEVNULL, None)", mode) from None
+        kw["stderr"] = _stdio(entry, "stderr", given["stderr"], STDERR_MODES)
     text = _flag(entry, "text", g("text", False))
     encoding = _codec_name(entry, "encoding", g("encoding"))
     errors = _codec_name(entry, "errors", g("errors"))

@@ -30,9 +30,9 @@ class Stats:
     when the command ran in a cgroup.
     """
 
-    bytes_in: int
-    bytes_out: int
-    bytes_err: int
+    bytes_in: int | None
+    bytes_out: int | None
+    bytes_err: int | None
     read_count: int
     write_count: int
     started_at: datetime
@@ -43,6 +43,7 @@ class Stats:
     cpu_system: float | None = None
     max_rss: int | None = None
     peak_memory: int | None = None
+    bytes_err_dropped: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as JSON-friendly values (``started_at`` in ISO 8601)."""

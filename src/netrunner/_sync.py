@@ -18,7 +18,7 @@ from ._api import (
 from ._command import resolve
 from ._core.output import Capture, Lines
 from ._drivers import drive
-from ._engine import Handle, WaitTimeout, feeder_for, finalize_on_drop
+from ._engine import EndOfOutput, Handle, LimitReached, WaitTimeout, feeder_for, finalize_on_drop
 from ._results import Result
 
 __all__ = ["run", "stream", "start", "Process", "Stream"]
@@ -66,7 +66,7 @@ def run(cmd: Any, **options: Any) -> Result:
 def start(cmd: Any, **options: Any) -> Process:
     """Start ``cmd`` and return a :class:`Process` once it has exec'd."""
     args, argv, opts = resolve("start", cmd, options)
-    return Process._start(Handle(args, argv, opts, keep_stdin=True))
+    return Process._start(Handle(args, argv, opts, keep_stdin=True, drain_stderr=True))
 
 
 def stream(cmd: Any, **options: Any) -> Stream:
@@ -108,22 +108,25 @@ class Process(ProcessBase):
         proc._err_lock = threading.Lock()
         proc._in_lock = threading.Lock()
         proc._comm = None
-        proc._finalizer = finalize_on_drop(proc, h)
+        proc._finalizer = finalize_on_drop(proc, h, warn=True)
         return proc
 
     def __enter__(self) -> Process:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        if not self._h.foreign:  # in a forked child: the command is the parent's
+            self.close()
 
     def write(self, data: bytes | str) -> None:
         """Write all of ``data`` to stdin, blocking while the pipe is full."""
+        self._h.own()
         payload = encode_input(data, self._h.opts)
         with self._in_lock:
             drive(self._h.flow_write(payload))
 
     def _read(self, which: int, lock: threading.Lock, max_bytes: int, timeout: float | None) -> Any:
+        self._h.own()
         check_size(max_bytes)
         deadline = deadline_of(timeout)
         if not lock.acquire(timeout=-1 if timeout is None else timeout):
@@ -144,10 +147,43 @@ class Process(ProcessBase):
         """Like :meth:`read`, for stderr (``stderr="capture"`` only)."""
         return self._read(self._stderr_stream(), self._err_lock, max_bytes, timeout)
 
+    def readline(self, *, timeout: float | None = None) -> Any:
+        """The next line of stdout, newline kept (``b""``/``""`` at the end,
+        the last line as it is if it has none); no length limit.
+        :class:`netrunner.Timeout` carries what was read so far, which stays
+        buffered for the next read."""
+        return self._until(self._newline(), timeout, None, eof_ok=True)
+
+    def read_until(self, pattern: Any, *, timeout: float | None = None, max_bytes: int | None = None) -> Any:
+        """Read stdout until ``pattern`` (bytes/str, or a compiled regex) has
+        appeared; return everything up to and including it. What follows
+        stays buffered for the next read. On timeout, :class:`netrunner.Timeout`
+        carries what was read so far (still buffered); past ``max_bytes``
+        without a match, :class:`netrunner.OutputLimitExceeded` (the process
+        runs on); at the end of output without a match, ``EOFError``."""
+        return self._until(pattern, timeout, max_bytes, eof_ok=False)
+
+    def _until(self, pattern: Any, timeout: float | None, max_bytes: int | None, *, eof_ok: bool) -> Any:
+        find = self._finder(pattern, max_bytes)
+        deadline = deadline_of(timeout)
+        if not self._out_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise self._until_timeout(timeout)
+        try:
+            return drive(self._h.flow_read_until(find, deadline, max_bytes, eof_ok))
+        except WaitTimeout:
+            raise self._until_timeout(timeout) from None
+        except LimitReached:
+            raise self._until_limit(max_bytes) from None
+        except EndOfOutput:
+            raise self._until_eof(pattern) from None
+        finally:
+            self._out_lock.release()
+
     def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
         """Write ``input``, close stdin, read stdout and stderr to EOF and wait.
         Raises :class:`netrunner.Timeout` (tree left running) if it takes
         longer than ``timeout``; call again to go on collecting."""
+        self._h.own()
         deadline = deadline_of(timeout)
         with self._in_lock, self._out_lock, self._err_lock:
             feeder, out, err = self._communication(input)
@@ -160,6 +196,7 @@ class Process(ProcessBase):
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the command (and its tree) to end; return the returncode.
         Any number of threads may wait at once."""
+        self._h.own()
         try:
             return drive(self._h.flow_wait(deadline_of(timeout)))  # type: ignore[no-any-return]
         except WaitTimeout:
@@ -168,12 +205,15 @@ class Process(ProcessBase):
     def stop(self, kill_timeout: float | None = None) -> int:
         """SIGTERM the tree, wait up to ``kill_timeout`` (default: the
         process's), SIGKILL what is left, reap; return the returncode."""
+        self._h.own()
         kt = check_kill_timeout(kill_timeout)
         return drive(self._h.flow_stop(kt))  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        """``stop()`` if still running, then release every fd. Idempotent."""
+        """``stop()`` if still running, then release every fd. Idempotent.
+        In a forked child it raises: the command is the parent's."""
         h = self._h
+        h.own()
         try:
             if not h.finished:
                 drive(h.flow_stop(None))
@@ -198,6 +238,7 @@ class Stream(StreamBase):
     def __next__(self) -> Any:
         h = self._h
         assert h is not None
+        h.own()
         while not self._done:
             chunk = self._chunk_waiting(h)
             if chunk is not None:
@@ -230,11 +271,14 @@ class Stream(StreamBase):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        if self._h is None or not self._h.foreign:  # in a forked child: the parent's
+            self.close()
 
     def close(self) -> None:
         """Stop the tree if it is still running and release every fd."""
         h = self._h
+        if h is not None:
+            h.own()
         if h is None or self._done:
             return
         self._done = True

@@ -8,7 +8,12 @@
  * parent (Python), which reaps it with waitpid(pid, __WALL). Note that Linux
  * gives a CLONE_PARENT child the exit signal of its cloner (the zygote's
  * SIGCHLD), ignoring the one requested: a shepherd is an ordinary child to
- * wait(), not a "clone child". */
+ * wait(), not a "clone child".
+ *
+ * At start the zygote closes every fd it inherited except 0-2 and its socket
+ * (moved to fd 3): posix_spawn cannot close the interpreter's inheritable fds,
+ * and a pipe, lock or listening socket of the caller must not be held open by
+ * the zygote or by the shepherds forked from it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +28,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fds.h"
 #include "frame.h"
 #include "shepherd.h"
 
@@ -31,7 +37,7 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: netrunner-shepherd --zygote FD | --version\n");
-    return 2;
+    return NR_EXIT_USAGE;
 }
 
 /* Every signal disposition back to the default (raw system calls: glibc
@@ -77,6 +83,21 @@ static void occupy_stdio(void)
     }
 }
 
+/* Keep fds 0-2 and the socket, which moves to fd 3; close every other fd.
+ * Returns the socket's fd, or -1 when `sock` is not open. */
+static int keep_only_socket(int sock)
+{
+    if (fcntl(sock, F_GETFD) < 0)
+        return -1;
+    if (sock != 3) {
+        if (dup2(sock, 3) < 0)
+            return -1;
+        close(sock); /* below 3: occupy_stdio fills the hole */
+    }
+    nr_close_from(4);
+    return 3;
+}
+
 static void send_all(int sock, const unsigned char *rec, size_t len)
 {
     while (send(sock, rec, len, MSG_NOSIGNAL) < 0) {
@@ -94,7 +115,9 @@ static void reply(int sock, pid_t pid, int error)
 }
 
 /* fork(), except that the child's parent is our parent. (exit_signal 0 is
- * asked for, but with CLONE_PARENT the kernel uses ours, SIGCHLD.) */
+ * asked for, but with CLONE_PARENT the kernel uses ours, SIGCHLD.) Without
+ * clone3 (ENOSYS), or where a seccomp profile refuses it (EPERM, as older
+ * container runtimes do), the classic clone does the same. */
 static pid_t clone_parent(void)
 {
 #ifdef SYS_clone3
@@ -104,7 +127,7 @@ static pid_t clone_parent(void)
     args.flags = CLONE_PARENT;
     args.exit_signal = 0;
     pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid >= 0 || errno != ENOSYS)
+    if (pid >= 0 || (errno != ENOSYS && errno != EPERM))
         return (pid_t)pid;
 #endif
 #if defined(__x86_64__) || defined(__aarch64__) || defined(__riscv)
@@ -145,7 +168,7 @@ static int serve(int sock)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return 0; /* the owner is gone */
+            return NR_EXIT_OK; /* the owner is gone */
         for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
             if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
                 int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
@@ -186,6 +209,11 @@ int main(int argc, char **argv)
     fd = strtol(argv[2], &end, 10);
     if (errno != 0 || *end != '\0' || fd < 0 || fd > 1 << 20)
         return usage();
+    fd = keep_only_socket((int)fd);
+    if (fd < 0) {
+        fprintf(stderr, "netrunner-shepherd: --zygote %s: %s\n", argv[2], strerror(EBADF));
+        return NR_EXIT_USAGE;
+    }
     occupy_stdio();
     default_signals();
     block_sigpipe();

@@ -3,15 +3,21 @@
 #ifndef NR_PROTOCOL_H
 #define NR_PROTOCOL_H
 
-#define NR_PROTOCOL_DIGEST 0x08071d14u
+#define NR_PROTOCOL_DIGEST 0x6b48cbf1u
 
-#define NR_PROTOCOL_VERSION 2
+#define NR_PROTOCOL_VERSION 3
 #define NR_FLAG_DETACH 1
 #define NR_FLAG_CWD 2
 #define NR_FLAG_PTY 4
 #define NR_STAGE_SETUP 1
 #define NR_STAGE_CHDIR 2
 #define NR_STAGE_EXEC 3
+#define NR_EXITED_SCAN_FAILED 1
+#define NR_EXITED_ABANDONED 2
+#define NR_EXIT_OK 0
+#define NR_EXIT_USAGE 64
+#define NR_EXIT_PROTOCOL 76
+#define NR_EXIT_SYSTEM 71
 #define NR_ERR_MALFORMED 1
 #define NR_ERR_UNEXPECTED 2
 #define NR_ERR_TOO_LARGE 3
@@ -20,6 +26,7 @@
 #define NR_MAX_RECORD 65536
 #define NR_ZYGOTE_FDS 1
 #define NR_SPAWN_FDS 4
+#define NR_STARTED_FDS 1
 
 /* First record on the zygote socket: protocol version, table digest, zygote pid. */
 #define NR_Z_HELLO 0x01
@@ -67,7 +74,7 @@
 #define NR_C_WINSIZE_ROWS 1 /* u16 */
 #define NR_C_WINSIZE_COLS 3 /* u16 */
 
-/* execve succeeded; pid is the command's pid and process group id. */
+/* execve succeeded; pid is the command's pid and process group id. Carries exactly 1 fd (SCM_RIGHTS): a pidfd of the command, made by the clone that created it, so it names that process and no other for as long as it is open. */
 #define NR_S_STARTED 0x20
 #define NR_S_STARTED_SIZE 5
 #define NR_S_STARTED_PID 1 /* i32 */
@@ -78,13 +85,14 @@
 #define NR_S_EXEC_FAILED_ERROR 1 /* i32 */
 #define NR_S_EXEC_FAILED_STAGE 5 /* u32 */
 
-/* The command's raw wait status and the rusage of every process the shepherd reaped (summed CPU, largest max RSS). Sent once the tree is gone; the shepherd then exits. */
+/* The command's raw wait status and the rusage of every process the shepherd reaped (summed CPU, largest max RSS), and EXITED_* flags. Sent once the tree is gone (or, with EXITED_ABANDONED, once all that could be found of it is); the shepherd then exits. */
 #define NR_S_EXITED 0x22
-#define NR_S_EXITED_SIZE 29
+#define NR_S_EXITED_SIZE 33
 #define NR_S_EXITED_STATUS 1 /* i32 */
 #define NR_S_EXITED_UTIME_US 5 /* u64 */
 #define NR_S_EXITED_STIME_US 13 /* u64 */
 #define NR_S_EXITED_MAXRSS_KB 21 /* u64 */
+#define NR_S_EXITED_FLAGS 29 /* u32 */
 
 /* A protocol or system error (ERR_*, errno); the shepherd stops the tree and exits. */
 #define NR_S_ERROR 0x23

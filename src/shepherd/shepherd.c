@@ -3,17 +3,30 @@
  * It starts the command, relays signals, reaps everything it is handed (it is
  * a child subreaper), and stops the whole tree -- SIGTERM, kill_timeout,
  * SIGKILL until nothing is left -- when asked, when the command exits with
- * leftovers, and when its owner hangs up. It never exits while a child of its
- * own lives (except with FLAG_DETACH, once the command has exited).
+ * leftovers, and when its owner hangs up.
  *
- * One poll loop over {signalfd, control socket} with one deadline. */
+ * Signals go only to pinned targets, never to a pid number read earlier:
+ * the command while it is unreaped (its pidfd, made by the clone, tells when
+ * it exits), the command's process group while a member of it is unreaped,
+ * and the shepherd's own unreaped children and the groups they lead
+ * (tree.c). To keep the group pinned through a stop, the shepherd puts an
+ * "anchor" into it before the command can be reaped: a child of its own that
+ * never execs and has exit signal 0, which makes it a "clone child" that
+ * wait4 without __WALL never reaps. The group number therefore stays
+ * allocated until the anchor is reaped, at the very end. (The command itself
+ * cannot play that part: execve resets its exit signal to SIGCHLD.)
+ *
+ * ECHILD from wait4(-1) is the only proof that the tree is gone; a listing of
+ * /proc is a hint that finds more targets, never a proof.
+ *
+ * One poll loop over {signalfd, pidfd, control socket} with its deadlines. */
 #define _GNU_SOURCE
 #include "shepherd.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,8 +41,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fds.h"
 #include "frame.h"
 #include "tree.h"
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
 
 /* Sanitizer builds: shepherds end with _exit, which skips LeakSanitizer's
  * atexit check, so run it explicitly before leaving. */
@@ -43,40 +64,72 @@
 #ifdef NR_LSAN
 #include <sanitizer/lsan_interface.h>
 #define leak_check() __lsan_do_leak_check()
+/* LeakSanitizer stops the process and reads its memory map through /proc:
+ * where /proc is missing or another pid namespace's, it cannot work and would
+ * turn every clean exit into a fatal error, so it is turned off there (this
+ * hook serves the zygote's exit too). */
+int __lsan_is_turned_off(void)
+{
+    char link[32], want[32];
+    ssize_t n = readlink("/proc/self", link, sizeof link - 1);
+    if (n <= 0)
+        return 1;
+    link[n] = '\0';
+    snprintf(want, sizeof want, "%ld", (long)syscall(SYS_getpid));
+    return strcmp(link, want) != 0;
+}
 #else
 #define leak_check() ((void)0)
 #endif
 
-#define KILL_RESCAN_MS 20
+/* While stopping, the children are listed again on every SIGCHLD and on a
+ * timer that backs off from SCAN_FIRST_MS to SCAN_MAX_MS. */
+#define SCAN_FIRST_MS 8
+#define SCAN_MAX_MS 100
+/* In the KILL phase, once the command has exited: how long children may
+ * remain that no listing finds and nothing reaps before they are abandoned. */
+#define ABANDON_GRACE_MS 250
+/* The clone child runs exec_child on this stack while the shepherd waits. */
+#define CHILD_STACK_SIZE (64 * 1024)
 
 enum state { WAIT_SPAWN, RUNNING, STOPPING, KILLING };
 
 struct shepherd {
     int ctl, sfd;
-    int fds[NR_SPAWN_FDS]; /* the command's stdin, stdout, stderr, cwd; -1 when not held */
-    int owner;      /* the control socket is still connected */
+    int pidfd;                 /* the command's; -1 before it started */
+    int fds[NR_SPAWN_FDS];     /* the command's stdin, stdout, stderr, cwd; -1 when not held */
+    int owner;                 /* the control socket is still connected */
+    int exit_code;             /* NR_EXIT_* */
     enum state state;
     pid_t self, child;
+    int child_exited;          /* the pidfd said so: a zombie until reaped */
     int child_reaped, status;
-    uint32_t flags, kill_timeout_ms;
-    int64_t deadline; /* CLOCK_MONOTONIC ms, -1 for none */
+    pid_t anchor;              /* pins the command's group once a stop begins; 0 for none */
+    int free_reap;             /* wait4(-1) may reap the command (it is reaped, or anchored) */
+    int group_termed;          /* the TERM round reached the command's group */
+    uint32_t flags, kill_timeout_ms, exited_flags;
+    int64_t deadline;          /* end of the TERM phase (CLOCK_MONOTONIC ms), -1 for none */
+    int64_t next_scan;         /* next listing of the children while stopping, -1 for none */
+    int scan_interval;
+    int64_t quiet_since;       /* KILL phase: last time a child was reaped or listed */
     uint64_t utime_us, stime_us, maxrss_kb;
     unsigned char *spawn_buf;
     size_t spawn_len, spawn_cap;
+    struct nr_tree tree;
 };
 
-/* Shared with the vfork child: how exec failed. */
+/* Shared with the clone child (same memory): how exec failed. */
 struct exec_report {
     volatile int error;
     volatile int stage;
 };
 
-/* Every exit of a shepherd (not of its vfork child, which shares our memory). */
-static void __attribute__((noreturn)) leave(void)
-{
-    leak_check();
-    _exit(0);
-}
+struct exec_args {
+    const struct shepherd *s;
+    const struct nr_spawn *sp;
+    uint32_t npaths;
+    struct exec_report *report;
+};
 
 static void fail(const char *call)
 {
@@ -90,11 +143,80 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void send_record(struct shepherd *s, const unsigned char *buf, size_t len)
+/* Refuse further records and read those already queued, closing any fds they
+ * carry. A socket closed with unread records makes the kernel report
+ * ECONNRESET to the peer ahead of the records we sent it; after SHUT_RD the
+ * peer's sends fail with EPIPE instead of queueing. */
+static void quiesce(int ctl)
 {
+    union {
+        char bytes[CMSG_SPACE(sizeof(int) * 8)];
+        struct cmsghdr align;
+    } control;
+    static unsigned char sink[NR_MAX_RECORD + 1];
+
+    shutdown(ctl, SHUT_RD);
+    for (;;) {
+        struct iovec iov = {.iov_base = sink, .iov_len = sizeof sink};
+        struct msghdr msg;
+        ssize_t n;
+
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.bytes;
+        msg.msg_controllen = sizeof control.bytes;
+        n = recvmsg(ctl, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return; /* EAGAIN: empty; 0: end of file; else nothing more to read */
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                close(fd);
+            }
+        }
+    }
+}
+
+/* Every exit of a shepherd (not of its clone child, which shares our memory). */
+static void __attribute__((noreturn)) leave(struct shepherd *s)
+{
+    leak_check();
+    quiesce(s->ctl); /* last: records that arrive meanwhile are read too */
+    _exit(s->exit_code);
+}
+
+static void send_record_fd(struct shepherd *s, const unsigned char *buf, size_t len, int fd)
+{
+    union {
+        char bytes[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr msg;
+
     if (!s->owner)
         return;
-    while (send(s->ctl, buf, len, MSG_NOSIGNAL) < 0) {
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (fd >= 0) {
+        struct cmsghdr *c;
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.bytes;
+        msg.msg_controllen = sizeof control.bytes;
+        c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    }
+    while (sendmsg(s->ctl, &msg, MSG_NOSIGNAL) < 0) {
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN) { /* tiny records: practically never; wait for room */
@@ -105,6 +227,11 @@ static void send_record(struct shepherd *s, const unsigned char *buf, size_t len
         s->owner = 0; /* the owner is gone; nobody to tell */
         return;
     }
+}
+
+static void send_record(struct shepherd *s, const unsigned char *buf, size_t len)
+{
+    send_record_fd(s, buf, len, -1);
 }
 
 static void send_error(struct shepherd *s, uint32_t code, int err)
@@ -125,66 +252,145 @@ static void close_stdio(struct shepherd *s)
     }
 }
 
+static void add_rusage(struct shepherd *s, const struct rusage *ru)
+{
+    s->utime_us += (uint64_t)ru->ru_utime.tv_sec * 1000000u + (uint64_t)ru->ru_utime.tv_usec;
+    s->stime_us += (uint64_t)ru->ru_stime.tv_sec * 1000000u + (uint64_t)ru->ru_stime.tv_usec;
+    if ((uint64_t)ru->ru_maxrss > s->maxrss_kb)
+        s->maxrss_kb = (uint64_t)ru->ru_maxrss;
+}
+
+/* Reap the command, which has exited (so this does not block), through its
+ * pidfd: its status and rusage. From here on its pid and group number are
+ * free for reuse and nothing is sent to them. */
+static void reap_command(struct shepherd *s)
+{
+    siginfo_t si;
+    struct rusage ru;
+
+    if (s->child_reaped)
+        return;
+    for (;;) {
+        memset(&si, 0, sizeof si);
+        memset(&ru, 0, sizeof ru);
+        if (syscall(SYS_waitid, P_PIDFD, s->pidfd, &si, WEXITED | __WALL, &ru) == 0)
+            break;
+        if (errno == EINTR)
+            continue;
+        if (errno == EINVAL) { /* no P_PIDFD before Linux 5.4: the pid is still ours */
+            int st = 0;
+            pid_t got;
+            while ((got = wait4(s->child, &st, __WALL, &ru)) < 0 && errno == EINTR)
+                ;
+            if (got == s->child) {
+                s->status = st;
+                add_rusage(s, &ru);
+            }
+        } else {
+            fail("waitid");
+        }
+        s->child_reaped = 1;
+        return;
+    }
+    switch (si.si_code) {
+    case CLD_EXITED:
+        s->status = (si.si_status & 0xff) << 8;
+        break;
+    case CLD_KILLED:
+        s->status = si.si_status & 0x7f;
+        break;
+    case CLD_DUMPED:
+        s->status = (si.si_status & 0x7f) | 0x80;
+        break;
+    default:
+        break;
+    }
+    add_rusage(s, &ru);
+    s->child_reaped = 1;
+}
+
+/* The group anchor: it only waits to be killed. It holds no fd (the owner's
+ * hang-up must not depend on it) and dies with the shepherd. */
+static int anchor_main(void *arg)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != *(const pid_t *)arg)
+        _exit(0);
+    nr_close_from(0);
+    for (;;)
+        pause();
+}
+
+/* Before the command may be reaped, put a child of ours into its group (see
+ * the top of this file). Without one (clone failed), the group is signalled
+ * only until the command is reaped. */
+static void make_anchor(struct shepherd *s)
+{
+    static unsigned char stack[16 * 1024] __attribute__((aligned(16)));
+    pid_t pid;
+
+    s->free_reap = 1;
+    if (s->anchor > 0 || s->child_reaped)
+        return;
+    /* No CLONE_VM: the child runs on its own copy of `stack`. Exit signal 0. */
+    pid = clone(anchor_main, stack + sizeof stack, 0, &s->self);
+    if (pid < 0) {
+        fail("clone(anchor)");
+        return;
+    }
+    if (setpgid(pid, s->child) < 0) {
+        fail("setpgid(anchor)");
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+            ;
+        return;
+    }
+    s->anchor = pid;
+}
+
+static int group_pinned(const struct shepherd *s)
+{
+    return s->child > 0 && (!s->child_reaped || s->anchor > 0);
+}
+
 /* The end: report (if anyone listens) and exit. */
 static void __attribute__((noreturn)) finish(struct shepherd *s)
 {
     unsigned char rec[NR_S_EXITED_SIZE] = {NR_S_EXITED};
+
+    reap_command(s);
+    if (s->anchor > 0) {
+        kill(s->anchor, SIGKILL);
+        while (waitpid(s->anchor, NULL, __WALL) < 0 && errno == EINTR)
+            ;
+        s->anchor = 0;
+    }
     nr_put_u32(rec + NR_S_EXITED_STATUS, (uint32_t)s->status);
     nr_put_u64(rec + NR_S_EXITED_UTIME_US, s->utime_us);
     nr_put_u64(rec + NR_S_EXITED_STIME_US, s->stime_us);
     nr_put_u64(rec + NR_S_EXITED_MAXRSS_KB, s->maxrss_kb);
+    nr_put_u32(rec + NR_S_EXITED_FLAGS, s->exited_flags);
     send_record(s, rec, sizeof rec);
-    leave();
+    leave(s);
 }
 
 /* ---- the command ---------------------------------------------------------- */
 
-/* Close every fd >= lowfd. In the vfork child: system calls only, no malloc. */
-static void close_from(int lowfd)
+static void set_mask(const uint64_t *mask)
 {
-    union {
-        struct dirent64 align;
-        char bytes[4096];
-    } buf;
-    struct rlimit rl;
-    long n, max;
-    int dir;
-
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0U) == 0)
-        return;
-#endif
-    /* Before Linux 5.9: the fds actually open, from /proc (closing while
-     * listing is fine, the listing goes by fd number), else every number
-     * below the soft limit. */
-    dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir >= 0) {
-        while ((n = syscall(SYS_getdents64, dir, buf.bytes, sizeof buf.bytes)) > 0) {
-            for (long off = 0; off < n;) {
-                struct dirent64 *d = (struct dirent64 *)(void *)(buf.bytes + off);
-                int fd = 0;
-                const char *p = d->d_name;
-                for (; *p >= '0' && *p <= '9'; p++)
-                    fd = fd * 10 + (*p - '0');
-                if (*p == '\0' && p != d->d_name && fd >= lowfd && fd != dir)
-                    close(fd);
-                off += d->d_reclen;
-            }
-        }
-        close(dir);
-        if (n == 0)
-            return;
-    }
-    max = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) ? (long)rl.rlim_cur : 65536;
-    for (long fd = lowfd; fd < max; fd++)
-        close((int)fd);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, mask, NULL, (size_t)(NSIG / 8));
 }
 
-/* In the vfork child: only system calls, everything prepared beforehand. */
-static void __attribute__((noreturn))
-exec_child(const struct shepherd *s, const struct nr_spawn *sp, uint32_t npaths, struct exec_report *report)
+/* The clone child: it runs on the shepherd's memory while the shepherd is
+ * suspended, so only system calls, everything prepared beforehand; and it
+ * starts with every signal blocked (the shepherd blocked them around the
+ * clone), so no signal acts on it before execve. */
+static int exec_child(void *arg)
 {
-    uint64_t none = 0;
+    const struct exec_args *a = arg;
+    const struct shepherd *s = a->s;
+    struct exec_report *report = a->report;
+    const uint64_t none = 0, all = ~(uint64_t)0;
     int saved = 0;
 
     report->stage = NR_STAGE_SETUP;
@@ -198,24 +404,27 @@ exec_child(const struct shepherd *s, const struct nr_spawn *sp, uint32_t npaths,
     }
     /* Signal dispositions need no work: the zygote reset every one to the
      * default at start, neither it nor a shepherd ignores or catches any
-     * (they take signals through a signalfd), and execve drops handlers.
-     * The mask is the shepherd's blocked set: clear it (a raw system call,
-     * since glibc will not touch the signals it reserves). */
-    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, (size_t)(NSIG / 8)) < 0)
-        goto failed;
+     * (they take signals through a signalfd), and execve drops handlers. */
     /* The owner's working directory (by fd: it may have been renamed or
      * removed), then the requested one, relative to it. */
     report->stage = NR_STAGE_CHDIR;
-    if (fchdir(s->fds[3]) < 0 || (sp->cwd != NULL && chdir(sp->cwd) < 0))
+    if (fchdir(s->fds[3]) < 0 || (a->sp->cwd != NULL && chdir(a->sp->cwd) < 0))
         goto failed;
-    close_from(3);
+    nr_close_from(3);
     /* PATH search as CPython's _posixsubprocess: try every candidate, report
-     * the first error that is not "no such file" (else the last one). */
+     * the first error that is not "no such file" (else the last one). The
+     * mask is emptied right before each attempt (a raw system call: glibc
+     * keeps the signals it reserves) and blocked again after a failure. */
     report->stage = NR_STAGE_EXEC;
-    for (uint32_t i = 0; i < npaths; i++) {
-        execve(sp->paths[i], sp->argv, sp->envp);
-        if (errno != ENOENT && errno != ENOTDIR && saved == 0)
-            saved = errno;
+    for (uint32_t i = 0; i < a->npaths; i++) {
+        int err;
+        set_mask(&none);
+        execve(a->sp->paths[i], a->sp->argv, a->sp->envp);
+        err = errno;
+        set_mask(&all);
+        if (err != ENOENT && err != ENOTDIR && saved == 0)
+            saved = err;
+        errno = err;
     }
     if (saved != 0)
         errno = saved;
@@ -226,73 +435,124 @@ failed:
 
 static void start_command(struct shepherd *s, const struct nr_frame *head)
 {
+    /* Static, not on the stack: the clone child uses them while we wait. */
+    static struct exec_report report;
+    static struct exec_args args;
+    static unsigned char stack[CHILD_STACK_SIZE] __attribute__((aligned(16)));
     size_t nslots = nr_spawn_slots(head, s->spawn_len);
     char **slots;
     struct nr_spawn sp;
-    /* Static, not on the stack: the vfork child writes it while we wait. */
-    static struct exec_report report;
     unsigned char rec[NR_S_EXEC_FAILED_SIZE > NR_S_STARTED_SIZE ? NR_S_EXEC_FAILED_SIZE : NR_S_STARTED_SIZE];
+    uint64_t all = ~(uint64_t)0, old = 0;
+    int pidfd = -1;
     pid_t pid;
 
     if (nslots == 0) {
         send_error(s, NR_ERR_MALFORMED, 0); /* counts the bytes cannot hold */
-        leave();
+        s->exit_code = NR_EXIT_PROTOCOL;
+        leave(s);
     }
     slots = calloc(nslots, sizeof *slots);
     if (slots == NULL) {
         send_error(s, NR_ERR_SYSTEM, errno);
-        leave();
+        s->exit_code = NR_EXIT_SYSTEM;
+        leave(s);
     }
     if (nr_parse_spawn((char *)s->spawn_buf, s->spawn_len, head, slots, nslots, &sp) != 0) {
+        free(slots);
         send_error(s, NR_ERR_MALFORMED, 0);
-        leave();
+        s->exit_code = NR_EXIT_PROTOCOL;
+        leave(s);
     }
     s->flags = head->flags;
     s->kill_timeout_ms = head->kill_timeout_ms;
     report.error = 0;
     report.stage = 0;
+    args.s = s;
+    args.sp = &sp;
+    args.npaths = head->npaths;
+    args.report = &report;
 
-    pid = vfork();
-    if (pid == 0)
-        exec_child(s, &sp, head->npaths, &report);
+    /* CLONE_VFORK: we resume once it has exec'd or exited. CLONE_PIDFD: a
+     * pidfd that names this process from its birth. SIGCHLD as exit signal
+     * (execve would reset any other to it). */
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, (size_t)(NSIG / 8));
+    pid = clone(exec_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &args,
+                &pidfd, NULL, NULL);
     if (pid < 0) {
         report.error = errno;
         report.stage = NR_STAGE_SETUP;
     }
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, (size_t)(NSIG / 8));
     close_stdio(s);
     free(slots);
     free(s->spawn_buf);
     s->spawn_buf = NULL;
     s->spawn_len = 0;
     if (report.error != 0) {
-        /* The child has already exited (vfork returns after its _exit). */
+        /* The child has already exited: reap it. */
         while (pid > 0 && waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
             ;
+        if (pidfd >= 0)
+            close(pidfd);
         memset(rec, 0, sizeof rec);
         rec[0] = NR_S_EXEC_FAILED;
         nr_put_u32(rec + NR_S_EXEC_FAILED_ERROR, (uint32_t)report.error);
         nr_put_u32(rec + NR_S_EXEC_FAILED_STAGE, (uint32_t)report.stage);
         send_record(s, rec, NR_S_EXEC_FAILED_SIZE);
-        leave();
+        leave(s);
     }
     s->child = pid;
+    s->pidfd = pidfd;
     setpgid(pid, pid); /* already done by the child; EACCES after exec is fine */
     s->state = RUNNING;
     memset(rec, 0, sizeof rec);
     rec[0] = NR_S_STARTED;
     nr_put_u32(rec + NR_S_STARTED_PID, (uint32_t)pid);
-    send_record(s, rec, NR_S_STARTED_SIZE);
+    send_record_fd(s, rec, NR_S_STARTED_SIZE, pidfd); /* a copy: we keep ours */
 }
 
 /* ---- the tree ------------------------------------------------------------- */
 
-static void signal_tree(struct shepherd *s, int sig)
+/* One round of signals to every pinned target: the command and its group
+ * while the command is unreaped, and the children we can list (tree.c). In
+ * the TERM round each target gets SIGTERM and SIGCONT once; in the KILL round
+ * every target gets SIGKILL every time. */
+static void signal_round(struct shepherd *s, int kill_round)
 {
-    /* The group only while the command is unreaped: after that its number
-     * could in theory be reused. Descendants are found by their parentage. */
-    if (s->child > 0 && !s->child_reaped)
-        kill(-s->child, sig);
-    nr_signal_descendants(s->self, sig);
+    int found;
+
+    if (kill_round) {
+        if (!s->child_reaped)
+            kill(s->child, SIGKILL); /* the command, even if it left its group */
+        if (group_pinned(s))
+            kill(-s->child, SIGKILL);
+    } else if (!s->group_termed) {
+        if (!s->child_reaped) {
+            kill(s->child, SIGTERM);
+            kill(s->child, SIGCONT); /* a stopped process must run to see its SIGTERM */
+        }
+        if (group_pinned(s)) {
+            kill(-s->child, SIGTERM);
+            kill(-s->child, SIGCONT);
+        }
+        s->group_termed = 1;
+    }
+    found = nr_children(&s->tree, s->child_reaped ? 0 : s->child, s->anchor,
+                        kill_round ? NR_ROUND_KILL : NR_ROUND_TERM);
+    if (found < 0)
+        s->exited_flags |= NR_EXITED_SCAN_FAILED;
+    else if (found > 0)
+        s->quiet_since = now_ms();
+}
+
+static void schedule_scan(struct shepherd *s, int restart)
+{
+    if (restart)
+        s->scan_interval = SCAN_FIRST_MS;
+    else if (s->scan_interval < SCAN_MAX_MS)
+        s->scan_interval = s->scan_interval * 2 > SCAN_MAX_MS ? SCAN_MAX_MS : s->scan_interval * 2;
+    s->next_scan = now_ms() + s->scan_interval;
 }
 
 static void begin_stop(struct shepherd *s, uint32_t timeout_ms)
@@ -306,34 +566,60 @@ static void begin_stop(struct shepherd *s, uint32_t timeout_ms)
     }
     if (s->state == KILLING)
         return;
+    make_anchor(s);
     s->state = STOPPING;
     s->deadline = deadline;
-    signal_tree(s, SIGTERM);
-    signal_tree(s, SIGCONT); /* a stopped process must run to see its SIGTERM */
+    signal_round(s, 0);
+    schedule_scan(s, 1);
 }
 
 static void on_deadline(struct shepherd *s)
 {
     s->state = KILLING;
-    signal_tree(s, SIGKILL);
-    s->deadline = now_ms() + KILL_RESCAN_MS; /* catch whatever forked meanwhile */
+    s->deadline = -1;
+    s->quiet_since = now_ms();
+    signal_round(s, 1);
+    schedule_scan(s, 1);
 }
 
 /* Reap every child that has exited, adding up its rusage. Returns 1 when no
- * child is left at all (ECHILD), 0 while some still run. */
+ * child is left but the anchor (ECHILD), 0 while some remain.
+ *
+ * Until a stop begins the command must not be reaped (its group would lose
+ * its pin before the anchor is in it): then zombies are found with WNOWAIT
+ * and reaped by pid, and the command, when it is the zombie found, is left
+ * for reap_and_decide. Without __WALL, wait4 never reaps the anchor. */
 static int reap(struct shepherd *s)
 {
     for (;;) {
         struct rusage ru;
-        int st;
-        pid_t pid = wait4(-1, &st, WNOHANG | __WALL, &ru);
+        int st = 0;
+        pid_t pid;
+
+        if (!s->free_reap && !s->child_reaped) {
+            siginfo_t si;
+            memset(&si, 0, sizeof si);
+            if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == ECHILD)
+                    return 1;
+                fail("waitid");
+                return 0;
+            }
+            if (si.si_pid == 0 || si.si_pid == s->child)
+                return 0; /* none has exited, or the command has: see reap_and_decide */
+            pid = wait4(si.si_pid, &st, WNOHANG, &ru);
+        } else {
+            pid = wait4(-1, &st, WNOHANG, &ru);
+        }
         if (pid > 0) {
-            s->utime_us += (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec;
-            s->stime_us += (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
-            if ((uint64_t)ru.ru_maxrss > s->maxrss_kb)
-                s->maxrss_kb = (uint64_t)ru.ru_maxrss;
+            add_rusage(s, &ru);
+            nr_tree_forget(&s->tree, pid);
+            s->quiet_since = now_ms();
             if (pid == s->child) {
                 s->child_reaped = 1;
+                s->child_exited = 1;
                 s->status = st;
             }
             continue;
@@ -349,19 +635,47 @@ static int reap(struct shepherd *s)
     }
 }
 
-/* Reap, then decide: the command is gone and so is its tree -> finish. */
+/* Reap, then decide what the command's exit means. */
 static void reap_and_decide(struct shepherd *s)
 {
     int empty = reap(s);
 
-    if (!s->child_reaped)
+    if (!s->child_exited)
         return;
-    /* A command that exits on its own with FLAG_DETACH leaves its descendants
-     * be; once a stop was asked for, the whole tree goes. */
-    if (empty || (s->state == RUNNING && (s->flags & NR_FLAG_DETACH)))
+    if (s->state != RUNNING) {
+        if (empty)
+            finish(s); /* the command and everything else reaped: the tree is gone */
+        return;
+    }
+    /* The command exited on its own. With FLAG_DETACH its descendants are
+     * left be (a stop asked for before is acted on first: on_command_exit). */
+    if (s->flags & NR_FLAG_DETACH)
         finish(s);
-    if (s->state == RUNNING)
-        begin_stop(s, 0); /* leftovers: the fast path above needed no /proc scan */
+    /* The fast path: the listing shows no other child, so the command can be
+     * reaped at once, and ECHILD confirms the tree is gone. */
+    if (!s->child_reaped) {
+        int others = nr_children(&s->tree, s->child, 0, NR_ROUND_COUNT);
+        if (others < 0)
+            s->exited_flags |= NR_EXITED_SCAN_FAILED;
+        if (others == 0) {
+            reap_command(s);
+            s->free_reap = 1;
+            if (reap(s))
+                finish(s);
+        }
+    }
+    begin_stop(s, 0); /* leftovers */
+}
+
+/* KILL phase, the command gone: children remain that no listing finds (no
+ * usable /proc) and nothing has died for a while. Nothing more can reach
+ * them: report them abandoned rather than wait forever. */
+static void maybe_abandon(struct shepherd *s)
+{
+    if (s->state == KILLING && s->child_exited && now_ms() - s->quiet_since >= ABANDON_GRACE_MS) {
+        s->exited_flags |= NR_EXITED_ABANDONED;
+        finish(s);
+    }
 }
 
 /* ---- events ----------------------------------------------------------------- */
@@ -370,14 +684,15 @@ static void hang_up(struct shepherd *s)
 {
     s->owner = 0;
     if (s->state == WAIT_SPAWN)
-        leave(); /* nothing was started (an idle spare shepherd ends here) */
+        leave(s); /* nothing was started (an idle spare shepherd ends here) */
     begin_stop(s, 0);
 }
 
 static void protocol_error(struct shepherd *s, uint32_t code, int err)
 {
     send_error(s, code, err);
-    shutdown(s->ctl, SHUT_RDWR);
+    s->exit_code = code == NR_ERR_SYSTEM ? NR_EXIT_SYSTEM : NR_EXIT_PROTOCOL;
+    shutdown(s->ctl, SHUT_RDWR); /* what is still queued is read by quiesce */
     hang_up(s);
 }
 
@@ -453,6 +768,10 @@ static void on_spawn_frame(struct shepherd *s, const struct nr_frame *f, const i
     }
     err = append_tail(s, f);
     if (err != 0) {
+        if (f->type == NR_C_SPAWN) {
+            for (int i = 0; i < NR_SPAWN_FDS; i++)
+                close(fds[i]);
+        }
         protocol_error(s, (uint32_t)err, err == NR_ERR_SYSTEM ? ENOMEM : 0);
         return;
     }
@@ -482,7 +801,9 @@ static void on_running_frame(struct shepherd *s, const struct nr_frame *f)
     }
 }
 
-static void on_control(struct shepherd *s)
+/* Read and act on one control record. Returns 1 when a record was handled,
+ * 0 when none was queued or the owner is gone. */
+static int on_control(struct shepherd *s)
 {
     /* One byte more than the largest record, so a longer one is seen as such
      * (static: it is touched only as far as records reach, keeping RSS low). */
@@ -494,10 +815,10 @@ static void on_control(struct shepherd *s)
 
     n = receive(s->ctl, buf, sizeof buf, fds, NR_SPAWN_FDS, &nfds, &flags);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return;
+        return 0;
     if (n <= 0) {
         hang_up(s); /* end of file, or a reset: the owner is gone */
-        return;
+        return 0;
     }
     /* Only SPAWN carries fds; a late SPAWN is unexpected whatever it carries. */
     want = buf[0] != NR_C_SPAWN ? 0 : s->state == WAIT_SPAWN ? NR_SPAWN_FDS : nfds;
@@ -506,15 +827,26 @@ static void on_control(struct shepherd *s)
         for (int i = 0; i < nfds && i < NR_SPAWN_FDS; i++)
             close(fds[i]);
         protocol_error(s, NR_ERR_MALFORMED, 0);
-        return;
+        return 1;
     }
     if (s->state == WAIT_SPAWN) {
         on_spawn_frame(s, &f, fds);
-        return;
+        return 1;
     }
     for (int i = 0; i < nfds; i++)
         close(fds[i]); /* a second SPAWN's */
     on_running_frame(s, &f);
+    return 1;
+}
+
+/* The pidfd says the command has exited. What the owner sent before that
+ * (a C_STOP in particular, which must win over FLAG_DETACH) is acted on
+ * first; the decision follows in the loop. */
+static void on_command_exit(struct shepherd *s)
+{
+    while (s->owner && on_control(s))
+        ;
+    s->child_exited = 1;
 }
 
 static void on_signals(struct shepherd *s)
@@ -526,12 +858,16 @@ static void on_signals(struct shepherd *s)
         if (si.ssi_signo == SIGCHLD)
             chld = 1;
         else if (s->state == WAIT_SPAWN)
-            leave();
+            leave(s);
         else
             begin_stop(s, 0); /* SIGTERM, SIGINT, SIGHUP, SIGQUIT to the shepherd */
     }
-    if (chld)
-        reap_and_decide(s);
+    if (chld && s->state >= STOPPING) {
+        /* A child died: its children are ours now. Reap, then list again. */
+        reap(s);
+        signal_round(s, s->state == KILLING);
+        schedule_scan(s, 1);
+    }
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -562,17 +898,36 @@ static int setup(struct shepherd *s)
     return 0;
 }
 
+static int poll_timeout(const struct shepherd *s)
+{
+    int64_t next = -1, now;
+
+    if (s->state == STOPPING && s->deadline >= 0)
+        next = s->deadline;
+    if (s->state >= STOPPING && s->next_scan >= 0 && (next < 0 || s->next_scan < next))
+        next = s->next_scan;
+    if (s->state == KILLING && s->child_exited) {
+        int64_t give_up = s->quiet_since + ABANDON_GRACE_MS;
+        if (next < 0 || give_up < next)
+            next = give_up;
+    }
+    if (next < 0)
+        return -1;
+    now = now_ms();
+    return next <= now ? 0 : (next - now > 60000 ? 60000 : (int)(next - now));
+}
+
 static void __attribute__((noreturn)) loop(struct shepherd *s)
 {
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = s->sfd, .events = POLLIN}, {.fd = s->ctl, .events = POLLIN}};
-        int timeout = -1, n;
+        struct pollfd pfd[3] = {
+            {.fd = s->sfd, .events = POLLIN},
+            {.fd = s->child_exited ? -1 : s->pidfd, .events = POLLIN},
+            {.fd = s->owner ? s->ctl : -1, .events = POLLIN},
+        };
+        int n = poll(pfd, 3, poll_timeout(s));
+        int64_t now;
 
-        if (s->deadline >= 0) {
-            int64_t left = s->deadline - now_ms();
-            timeout = left < 0 ? 0 : (left > 60000 ? 60000 : (int)left);
-        }
-        n = poll(pfd, s->owner ? 2 : 1, timeout);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -580,16 +935,23 @@ static void __attribute__((noreturn)) loop(struct shepherd *s)
             hang_up(s);
             continue;
         }
+        if (pfd[1].revents)
+            on_command_exit(s);
         if (pfd[0].revents)
             on_signals(s);
-        if (s->owner && pfd[1].revents)
+        if (s->owner && pfd[2].revents)
             on_control(s);
         if (!s->owner && s->state == RUNNING)
             begin_stop(s, 0); /* a send failed: the owner is gone */
-        if (s->deadline >= 0 && now_ms() >= s->deadline && s->state >= STOPPING)
+        now = now_ms();
+        if (s->state == STOPPING && now >= s->deadline)
             on_deadline(s);
-        if (s->state >= STOPPING)
-            reap_and_decide(s); /* SIGCHLD coalesces; do not rely on it alone */
+        else if (s->state >= STOPPING && now >= s->next_scan) {
+            signal_round(s, s->state == KILLING);
+            schedule_scan(s, 0);
+        }
+        reap_and_decide(s); /* SIGCHLD coalesces; do not rely on it alone */
+        maybe_abandon(s);
     }
 }
 
@@ -599,16 +961,21 @@ void nr_shepherd_main(int ctl)
 
     memset(&s, 0, sizeof s);
     s.ctl = ctl;
+    s.pidfd = -1;
     for (int i = 0; i < NR_SPAWN_FDS; i++)
         s.fds[i] = -1;
     s.owner = 1;
+    s.exit_code = NR_EXIT_OK;
     s.state = WAIT_SPAWN;
     s.self = (pid_t)syscall(SYS_getpid); /* not the cached value of the zygote */
     s.deadline = -1;
+    s.next_scan = -1;
     s.kill_timeout_ms = 5000;
+    nr_tree_init(&s.tree, s.self);
     if (setup(&s) < 0) {
         send_error(&s, NR_ERR_SYSTEM, errno);
-        _exit(1);
+        s.exit_code = NR_EXIT_SYSTEM;
+        leave(&s);
     }
     loop(&s);
 }

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from netrunner._core.output import Capture, Decoder, InputSource, Lines, Tail
+from netrunner._core.output import Backlog, Capture, Decoder, InputSource, Lines, Tail
 
 
 def test_capture_keeps_exactly_the_limit() -> None:
@@ -88,3 +88,21 @@ def test_input_iterable_is_lazy_and_skips_empty_items() -> None:
 def test_input_rejects_wrong_items() -> None:
     with pytest.raises(TypeError, match="bytes or str"):
         InputSource([1], None).next_chunk()
+
+
+def test_backlog_serves_oldest_first_and_counts_what_it_drops() -> None:
+    b = Backlog(limit=8)
+    b.add(b"abcd")
+    b.add(b"efgh")
+    assert len(b) == 8 and b.dropped == 0
+    b.add(b"ijk")  # 3 over the limit: the 3 oldest go
+    assert b.dropped == 3 and len(b) == 8
+    assert b.take(2) == b"de"
+    assert b.take(100) == b"fghijk"
+    assert b.take(5) == b"" and len(b) == 0
+
+
+def test_backlog_with_one_chunk_larger_than_the_limit() -> None:
+    b = Backlog(limit=4)
+    b.add(b"0123456789")
+    assert b.take(10) == b"6789" and b.dropped == 6

@@ -61,36 +61,83 @@ def send_spawn(sock: socket.socket, argv: list[bytes], *, env: list[bytes] | Non
     return ours
 
 
+def recv_record(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One record and the fds that came with it (close-on-exec)."""
+    fds = array.array("i")
+    record, anc, flags, _ = sock.recvmsg(wire.MAX_RECORD, socket.CMSG_SPACE(8 * fds.itemsize),
+                                         socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    assert not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC), flags
+    return record, list(fds)
+
+
+def recv_event(sock: socket.socket, timeout: float | None = 10.0) -> tuple[codec.Event | None, list[int]]:
+    """The next event (None at end-of-file) and the fds it carried, which the
+    caller owns. Checks that exactly S_STARTED carries fds, STARTED_FDS of them."""
+    if timeout is not None and not select.select([sock], [], [], timeout)[0]:
+        raise TimeoutError(f"no record within {timeout} s")
+    record, fds = recv_record(sock)
+    if not record:
+        assert not fds
+        return None, fds
+    event = codec.decode(record)
+    want = wire.STARTED_FDS if isinstance(event, codec.Started) else 0
+    if len(fds) != want:
+        close_all(fds)
+        raise AssertionError(f"{event} came with {len(fds)} fds, not {want}")
+    return event, fds
+
+
+def started(sock: socket.socket, timeout: float = 10.0) -> int:
+    """Expect S_STARTED; close its pidfd and return the pid."""
+    event, fds = recv_event(sock, timeout)
+    close_all(fds)
+    assert isinstance(event, codec.Started), event
+    return event.pid
+
+
 def events(sock: socket.socket, timeout: float = 10.0) -> list[codec.Event | None]:
-    """Every record until end-of-file (None marks EOF)."""
+    """Every record until end-of-file (None marks EOF); fds that came along
+    (S_STARTED's pidfd) are closed."""
     out: list[codec.Event | None] = []
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([sock], [], [], left)[0]:
+        if left <= 0:
             raise TimeoutError(f"no end of file within {timeout} s; got {out}")
-        record = sock.recv(wire.MAX_RECORD)
-        if not record:
-            out.append(None)
+        try:
+            event, fds = recv_event(sock, left)
+        except TimeoutError:
+            raise TimeoutError(f"no end of file within {timeout} s; got {out}") from None
+        close_all(fds)
+        out.append(event)
+        if event is None:
             return out
-        out.append(codec.decode(record))
 
 
-def reap(pid: int, timeout: float = 10.0, *, check: bool = True) -> int:
+def reap(pid: int, timeout: float = 10.0, *, check: bool = True, expect: int = wire.EXIT_OK) -> int:
     """Reap a shepherd; fail if it has not exited within ``timeout`` or (with
-    ``check``) did not exit with status 0 -- a sanitizer build exits non-zero
-    when it finds an error or a leak."""
+    ``check``) did not exit with ``expect`` (EXIT_OK by default; EXIT_PROTOCOL
+    after a bad frame) -- a sanitizer build exits otherwise when it finds an
+    error or a leak."""
     deadline = time.monotonic() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG | WALL)
         if done:
             if check:
-                assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (
-                    f"shepherd {pid} ended with wait status {status:#x}")
+                assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == expect, (
+                    f"shepherd {pid} ended with wait status {status:#x}, not exit {expect}")
             return status
         if time.monotonic() > deadline:
             raise AssertionError(f"shepherd {pid} did not exit")
         time.sleep(0.002)
+
+
+def stress_rounds(default: int = 1) -> int:
+    """How many times to repeat a long loop: 10x with NETRUNNER_STRESS=1."""
+    return default * (10 if os.environ.get("NETRUNNER_STRESS") == "1" else 1)
 
 
 def close_all(fds: list[int]) -> None:

@@ -13,7 +13,7 @@ import netrunner
 from netrunner._core import codec, wire
 
 from conftest import pids_with_marker, wait_until
-from _raw import close_all, idle_shepherd, reap, rights, std_fds
+from _raw import close_all, idle_shepherd, reap, recv_record, rights, started, std_fds
 
 CODES = [m.code for m in wire.MESSAGES] + [0x00, 0x7F, 0xFF]
 
@@ -45,13 +45,22 @@ def drain_until_eof(sock: socket.socket, timeout: float = 10.0) -> list[codec.Ev
     got = []
     while select.select([sock], [], [], timeout)[0]:
         try:
-            record = sock.recv(wire.MAX_RECORD)
+            record, fds = recv_record(sock)
         except ConnectionResetError:  # it hung up with our records unread
             return got
+        close_all(fds)
         if not record:
             return got
         got.append(codec.decode(record))  # whatever it says must be well-formed
     raise AssertionError(f"shepherd neither answered nor hung up: {got}")
+
+
+def expected_exit(events: list[codec.Event]) -> int:
+    """A shepherd that answered a bad frame exits with EXIT_PROTOCOL."""
+    faults = [e for e in events if isinstance(e, codec.ShepherdFault)]
+    if any(f.code == wire.ERR_SYSTEM for f in faults):
+        return wire.EXIT_SYSTEM
+    return wire.EXIT_PROTOCOL if faults else wire.EXIT_OK
 
 
 def test_random_records_to_idle_shepherds() -> None:
@@ -73,7 +82,7 @@ def test_random_records_to_idle_shepherds() -> None:
                        for e in events)
         finally:
             sock.close()
-        reap(pid)
+        reap(pid, expect=expected_exit(events))
     assert sent >= 300 and offered > 1000
     assert netrunner.run(["echo", "still fine"]).stdout == b"still fine\n"
 
@@ -90,7 +99,7 @@ def test_random_records_to_running_shepherds(marker: str) -> None:
         sock.sendmsg([records[-1]], rights(theirs))
         close_all(theirs)
         try:
-            assert isinstance(codec.decode(sock.recv(100)), codec.Started)
+            started(sock)
             for _ in range(rng.randint(1, 40)):
                 record = random_record(rng)
                 if record[:1] == b"\x12":  # keep the fuzz about framing, not signals
@@ -101,11 +110,11 @@ def test_random_records_to_running_shepherds(marker: str) -> None:
                     break
                 sent += 1
             sock.shutdown(socket.SHUT_WR)
-            drain_until_eof(sock)
+            got = drain_until_eof(sock)
         finally:
             sock.close()
             close_all(ours)
-        reap(pid)
+        reap(pid, expect=expected_exit(got))
     # a shepherd gives up at the first bad record and refuses the rest, so how
     # many got through depends on timing: at least one each
     assert sent >= 60
@@ -124,7 +133,7 @@ def test_truncated_spawn_parts_are_bounded() -> None:
         refused = True
     events = drain_until_eof(sock, timeout=30)
     sock.close()
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL)
     assert events == [codec.ShepherdFault(wire.ERR_TOO_LARGE, 0)]
     del refused
 
@@ -135,7 +144,7 @@ def test_oversized_record_is_malformed() -> None:
     sock.send(b"\x11" + bytes(wire.MAX_RECORD + 10))
     assert drain_until_eof(sock) == [codec.ShepherdFault(wire.ERR_MALFORMED, 0)]
     sock.close()
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL)
 
 
 def test_thousands_of_harmless_records_to_a_running_shepherd(marker: str) -> None:
@@ -149,7 +158,7 @@ def test_thousands_of_harmless_records_to_a_running_shepherd(marker: str) -> Non
     sock.sendmsg([record], rights(theirs))
     close_all(theirs)
     try:
-        assert isinstance(codec.decode(sock.recv(100)), codec.Started)
+        started(sock)
         for _ in range(3000):
             sock.send(rng.choice([
                 codec.encode_winsize(rng.getrandbits(16), rng.getrandbits(16)),

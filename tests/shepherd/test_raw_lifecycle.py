@@ -16,7 +16,7 @@ import pytest
 from netrunner._core import codec, wire
 
 from conftest import pids_with_marker, wait_until
-from _raw import close_all, events, idle_shepherd, reap, spawn, std_fds, rights
+from _raw import close_all, events, idle_shepherd, reap, rights, spawn, started, std_fds
 
 SH = b"/bin/sh"
 PY = sys.executable.encode()
@@ -31,14 +31,6 @@ def read_line(fd: int, timeout: float = 10.0) -> bytes:
             break
         line += chunk
     return line
-
-
-def started(sock: socket.socket) -> int:
-    sock.settimeout(10)
-    event = codec.decode(sock.recv(100))
-    sock.settimeout(None)
-    assert isinstance(event, codec.Started), event
-    return event.pid
 
 
 def proc_state(pid: int) -> str:
@@ -205,7 +197,7 @@ def test_spawn_frames_after_the_start_are_unexpected(late: str, marker: str) -> 
     finally:
         sock.close()
         close_all(ours + theirs + more)
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL)
     assert wait_until(lambda: not pids_with_marker(marker))
 
 
@@ -225,7 +217,7 @@ def test_spawn_counts_that_the_tail_cannot_hold(counts: tuple[int, int, int]) ->
     finally:
         sock.close()
         close_all(ours)
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL)
 
 
 @pytest.mark.parametrize("tail", [b"/bin/true\0/bin/true", b"/bin/true\0/bin/true\0\0", b"/bin/true\0"])
@@ -240,7 +232,7 @@ def test_spawn_tail_must_end_exactly_after_the_last_string(tail: bytes) -> None:
     finally:
         sock.close()
         close_all(ours)
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL)
 
 
 def test_spawn_with_the_wrong_number_of_fds() -> None:
@@ -254,7 +246,7 @@ def test_spawn_with_the_wrong_number_of_fds() -> None:
             assert events(sock) == [codec.ShepherdFault(wire.ERR_MALFORMED, 0), None]
         finally:
             sock.close()
-        reap(pid)
+        reap(pid, expect=wire.EXIT_PROTOCOL)
 
 
 def test_fds_on_a_frame_that_carries_none_are_malformed(marker: str) -> None:
@@ -268,5 +260,5 @@ def test_fds_on_a_frame_that_carries_none_are_malformed(marker: str) -> None:
         os.close(fd)
         sock.close()
         close_all(ours)
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL)
     assert wait_until(lambda: not pids_with_marker(marker))

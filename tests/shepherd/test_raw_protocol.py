@@ -16,7 +16,7 @@ import pytest
 from netrunner._core import codec, wire
 
 from conftest import pids_with_marker, wait_until
-from _raw import close_all, events, idle_shepherd, reap, rights, spawn, std_fds
+from _raw import close_all, events, idle_shepherd, reap, rights, spawn, started, std_fds
 
 SH = b"/bin/sh"
 
@@ -54,8 +54,7 @@ def test_exit_code_and_signal_death() -> None:
     assert isinstance(got[1], codec.Exited) and os.WEXITSTATUS(got[1].status) == 3
     pid, sock, ours = spawn([b"/bin/sleep", b"100"])
     try:
-        started = codec.decode(sock.recv(100))
-        assert isinstance(started, codec.Started)
+        started(sock)
         sock.send(codec.encode_signal(signal.SIGKILL))
         rest = events(sock)
         assert isinstance(rest[0], codec.Exited) and os.WTERMSIG(rest[0].status) == signal.SIGKILL, rest
@@ -123,7 +122,7 @@ def test_stop_escalates_to_sigkill_after_kill_timeout() -> None:
         kill_timeout=0.3,
     )
     try:
-        assert isinstance(codec.decode(sock.recv(100)), codec.Started)
+        started(sock)
         assert read_line(ours[1]) == b"ready\n"
         t0 = time.monotonic()
         sock.send(codec.encode_stop(None))
@@ -139,7 +138,7 @@ def test_stop_escalates_to_sigkill_after_kill_timeout() -> None:
 
 def test_owner_hang_up_stops_the_tree(marker: str) -> None:
     pid, sock, ours = spawn([SH, b"-c", b"setsid sleep 100 & sleep 100 & echo ready; wait"])
-    assert isinstance(codec.decode(sock.recv(100)), codec.Started)
+    started(sock)
     assert read_line(ours[1]) == b"ready\n"
     assert len(pids_with_marker(marker)) == 3
     sock.close()  # the owner is gone
@@ -195,7 +194,7 @@ def test_malformed_first_record(record: bytes) -> None:
             sock.send(record)
     finally:
         sock.close()
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL if record else wire.EXIT_OK)
 
 
 def test_spawn_without_fds_is_malformed() -> None:
@@ -204,7 +203,7 @@ def test_spawn_without_fds_is_malformed() -> None:
     sock.send(record)
     expect_error(sock, wire.ERR_MALFORMED)
     sock.close()
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL)
 
 
 def test_counts_that_do_not_match_the_tail() -> None:
@@ -216,19 +215,19 @@ def test_counts_that_do_not_match_the_tail() -> None:
     expect_error(sock, wire.ERR_MALFORMED)
     sock.close()
     close_all(ours)
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL)
 
 
 def test_a_second_spawn_is_unexpected_and_stops_the_tree(marker: str) -> None:
     pid, sock, ours = spawn([b"/bin/sleep", b"100"])
-    assert isinstance(codec.decode(sock.recv(100)), codec.Started)
+    started(sock)
     [record] = codec.encode_spawn([b"/bin/true"], [], [b"/bin/true"], None, detach=False, kill_timeout=1)
     sock.send(record)
     got = events(sock)
     assert got[0] == codec.ShepherdFault(wire.ERR_UNEXPECTED, 0)
     sock.close()
     close_all(ours)
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL)
     assert wait_until(lambda: not pids_with_marker(marker))
 
 
@@ -237,4 +236,4 @@ def test_signal_before_spawn_is_unexpected() -> None:
     sock.send(struct.pack("<BI", 0x12, 15))
     expect_error(sock, wire.ERR_UNEXPECTED)
     sock.close()
-    reap(pid)
+    reap(pid, expect=wire.EXIT_PROTOCOL)

@@ -57,6 +57,7 @@ class Exited:
     utime_us: int
     stime_us: int
     maxrss_kb: int
+    flags: int = 0
 
 
 @dataclass(frozen=True, slots=True)

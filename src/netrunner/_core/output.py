@@ -13,7 +13,8 @@ Invariants:
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -67,6 +68,34 @@ class Tail:
         return bytes(self._buf[-self.keep :])
 
 
+class Backlog:
+    """Bytes read ahead for a later reader, at most ``limit`` of them: past
+    it the oldest are dropped, and counted in ``dropped``."""
+
+    __slots__ = ("_buf", "limit", "dropped")
+
+    def __init__(self, limit: int) -> None:
+        self._buf = bytearray()
+        self.limit = limit
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def add(self, data: bytes) -> None:
+        self._buf += data
+        excess = len(self._buf) - self.limit
+        if excess > 0:
+            del self._buf[:excess]  # O(excess): bytearray keeps an offset for its head
+            self.dropped += excess
+
+    def take(self, size: int) -> bytes:
+        """Up to ``size`` of the oldest bytes, removed."""
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+
 class Decoder:
     """Bytes -> str across chunk boundaries (a split character is never broken)."""
 
@@ -81,6 +110,35 @@ class Decoder:
 
 def decode_all(data: bytes, encoding: str | None, errors: str) -> bytes | str:
     return data if encoding is None else data.decode(encoding, errors)
+
+
+def finder(pattern: Any, text: bool) -> Callable[[Any, int], tuple[int, int]]:
+    """For ``read_until``: a function ``(buffer, searched) -> (end, searched)``
+    giving the end of the first match (-1 if none yet) and how far the next
+    search may start, so a literal is never searched twice over the same bytes."""
+    kind = str if text else bytes
+    if isinstance(pattern, re.Pattern):
+        if not isinstance(pattern.pattern, kind):
+            raise TypeError(f"read_until(): in {'text' if text else 'binary'} mode the pattern must be "
+                            f"a {kind.__name__} regex, got {pattern!r}")
+
+        def regex(buf: Any, searched: int) -> tuple[int, int]:
+            m = pattern.search(buf)  # a match may need context from anywhere before
+            return (m.end() if m else -1), 0
+
+        return regex
+    if isinstance(pattern, (bytearray, memoryview)) and not text:
+        pattern = bytes(pattern)
+    if not isinstance(pattern, kind) or not pattern:
+        raise TypeError(f"read_until(): the pattern must be a non-empty {kind.__name__} or a compiled "
+                        f"{kind.__name__} regex in {'text' if text else 'binary'} mode, got {pattern!r}")
+    overlap = len(pattern) - 1
+
+    def literal(buf: Any, searched: int) -> tuple[int, int]:
+        at = buf.find(pattern, max(0, searched - overlap))
+        return (at + len(pattern) if at >= 0 else -1), len(buf)
+
+    return literal
 
 
 class Lines:

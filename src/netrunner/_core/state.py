@@ -44,7 +44,7 @@ class ProcessCore:
     __slots__ = (
         "phase", "pid", "status", "exec_error", "fault", "utime_us", "stime_us", "maxrss_kb",
         "started_at", "t_start", "t_end", "bytes_in", "bytes_out", "bytes_err", "read_count",
-        "write_count", "peak_memory",
+        "write_count", "peak_memory", "observes_in", "observes_out", "observes_err", "err_dropped",
     )
 
     def __init__(self, started_at: datetime, now: float) -> None:
@@ -60,6 +60,10 @@ class ProcessCore:
         self.bytes_in = self.bytes_out = self.bytes_err = 0
         self.read_count = self.write_count = 0
         self.peak_memory: int | None = None
+        # Whether netrunner sees each stream (it does not when one was handed
+        # to the command directly); counts it does not see are None.
+        self.observes_in = self.observes_out = self.observes_err = True
+        self.err_dropped = 0
 
     # --- events -----------------------------------------------------------
 
@@ -111,9 +115,9 @@ class ProcessCore:
     def stats(self, now: float) -> Stats:
         exited = self.status is not None
         return Stats(
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            bytes_err=self.bytes_err,
+            bytes_in=self.bytes_in if self.observes_in else None,
+            bytes_out=self.bytes_out if self.observes_out else None,
+            bytes_err=self.bytes_err if self.observes_err else None,
             read_count=self.read_count,
             write_count=self.write_count,
             started_at=self.started_at,
@@ -124,4 +128,5 @@ class ProcessCore:
             cpu_system=self.stime_us / 1e6 if exited else None,
             max_rss=self.maxrss_kb * 1024 if exited else None,
             peak_memory=self.peak_memory,
+            bytes_err_dropped=self.err_dropped if self.observes_err else None,
         )

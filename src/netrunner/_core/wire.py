@@ -23,7 +23,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 #: C type name -> (struct code, size in bytes)
 FIELD_TYPES: dict[str, tuple[str, int]] = {
@@ -105,7 +105,11 @@ MESSAGES: tuple[Message, ...] = (
     # --- control socket, shepherd -> Python ----------------------------------
     Message(
         "S_STARTED", 0x20, "from_shepherd", (("pid", "i32"),),
-        doc="execve succeeded; pid is the command's pid and process group id.",
+        doc=(
+            "execve succeeded; pid is the command's pid and process group id. Carries exactly 1 fd "
+            "(SCM_RIGHTS): a pidfd of the command, made by the clone that created it, so it "
+            "names that process and no other for as long as it is open."
+        ),
     ),
     Message(
         "S_EXEC_FAILED", 0x21, "from_shepherd", (("error", "i32"), ("stage", "u32")),
@@ -113,10 +117,12 @@ MESSAGES: tuple[Message, ...] = (
     ),
     Message(
         "S_EXITED", 0x22, "from_shepherd",
-        (("status", "i32"), ("utime_us", "u64"), ("stime_us", "u64"), ("maxrss_kb", "u64")),
+        (("status", "i32"), ("utime_us", "u64"), ("stime_us", "u64"), ("maxrss_kb", "u64"),
+         ("flags", "u32")),
         doc=(
             "The command's raw wait status and the rusage of every process the shepherd reaped "
-            "(summed CPU, largest max RSS). Sent once the tree is gone; the shepherd then exits."
+            "(summed CPU, largest max RSS), and EXITED_* flags. Sent once the tree is gone (or, "
+            "with EXITED_ABANDONED, once all that could be found of it is); the shepherd then exits."
         ),
     ),
     Message(
@@ -135,6 +141,16 @@ STAGE_SETUP = 1  # dup2, setpgid, prctl, signal reset
 STAGE_CHDIR = 2
 STAGE_EXEC = 3
 
+# S_EXITED flags
+EXITED_SCAN_FAILED = 0x1  # /proc could not be used to find descendants (missing, foreign, restricted)
+EXITED_ABANDONED = 0x2  # descendants that could not be found were left running
+
+# Shepherd exit codes (what Python's waitpid sees)
+EXIT_OK = 0  # the tree is gone (or the idle shepherd was not needed)
+EXIT_USAGE = 64  # bad command line
+EXIT_PROTOCOL = 76  # the peer broke protocol
+EXIT_SYSTEM = 71  # a system call failed
+
 # S_ERROR codes
 ERR_MALFORMED = 1  # a frame of the wrong size or an unknown type
 ERR_UNEXPECTED = 2  # a valid frame at the wrong time
@@ -149,6 +165,8 @@ MAX_RECORD = 65536
 ZYGOTE_FDS = 1
 #: Number of fds attached to C_SPAWN: stdin, stdout, stderr, working directory.
 SPAWN_FDS = 4
+#: Number of fds attached to S_STARTED: the command's pidfd.
+STARTED_FDS = 1
 
 CONSTANTS: tuple[tuple[str, int], ...] = (
     ("PROTOCOL_VERSION", PROTOCOL_VERSION),
@@ -158,6 +176,12 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("STAGE_SETUP", STAGE_SETUP),
     ("STAGE_CHDIR", STAGE_CHDIR),
     ("STAGE_EXEC", STAGE_EXEC),
+    ("EXITED_SCAN_FAILED", EXITED_SCAN_FAILED),
+    ("EXITED_ABANDONED", EXITED_ABANDONED),
+    ("EXIT_OK", EXIT_OK),
+    ("EXIT_USAGE", EXIT_USAGE),
+    ("EXIT_PROTOCOL", EXIT_PROTOCOL),
+    ("EXIT_SYSTEM", EXIT_SYSTEM),
     ("ERR_MALFORMED", ERR_MALFORMED),
     ("ERR_UNEXPECTED", ERR_UNEXPECTED),
     ("ERR_TOO_LARGE", ERR_TOO_LARGE),
@@ -166,6 +190,7 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("MAX_RECORD", MAX_RECORD),
     ("ZYGOTE_FDS", ZYGOTE_FDS),
     ("SPAWN_FDS", SPAWN_FDS),
+    ("STARTED_FDS", STARTED_FDS),
 )
 
 

@@ -16,13 +16,16 @@ transparently; at most one spare and one pending request exist.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
 import threading
+import time
 
 from .._core import codec, wire
 from .._errors import ShepherdError
+from . import fds
 from .shepherd import find_shepherd
 
 __all__ = ["take_shepherd", "current_pid", "helper_pids", "shutdown"]
@@ -37,13 +40,14 @@ class _Zygote:
 
     def __init__(self) -> None:
         path = find_shepherd()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        child_fd = theirs.fileno()
-        moved = -1
-        if child_fd == 3:  # posix_spawn's dup2(3, 3) would keep close-on-exec
-            moved = child_fd = os.dup(child_fd)
+        ours, theirs = fds.socketpair()
+        moved = devnull = -1
         try:
+            devnull = fds.open_fd(os.devnull, os.O_RDWR, "/dev/null")
+            child_fd = theirs.fileno()
+            if child_fd == 3:  # posix_spawn's dup2(3, 3) would keep close-on-exec
+                with fds.lock:
+                    moved = child_fd = fds.adopt(os.dup(child_fd))
             env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
             self.pid = os.posix_spawn(
                 path,
@@ -59,13 +63,15 @@ class _Zygote:
                 setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
             )
         except OSError as exc:
-            ours.close()
+            fds.close_socket(ours)
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM):
+                raise  # out of fds, processes or memory: the message says which
             raise ShepherdError(exc.errno, f"cannot start the netrunner shepherd {path}: {exc.strerror}") from exc
         finally:
-            os.close(devnull)
-            theirs.close()
-            if moved >= 0:
-                os.close(moved)
+            for fd in (devnull, moved):
+                if fd >= 0:
+                    fds.close(fd)
+            fds.close_socket(theirs)
         self.sock = ours
         ours.settimeout(_REPLY_TIMEOUT)
         try:
@@ -101,15 +107,15 @@ class _Zygote:
     def request(self) -> socket.socket:
         """Ask for a shepherd; return our end of its control socket. The
         reply (its pid) is read later by :meth:`collect`, in order."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = fds.socketpair()
         try:
             rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_bytes([theirs.fileno()]))]
             self.sock.sendmsg([codec.encode_fork()], rights)
         except OSError as exc:
-            ours.close()
+            fds.close_socket(ours)
             raise ShepherdError(exc.errno, f"the netrunner zygote is gone: {exc.strerror}") from None
         finally:
-            theirs.close()
+            fds.close_socket(theirs)
         return ours
 
     def collect(self) -> int:
@@ -122,12 +128,12 @@ class _Zygote:
             raise OSError(err, f"cannot start a shepherd: {os.strerror(err)}")
         return reply.pid
 
-    def close(self) -> None:
-        self.sock.close()
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
+    def close(self, *, kill: bool = False) -> None:
+        """Hang up (the zygote exits when its socket closes) and reap it. One
+        that does not exit in time -- stopped, or not answering at all (``kill``)
+        -- is SIGKILLed first: it is our unreaped child, so its pid is pinned."""
+        fds.close_socket(self.sock)
+        reap_child(self.pid, 0.0 if kill else 2.0)
 
 
 def _fd_bytes(fds: list[int]) -> bytes:
@@ -155,14 +161,23 @@ def take_shepherd() -> tuple[int, socket.socket]:
                 if _zygote is None:
                     _zygote = _Zygote()
                 if _spare is None:
-                    if _pending is None:
-                        _pending = _zygote.request()
-                    sock, _pending = _pending, None
-                    try:
-                        _spare = (_zygote.collect(), sock)
-                    except BaseException:
-                        sock.close()
-                        raise
+                    if _pending is not None:
+                        # Forked ahead by replenish(); a failure there (out of
+                        # processes, say) is not this start's: ask again.
+                        sock, _pending = _pending, None
+                        try:
+                            _spare = (_zygote.collect(), sock)
+                        except OSError as exc:
+                            fds.close_socket(sock)
+                            if isinstance(exc, ShepherdError):
+                                raise
+                    if _spare is None:
+                        sock = _zygote.request()
+                        try:
+                            _spare = (_zygote.collect(), sock)
+                        except BaseException:
+                            fds.close_socket(sock)
+                            raise
                 taken, _spare = _spare, None
                 return taken
             except ShepherdError:
@@ -184,25 +199,40 @@ def replenish() -> None:
                 _discard_zygote()
 
 
-def _discard_zygote() -> None:
+def _discard_zygote(*, kill: bool = True) -> None:
     """Forget a broken zygote (and what it owed us); reap what can be reaped."""
     global _zygote, _spare, _pending
     z, _zygote = _zygote, None
     spare, _spare = _spare, None
     pending, _pending = _pending, None
     if pending is not None:
-        pending.close()
+        fds.close_socket(pending)
     if spare is not None:
-        spare[1].close()
-        _reap(spare[0])
+        fds.close_socket(spare[1])
+        reap_child(spare[0], 2.0)
     if z is not None:
-        z.close()
+        z.close(kill=kill)
 
 
-def _reap(pid: int) -> None:
+def reap_child(pid: int, grace: float) -> None:
+    """Reap ``pid``, a helper of ours that was told to exit; if it has not
+    within ``grace`` seconds (stopped, or stuck), SIGKILL it first. It is our
+    unreaped child, so the number still names it."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG | WALL)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.001)
     try:
+        os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, WALL)
-    except ChildProcessError:
+    except (ChildProcessError, ProcessLookupError):
         pass
 
 
@@ -219,7 +249,7 @@ def helper_pids() -> set[int]:
                 try:
                     _spare = (_zygote.collect(), sock)
                 except (OSError, ShepherdError):
-                    sock.close()
+                    fds.close_socket(sock)
         if _spare is not None:
             pids.add(_spare[0])
         return pids
@@ -241,21 +271,16 @@ def shutdown() -> None:
             try:
                 _spare = (_zygote.collect(), sock)
             except (OSError, ShepherdError):
-                sock.close()
-        _discard_zygote()
+                fds.close_socket(sock)
+        _discard_zygote(kill=False)
 
 
 def _after_fork_in_child() -> None:
-    # The zygote and the spare belong to the parent: drop our copies of their
-    # sockets without touching them and start afresh on next use.
+    # The zygote and the spare belong to the parent (their sockets are
+    # already closed here, see fds): start afresh on next use.
     global _zygote, _lock, _spare, _pending
     _lock = threading.Lock()
-    z, _zygote = _zygote, None
-    spare, _spare = _spare, None
-    pending, _pending = _pending, None
-    for sock in (z.sock if z else None, spare[1] if spare else None, pending):
-        if sock is not None:
-            sock.close()
+    _zygote = _spare = _pending = None
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+fds.on_fork_in_child(_after_fork_in_child)

@@ -1,0 +1,203 @@
+"""Every file descriptor netrunner opens, so that a fork leaves none behind.
+
+Linux has no close-on-fork flag, and a forked child that keeps a copy of a
+control socket or a pipe breaks the lifetime promises: the shepherd no longer
+sees its owner hang up when the owner dies, and a reader waits for an end of
+file that the child's copy holds back. ``os.register_at_fork`` runs hooks in
+the forking thread, but an fd that another thread has just created and not yet
+stored anywhere is invisible to them.
+
+So every netrunner fd is created and closed through this module, under
+:data:`lock`, which ``os.register_at_fork(before=...)`` also takes: a fork
+happens either before an fd exists or after it is registered, never between.
+In the child, every registered fd is closed, provided it is still the open
+file it was registered as (device and inode match), so a number reused by
+code outside netrunner is never touched. Socket objects are detached before
+their fd is closed, so they cannot close the number again later.
+
+Invariants: the lock is only ever held around non-blocking system calls;
+code that owns a netrunner fd never closes it except through :func:`close`
+or :func:`close_socket`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+__all__ = ["lock", "pipe", "socketpair", "open_fd", "adopt", "close", "close_socket", "after_fork_in_child"]
+
+#: Held around every creation and close of a netrunner fd, and across fork().
+lock = threading.RLock()
+#: fd -> (st_dev, st_ino, the socket object owning it or None)
+_owned: dict[int, tuple[int, int, socket.socket | None]] = {}
+_child_hooks: list[Callable[[], None]] = []
+
+
+def _register(fd: int, sock: socket.socket | None = None) -> None:
+    st = os.fstat(fd)
+    _owned[fd] = (st.st_dev, st.st_ino, sock)
+
+
+def _above_stdio(fd: int, what: str) -> int:
+    """``fd`` itself, or, when it took one of the numbers 0-2 that the
+    interpreter left closed, a copy at 3 or above (the low number is closed
+    again). netrunner never occupies the interpreter's stdio numbers: a later
+    ``stderr="inherit"`` must find fd 2 as the interpreter left it."""
+    if fd > 2:
+        return fd
+    try:
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError as exc:
+        os.close(fd)
+        raise _explain(exc, what) from None
+    os.close(fd)
+    return moved
+
+
+def pipe() -> tuple[int, int]:
+    """A close-on-exec pipe (read end, write end)."""
+    with lock:
+        try:
+            r, w = os.pipe2(os.O_CLOEXEC)
+        except OSError as exc:
+            raise _explain(exc, "a pipe") from None
+        if r <= 2 or w <= 2:
+            try:
+                r = _above_stdio(r, "a pipe")
+            except OSError:
+                os.close(w)
+                raise
+            w = _above_stdio(w, "a pipe")  # (r is leaked only if this fails: out of fds)
+        _register(r)
+        _register(w)
+    return r, w
+
+
+def socketpair() -> tuple[socket.socket, socket.socket]:
+    """A close-on-exec ``AF_UNIX``/``SOCK_SEQPACKET`` socket pair."""
+    with lock:
+        try:
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:
+            raise _explain(exc, "a control socket") from None
+        if a.fileno() <= 2 or b.fileno() <= 2:
+            a, b = _sock_above_stdio(a), _sock_above_stdio(b)
+        _register(a.fileno(), a)
+        _register(b.fileno(), b)
+    return a, b
+
+
+def _sock_above_stdio(sock: socket.socket) -> socket.socket:
+    if sock.fileno() > 2:
+        return sock
+    try:
+        moved = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        sock.close()
+    return socket.socket(fileno=moved)
+
+
+def open_fd(path: str | bytes, flags: int, what: str) -> int:
+    """``os.open(path, flags | O_CLOEXEC)``, registered."""
+    with lock:
+        try:
+            fd = _above_stdio(os.open(path, flags | os.O_CLOEXEC), what)
+        except OSError as exc:
+            raise _explain(exc, what) from None
+        _register(fd)
+    return fd
+
+
+def owns(fd: int) -> bool:
+    """``fd`` is one of netrunner's."""
+    return fd in _owned
+
+
+def adopt(fd: int) -> int:
+    """Register an fd received from a shepherd. Call with :data:`lock` held,
+    right after the ``recvmsg`` that brought it. Returns the fd to use
+    (moved above 0-2 if it landed there)."""
+    fd = _above_stdio(fd, "a received fd")
+    _register(fd)
+    return fd
+
+
+def close(fd: int) -> None:
+    """Close a registered fd."""
+    with lock:
+        _owned.pop(fd, None)
+        os.close(fd)
+
+
+def close_socket(sock: socket.socket) -> None:
+    """Close a registered socket object (idempotent)."""
+    with lock:
+        fd = sock.fileno()
+        if fd >= 0:
+            _owned.pop(fd, None)
+        sock.close()
+
+
+def on_fork_in_child(hook: Callable[[], None]) -> None:
+    """Run ``hook`` in a forked child, after every netrunner fd is closed."""
+    _child_hooks.append(hook)
+
+
+def _explain(exc: OSError, what: str) -> OSError:
+    """The error for running out of fds or memory, saying what netrunner needed."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        try:
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            limit = f"the limit is {soft}"
+        except (ImportError, OSError, ValueError):  # pragma: no cover
+            limit = "the limit is reached"
+        scope = "this process" if exc.errno == errno.EMFILE else "the system"
+        return OSError(
+            exc.errno,
+            f"netrunner could not open {what}: {scope} is out of file descriptors ({limit}; each "
+            f"running command holds 4 and its start needs up to 9 at once). Close unused files "
+            f"or raise the limit (`ulimit -n`, resource.setrlimit(RLIMIT_NOFILE, ...))",
+        )
+    return exc
+
+
+def _before_fork() -> None:
+    lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    lock.release()
+
+
+def after_fork_in_child() -> None:
+    """Close every netrunner fd in a forked child and forget them."""
+    global lock
+    for fd, (dev, ino, sock) in list(_owned.items()):
+        if sock is not None:
+            try:
+                sock.detach()  # the object must never close the number again
+            except OSError:
+                pass
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (dev, ino):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    _owned.clear()
+    lock = threading.RLock()
+    for hook in _child_hooks:
+        hook()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=after_fork_in_child)

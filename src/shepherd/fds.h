@@ -1,0 +1,10 @@
+/* File descriptor helpers shared by the zygote, the shepherd and the
+ * command's clone child. */
+#ifndef NR_FDS_H
+#define NR_FDS_H
+
+/* Close every fd >= lowfd. Uses only system calls (no malloc, no stdio), so
+ * the clone child that shares the shepherd's memory may call it. */
+void nr_close_from(int lowfd);
+
+#endif

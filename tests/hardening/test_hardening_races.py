@@ -1,0 +1,134 @@
+"""Hardening item 1: a command that exits at the same moment as a stop, a
+signal, a timeout or an output limit gets its true outcome (SPEC section 6),
+never ``ShepherdError``. Loops; ``NETRUNNER_STRESS=1`` makes them 10x longer."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+from _stress import iterations
+from helpers import py
+from helpers_aio import arun
+
+import netrunner
+import netrunner.aio
+
+#: Statuses a stopped command can really have: its own exit (0 here) or a
+#: signal netrunner sent while stopping it.
+SENT = {0, -signal.SIGTERM, -signal.SIGKILL}
+
+
+def _check_timeout_outcome(outcome: Any, i: int) -> str:
+    """``outcome`` of ``run(["sleep", "0.02"], timeout=0.02)``: a clean Result or Timeout."""
+    if isinstance(outcome, netrunner.Timeout):
+        assert outcome.stats is not None, f"iteration {i}: Timeout without stats"
+        rc = outcome.stats.returncode
+        assert rc is None or rc in SENT, f"iteration {i}: Timeout with returncode {rc}, a signal netrunner never sent"
+        return "timeout"
+    if isinstance(outcome, BaseException):
+        raise AssertionError(f"iteration {i}: {type(outcome).__name__}: {outcome}") from outcome
+    rc = outcome.returncode
+    assert rc == 0, f"iteration {i}: a Result with returncode {rc} (stopped without Timeout?)"
+    assert outcome.signal is None
+    return "exit"
+
+
+def test_run_timeout_equal_to_runtime() -> None:
+    """run(["sleep", "0.02"], timeout=0.02) is either a clean exit or Timeout."""
+    seen: dict[str, int] = {}
+    for i in range(iterations(400)):
+        try:
+            outcome: Any = netrunner.run(["sleep", "0.02"], timeout=0.02, kill_timeout=1)
+        except Exception as exc:
+            outcome = exc
+        kind = _check_timeout_outcome(outcome, i)
+        seen[kind] = seen.get(kind, 0) + 1
+    assert sum(seen.values()) == iterations(400)
+
+
+def test_aio_run_timeout_equal_to_runtime() -> None:
+    """The asyncio twin of :func:`test_run_timeout_equal_to_runtime`."""
+
+    async def main() -> None:
+        for i in range(iterations(400)):
+            try:
+                outcome: Any = await netrunner.aio.run(["sleep", "0.02"], timeout=0.02, kill_timeout=1)
+            except Exception as exc:
+                outcome = exc
+            _check_timeout_outcome(outcome, i)
+
+    arun(main(), timeout=120)
+
+
+def test_terminate_then_wait_on_exiting_command() -> None:
+    """start()+terminate()+wait() on commands that exit by themselves at
+    about that moment: the true status, never ShepherdError."""
+    commands = [["true"], py("import time; time.sleep(0.003)"), ["sh", "-c", "exit 3"]]
+    for i in range(iterations(500)):
+        cmd = commands[i % len(commands)]
+        own_exit = 3 if cmd[0] == "sh" else 0
+        p = netrunner.start(cmd, kill_timeout=1)
+        try:
+            if i % 2:
+                time.sleep(0.001 * (i % 7))  # vary the phase; correctness is not decided by it
+            p.terminate()
+            rc = p.wait(timeout=10)
+        except netrunner.ShepherdError as exc:
+            raise AssertionError(f"iteration {i} ({cmd}): ShepherdError: {exc}") from exc
+        finally:
+            p.close()
+        assert rc in {own_exit, -signal.SIGTERM}, f"iteration {i} ({cmd}): returncode {rc}"
+        assert p.returncode == rc
+
+
+def test_stop_from_six_threads_while_exiting() -> None:
+    """stop() called by 6 threads at once on a command that exits at that
+    moment: every call returns the same true status, none raises or hangs."""
+    for i in range(iterations(300)):
+        p = netrunner.start(["sleep", "0.005"], kill_timeout=1)
+        # release all six at about the moment the command exits (the phase is
+        # varied; the outcome is checked whatever it is)
+        barrier = threading.Barrier(6, action=lambda i=i: time.sleep(0.0005 * (i % 16)))
+        results: list[Any] = []
+
+        def stopper(
+            p: netrunner.Process = p, barrier: threading.Barrier = barrier, results: list[Any] = results
+        ) -> None:
+            barrier.wait()
+            try:
+                results.append(p.stop())
+            except BaseException as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=stopper, daemon=True) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        hung = [t for t in threads if t.is_alive()]
+        if hung:
+            p.kill()
+        p.close()
+        assert not hung, f"iteration {i}: {len(hung)} stop() calls still blocked after 10 s"
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert not errors, f"iteration {i}: stop() raised {errors!r}"
+        assert len(set(results)) == 1, f"iteration {i}: threads disagree: {results}"
+        assert results[0] in SENT, f"iteration {i}: returncode {results[0]}"
+
+
+def test_output_limit_with_command_exiting() -> None:
+    """run(["printf", "abcdefgh"], max_output_size=4): always the limit error
+    with exactly b"abcd", whether or not the command ended first."""
+    for i in range(iterations(300)):
+        outcome: Any
+        try:
+            outcome = netrunner.run(["printf", "abcdefgh"], max_output_size=4, kill_timeout=1)
+        except Exception as exc:
+            outcome = exc
+        if not isinstance(outcome, netrunner.OutputLimitExceeded):
+            raise AssertionError(f"iteration {i}: expected OutputLimitExceeded, got {outcome!r}")
+        got = (outcome.stdout, outcome.limit, outcome.stream)
+        assert got == (b"abcd", 4, "stdout"), f"iteration {i}: (stdout, limit, stream) = {got!r}"
