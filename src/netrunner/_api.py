@@ -10,7 +10,7 @@ from typing import Any
 from ._core import codec
 from ._core.output import Capture, InputSource, Lines, Tail, decode_all, finder
 from ._core.state import Phase
-from ._engine import Feeder, Handle
+from ._engine import EndOfOutput, Feeder, Handle, LimitReached, WaitTimeout
 from ._errors import AbnormalExit, OutputLimitExceeded, ProcessError, Timeout
 from ._options import Options
 from ._results import Result, Stats
@@ -219,6 +219,9 @@ class ProcessBase:
             check_size(max_bytes)
         return finder(pattern, self._h.opts.encoding is not None)
 
+    #: How ``read_until``'s flow ends without a match.
+    _UNTIL_ENDS = (WaitTimeout, LimitReached, EndOfOutput)
+
     def _newline(self) -> Any:
         return "\n" if self._h.opts.encoding is not None else b"\n"
 
@@ -227,13 +230,15 @@ class ProcessBase:
         h = self._h
         return Timeout(list(h.args), timeout or 0.0, h.pending, b"", h.stats())
 
-    def _until_limit(self, max_bytes: int | None) -> OutputLimitExceeded:
+    def _until_failed(self, exc: Exception, pattern: Any, timeout: float | None, max_bytes: int | None) -> Exception:
+        """The public error for how ``read_until``'s flow ended without a match."""
         h = self._h
-        return OutputLimitExceeded(list(h.args), max_bytes or 0, "stdout", h.pending, b"", h.stats())
-
-    def _until_eof(self, pattern: Any) -> EOFError:
+        if isinstance(exc, WaitTimeout):
+            return self._until_timeout(timeout)
+        if isinstance(exc, LimitReached):
+            return OutputLimitExceeded(list(h.args), max_bytes or 0, "stdout", h.pending, b"", h.stats())
         err = EOFError(f"the command's output ended before {pattern!r} appeared")
-        err.partial = self._h.pending  # type: ignore[attr-defined]
+        err.partial = h.pending  # type: ignore[attr-defined]
         return err
 
     def _wait_timeout(self, timeout: float | None) -> Timeout:

@@ -24,7 +24,7 @@ from ._api import (
 from ._command import resolve
 from ._core.output import Capture, Lines
 from ._drivers import AsyncWaiter, adrive
-from ._engine import EndOfOutput, Feeder, Handle, LimitReached, WaitTimeout, feeder_for, finalize_on_drop
+from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._results import Result
 
 __all__ = ["run", "stream", "start", "Process", "Stream"]
@@ -173,12 +173,8 @@ class Process(ProcessBase):
             raise self._until_timeout(timeout) from None
         try:
             return await adrive(self._h.flow_read_until(find, deadline, max_bytes, eof_ok), self._waiter)
-        except WaitTimeout:
-            raise self._until_timeout(timeout) from None
-        except LimitReached:
-            raise self._until_limit(max_bytes) from None
-        except EndOfOutput:
-            raise self._until_eof(pattern) from None
+        except self._UNTIL_ENDS as exc:
+            raise self._until_failed(exc, pattern, timeout, max_bytes) from None
         finally:
             self._out_lock.release()
 

@@ -143,44 +143,57 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Receive one record and the fds that came with it (at most max_fds kept;
+ * any more are closed and reported as a count above max_fds). */
+static ssize_t receive(int sock, unsigned char *buf, size_t len, int *fds, int max_fds, int *nfds, int *flags)
+{
+    union {
+        char bytes[CMSG_SPACE(sizeof(int) * 8)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr msg;
+    ssize_t n;
+
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof control.bytes;
+    *nfds = 0;
+    n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return n;
+    *flags = msg.msg_flags;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (*nfds < max_fds)
+                fds[*nfds] = fd;
+            else
+                close(fd);
+            (*nfds)++;
+        }
+    }
+    return n;
+}
+
 /* Refuse further records and read those already queued, closing any fds they
  * carry. A socket closed with unread records makes the kernel report
  * ECONNRESET to the peer ahead of the records we sent it; after SHUT_RD the
  * peer's sends fail with EPIPE instead of queueing. */
 static void quiesce(int ctl)
 {
-    union {
-        char bytes[CMSG_SPACE(sizeof(int) * 8)];
-        struct cmsghdr align;
-    } control;
     static unsigned char sink[NR_MAX_RECORD + 1];
+    int nfds, flags;
+    ssize_t n;
 
     shutdown(ctl, SHUT_RD);
-    for (;;) {
-        struct iovec iov = {.iov_base = sink, .iov_len = sizeof sink};
-        struct msghdr msg;
-        ssize_t n;
-
-        memset(&msg, 0, sizeof msg);
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.bytes;
-        msg.msg_controllen = sizeof control.bytes;
-        n = recvmsg(ctl, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return; /* EAGAIN: empty; 0: end of file; else nothing more to read */
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-                continue;
-            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                close(fd);
-            }
-        }
-    }
+    while ((n = receive(ctl, sink, sizeof sink, NULL, 0, &nfds, &flags)) > 0 || (n < 0 && errno == EINTR))
+        ; /* EAGAIN: empty; 0: end of file; else nothing more to read */
 }
 
 /* Every exit of a shepherd (not of its clone child, which shares our memory). */
@@ -694,44 +707,6 @@ static void protocol_error(struct shepherd *s, uint32_t code, int err)
     s->exit_code = code == NR_ERR_SYSTEM ? NR_EXIT_SYSTEM : NR_EXIT_PROTOCOL;
     shutdown(s->ctl, SHUT_RDWR); /* what is still queued is read by quiesce */
     hang_up(s);
-}
-
-/* Receive one record and the fds that came with it (at most max_fds kept;
- * any more are closed and reported as a count above max_fds). */
-static ssize_t receive(int sock, unsigned char *buf, size_t len, int *fds, int max_fds, int *nfds, int *flags)
-{
-    union {
-        char bytes[CMSG_SPACE(sizeof(int) * 8)];
-        struct cmsghdr align;
-    } control;
-    struct iovec iov = {.iov_base = buf, .iov_len = len};
-    struct msghdr msg;
-    ssize_t n;
-
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.bytes;
-    msg.msg_controllen = sizeof control.bytes;
-    *nfds = 0;
-    n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0)
-        return n;
-    *flags = msg.msg_flags;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            if (*nfds < max_fds)
-                fds[*nfds] = fd;
-            else
-                close(fd);
-            (*nfds)++;
-        }
-    }
-    return n;
 }
 
 /* Append a SPAWN or SPAWN_PART tail to the request being assembled. */

@@ -200,7 +200,6 @@ def scenario_reuse(req: dict, zsock: socket.socket) -> dict:
     watched = {signal.SIGTERM, signal.SIGCONT, signal.SIGHUP, signal.SIGINT, signal.SIGUSR1}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     attempts = []
-    fillers = []
     for _ in range(req["attempts"]):
         cmd = Command(zsock, [bytes.fromhex(r) for r in req["records"]])
         cmd.next_record(10)
@@ -217,7 +216,6 @@ def scenario_reuse(req: dict, zsock: socket.socket) -> dict:
              "print('ok', flush=True); signal.pause()"],
             stdout=subprocess.PIPE, start_new_session=True)
         assert filler.stdout is not None and filler.stdout.readline() == b"ok\n"
-        fillers.append(filler)
         cmd.sock.send(struct.pack("<BI", 0x13, req["kill_timeout_ms"]))
         select.select([gfd], [], [], 10)
         taken = 0
@@ -246,9 +244,10 @@ def scenario_reuse(req: dict, zsock: socket.socket) -> dict:
             os.waitpid(taken, 0)
         os.close(gfd)
         attempts.append(result)
-    for filler in fillers:
-        os.killpg(filler.pid, signal.SIGKILL)
+        # The fillers go with their attempt: pid_max must not run out.
+        os.killpg(filler.pid, signal.SIGKILL)  # our unreaped child leads it: pinned
         filler.wait()
+        filler.stdout.close()
     return {"attempts": attempts}
 
 

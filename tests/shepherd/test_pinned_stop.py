@@ -109,10 +109,10 @@ def hostile(wrapper: list[str], check: str, argv: list[bytes], marker: str, *,
     return report
 
 
-FOREIGN = ["unshare", "--pid", "--fork", "--"]  # a new pid namespace, the old /proc
-EMPTY = ["unshare", "--pid", "--fork", "--mount", "--propagation", "private", "--",
+FOREIGN = ["unshare", "--pid", "--fork", "--kill-child", "--"]  # a new pid namespace, the old /proc
+EMPTY = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "--",
          "sh", "-c", 'mount -t tmpfs none /proc && exec "$@"', "sh"]
-HIDEPID = ["unshare", "--pid", "--fork", "--mount", "--propagation", "private", "--",
+HIDEPID = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--propagation", "private", "--",
            "sh", "-c", 'mount -t proc -o hidepid=2 proc /proc && '
            'exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"', "sh"]
 HOSTS = {"foreign-proc": FOREIGN, "empty-proc": EMPTY}
@@ -195,10 +195,13 @@ def test_a_reused_pid_is_never_signalled(marker: str) -> None:
     # pinned targets, so that process never receives any.
     env = [f"NETRUNNER_TEST_MARKER={marker}".encode()]
     records = codec.encode_spawn(py(REUSE), env, [PY], None, detach=False, kill_timeout=5)
-    wrapper = ["unshare", "--pid", "--fork", "--mount-proc", "--"]
-    report = run_owner(wrapper, {"scenario": "reuse", "shepherd": find_shepherd(), "attempts": 3 * stress_rounds(),
+    wrapper = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
+    # Each attempt reuses G's pid deterministically (ns_last_pid) and costs
+    # seconds (1500 fillers): the stress mode doubles the attempts, no more.
+    attempts = 3 if stress_rounds() == 1 else 6
+    report = run_owner(wrapper, {"scenario": "reuse", "shepherd": find_shepherd(), "attempts": attempts,
                                  "fillers": 1500, "kill_timeout_ms": 300,
-                                 "records": [r.hex() for r in records]}, timeout=120)
+                                 "records": [r.hex() for r in records]}, timeout=30 + 20 * attempts)
     attempts = report["attempts"]
     assert any(a["taken"] for a in attempts), f"no attempt managed to reuse G's pid: {attempts}"
     for a in attempts:
