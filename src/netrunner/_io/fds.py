@@ -10,14 +10,14 @@ stored anywhere is invisible to them.
 So every netrunner fd is created and closed through this module, under
 :data:`lock`, which ``os.register_at_fork(before=...)`` also takes: a fork
 happens either before an fd exists or after it is registered, never between.
-In the child, every registered fd is closed, provided it is still the open
-file it was registered as (device and inode match), so a number reused by
-code outside netrunner is never touched. Socket objects are detached before
-their fd is closed, so they cannot close the number again later.
+In the child, every registered fd is closed; socket objects are detached
+first, so they cannot close the number again later.
 
-Invariants: the lock is only ever held around non-blocking system calls;
-code that owns a netrunner fd never closes it except through :func:`close`
-or :func:`close_socket`.
+Invariants: the lock is only ever held around non-blocking system calls; a
+netrunner fd is never closed except through :func:`close` or
+:func:`close_socket`, so the registry never names a number that has since
+been reused (a registered socket object is referenced here, so it cannot be
+closed behind the registry's back by the garbage collector either).
 """
 
 from __future__ import annotations
@@ -33,14 +33,13 @@ __all__ = ["lock", "pipe", "socketpair", "open_fd", "adopt", "close", "close_soc
 
 #: Held around every creation and close of a netrunner fd, and across fork().
 lock = threading.RLock()
-#: fd -> (st_dev, st_ino, the socket object owning it or None)
-_owned: dict[int, tuple[int, int, socket.socket | None]] = {}
+#: fd -> the socket object owning it, or None for a plain fd
+_owned: dict[int, socket.socket | None] = {}
 _child_hooks: list[Callable[[], None]] = []
 
 
 def _register(fd: int, sock: socket.socket | None = None) -> None:
-    st = os.fstat(fd)
-    _owned[fd] = (st.st_dev, st.st_ino, sock)
+    _owned[fd] = sock
 
 
 def _above_stdio(fd: int, what: str) -> int:
@@ -179,21 +178,15 @@ def _after_fork_in_parent() -> None:
 def after_fork_in_child() -> None:
     """Close every netrunner fd in a forked child and forget them."""
     global lock
-    for fd, (dev, ino, sock) in list(_owned.items()):
+    for fd, sock in list(_owned.items()):
         if sock is not None:
-            try:
-                sock.detach()  # the object must never close the number again
-            except OSError:
-                pass
+            if sock.fileno() != fd:
+                continue  # closed directly, not through close_socket: not ours any more
+            sock.detach()  # the object must never close the number again
         try:
-            st = os.fstat(fd)
+            os.close(fd)
         except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (dev, ino):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            pass
     _owned.clear()
     lock = threading.RLock()
     for hook in _child_hooks:
