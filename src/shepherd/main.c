@@ -217,5 +217,8 @@ int main(int argc, char **argv)
     occupy_stdio();
     default_signals();
     block_sigpipe();
+    /* A process group of its own, so the terminal's Ctrl-C never reaches it
+     * (posix_spawn already did this; the fallback start may not have). */
+    setpgid(0, 0);
     return serve((int)fd);
 }

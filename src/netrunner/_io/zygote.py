@@ -49,19 +49,27 @@ class _Zygote:
                 with fds.lock:
                     moved = child_fd = fds.adopt(os.dup(child_fd))
             env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
-            self.pid = os.posix_spawn(
-                path,
-                [path, "--zygote", "3"],
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, devnull, 0),
-                    (os.POSIX_SPAWN_DUP2, devnull, 1),
-                    (os.POSIX_SPAWN_DUP2, child_fd, 3),
-                ],
-                setpgroup=0,
-                setsigmask=(),
-                setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
-            )
+            try:
+                self.pid = os.posix_spawn(
+                    path,
+                    [path, "--zygote", "3"],
+                    env,
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, devnull, 0),
+                        (os.POSIX_SPAWN_DUP2, devnull, 1),
+                        (os.POSIX_SPAWN_DUP2, child_fd, 3),
+                    ],
+                    setpgroup=0,
+                    setsigmask=(),
+                    setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
+                )
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOSYS):
+                    raise
+                # glibc's posix_spawn uses clone3 and falls back only when it
+                # is missing, not when a seccomp profile refuses it (EPERM, in
+                # older container runtimes): start it as subprocess does.
+                self.pid = _spawn_with_vfork(path, theirs.fileno(), env)
         except OSError as exc:
             fds.close_socket(ours)
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM):
@@ -134,6 +142,20 @@ class _Zygote:
         -- is SIGKILLed first: it is our unreaped child, so its pid is pinned."""
         fds.close_socket(self.sock)
         reap_child(self.pid, 0.0 if kill else 2.0)
+
+
+def _spawn_with_vfork(path: str, sock_fd: int, env: dict[str, str]) -> int:
+    """Start the zygote through ``subprocess`` (vfork and exec, fds closed but
+    its socket, which it moves to 3 itself; it also resets every signal and
+    makes its own process group). netrunner reaps it, not ``subprocess``."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [path, "--zygote", str(sock_fd)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        pass_fds=(sock_fd,), env=env,
+    )
+    proc.returncode = 0  # ours to reap: keep subprocess from warning about, or reaping, it
+    return proc.pid
 
 
 def _fd_bytes(fds: list[int]) -> bytes:
