@@ -222,9 +222,14 @@ class Handle:
             resets = 0
             while self.ctl_open:
                 try:
-                    with fds.lock:
-                        record, ancillary, _, _ = self.ctl.recvmsg(wire.MAX_RECORD + 1, _ANCILLARY, _CMSG_CLOEXEC)
-                        received = [fds.adopt(fd) for fd in _fds_of(ancillary)]
+                    if self.core.phase is Phase.STARTING:  # STARTED brings the pidfd
+                        with fds.lock:
+                            record, ancillary, _, _ = self.ctl.recvmsg(
+                                wire.MAX_RECORD + 1, _ANCILLARY, _CMSG_CLOEXEC
+                            )
+                            received = [fds.adopt(fd) for fd in _fds_of(ancillary)]
+                    else:  # no other record carries fds (any would be closed by the kernel)
+                        record, received = self.ctl.recv(wire.MAX_RECORD + 1), []
                 except BlockingIOError:
                     return
                 except ConnectionResetError:
