@@ -58,8 +58,12 @@ def detach(pid: int) -> None:
     with _lock:
         _detached[pid] = pidfd
         if _reaper is None:
-            _reaper = threading.Thread(target=_reap_loop, name="netrunner-reaper", daemon=True)
-            _reaper.start()
+            reaper = threading.Thread(target=_reap_loop, name="netrunner-reaper", daemon=True)
+            try:
+                reaper.start()
+            except RuntimeError:  # the interpreter is shutting down: atexit reaps
+                return
+            _reaper = reaper
 
 
 def _try_reap(pid: int) -> bool:
