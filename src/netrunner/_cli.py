@@ -362,6 +362,10 @@ class _Runner:
             os.close(tty)
             return
         self.tty = tty
+        # A command that read the terminal before it had the foreground was
+        # stopped by SIGTTIN: let it go on (through the shepherd, to its group).
+        assert self.h is not None
+        self.h.send(codec.encode_signal(signal.SIGCONT))
 
     def _give_back_terminal(self) -> None:
         tty, self.tty = self.tty, None

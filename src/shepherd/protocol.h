@@ -74,7 +74,7 @@
 #define NR_C_WINSIZE_ROWS 1 /* u16 */
 #define NR_C_WINSIZE_COLS 3 /* u16 */
 
-/* execve succeeded; pid is the command's pid and process group id. Carries exactly 1 fd (SCM_RIGHTS): a pidfd of the command, made by the clone that created it, so it names that process and no other for as long as it is open. */
+/* execve succeeded (or, rarely, the command was stopped before its exec was over: S_EXITED then follows); pid is the command's pid and process group id. Carries exactly 1 fd (SCM_RIGHTS): a pidfd of the command, made by the clone that created it, so it names that process and no other for as long as it is open. */
 #define NR_S_STARTED 0x20
 #define NR_S_STARTED_SIZE 5
 #define NR_S_STARTED_PID 1 /* i32 */

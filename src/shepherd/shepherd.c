@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include "shepherd.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -43,6 +44,7 @@
 
 #include "fds.h"
 #include "frame.h"
+#include "rawsys.h"
 #include "tree.h"
 
 #ifndef CLONE_PIDFD
@@ -92,11 +94,17 @@ int __lsan_is_turned_off(void)
 /* The clone child runs exec_child on this stack while the shepherd waits. */
 #define CHILD_STACK_SIZE (64 * 1024)
 
-enum state { WAIT_SPAWN, RUNNING, STOPPING, KILLING };
+/* EXECING: the command is cloned and has not exec'd yet; the shepherd goes
+ * on serving its loop meanwhile (a chdir or execve that hangs on a dead
+ * filesystem, or a stop signal, must not freeze it). */
+enum state { WAIT_SPAWN, EXECING, RUNNING, STOPPING, KILLING };
 
 struct shepherd {
     int ctl, sfd;
     int pidfd;                 /* the command's; -1 before it started */
+    int exec_report;           /* read end of the exec report pipe while the exec is pending, else -1 */
+    char **exec_slots;         /* the parsed spawn strings, kept until the exec is over */
+    int started_sent;          /* S_STARTED went out */
     int fds[NR_SPAWN_FDS];     /* the command's stdin, stdout, stderr, cwd; -1 when not held */
     int owner;                 /* the control socket is still connected */
     int exit_code;             /* NR_EXIT_* */
@@ -118,17 +126,23 @@ struct shepherd {
     struct nr_tree tree;
 };
 
-/* Shared with the clone child (same memory): how exec failed. */
+/* What the clone child writes to its report pipe when it cannot exec. The
+ * pipe is close-on-exec: end of file with nothing read means execve worked
+ * (or the child was killed before it). */
 struct exec_report {
-    volatile int error;
-    volatile int stage;
+    int32_t error;
+    int32_t stage;
 };
 
+/* Everything the clone child needs, copied by value before the clone: the
+ * shepherd changes its own state meanwhile. The strings stay in the
+ * shepherd's spawn buffer, which is kept until the exec is over. */
 struct exec_args {
-    const struct shepherd *s;
-    const struct nr_spawn *sp;
+    pid_t self;
+    int fds[NR_SPAWN_FDS];
+    int ctl, sfd, report_fd;
+    struct nr_spawn sp;
     uint32_t npaths;
-    struct exec_report *report;
 };
 
 static void fail(const char *call)
@@ -366,11 +380,23 @@ static int group_pinned(const struct shepherd *s)
     return s->child > 0 && (!s->child_reaped || s->anchor > 0);
 }
 
+static void send_started(struct shepherd *s)
+{
+    unsigned char rec[NR_S_STARTED_SIZE] = {NR_S_STARTED};
+
+    if (s->started_sent)
+        return;
+    s->started_sent = 1;
+    nr_put_u32(rec + NR_S_STARTED_PID, (uint32_t)s->child);
+    send_record_fd(s, rec, sizeof rec, s->pidfd); /* a copy: we keep ours */
+}
+
 /* The end: report (if anyone listens) and exit. */
 static void __attribute__((noreturn)) finish(struct shepherd *s)
 {
     unsigned char rec[NR_S_EXITED_SIZE] = {NR_S_EXITED};
 
+    send_started(s); /* a command stopped before its exec completed still gets one */
     reap_command(s);
     if (s->anchor > 0) {
         kill(s->anchor, SIGKILL);
@@ -389,75 +415,139 @@ static void __attribute__((noreturn)) finish(struct shepherd *s)
 
 /* ---- the command ---------------------------------------------------------- */
 
-static void set_mask(const uint64_t *mask)
+/* ---- the clone child: nr_sys only (rawsys.h), no C library, no memory
+ * written but its own stack -- it shares the shepherd's memory. ---------- */
+
+static void __attribute__((noreturn)) child_exit(int code)
 {
-    syscall(SYS_rt_sigprocmask, SIG_SETMASK, mask, NULL, (size_t)(NSIG / 8));
+    for (;;)
+        nr_sys1(SYS_exit_group, code);
 }
 
-/* The clone child: it runs on the shepherd's memory while the shepherd is
- * suspended, so only system calls, everything prepared beforehand; and it
- * starts with every signal blocked (the shepherd blocked them around the
- * clone), so no signal acts on it before execve. */
+/* Tell the shepherd why the exec failed (`err` is a negative errno), then end. */
+static void __attribute__((noreturn)) exec_failed(int fd, long err, int stage)
+{
+    struct exec_report r;
+
+    r.error = err < 0 ? (int32_t)-err : EINVAL;
+    r.stage = stage;
+    while (nr_sys3(SYS_write, fd, &r, sizeof r) == -EINTR)
+        ;
+    child_exit(127);
+}
+
+static void child_close_from(int lowfd)
+{
+    union {
+        struct dirent64 align;
+        char bytes[2048];
+    } buf;
+    long n, dir;
+
+#ifdef SYS_close_range
+    if (nr_sys3(SYS_close_range, lowfd, ~0U, 0) == 0)
+        return;
+#endif
+    /* Before Linux 5.9: the fds actually open, from /proc/self/fd. */
+    dir = nr_sys4(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (dir < 0)
+        return; /* every fd is close-on-exec anyway */
+    while ((n = nr_sys3(SYS_getdents64, dir, buf.bytes, sizeof buf.bytes)) > 0) {
+        for (long off = 0; off < n;) {
+            struct dirent64 *d = (struct dirent64 *)(void *)(buf.bytes + off);
+            long fd = 0;
+            const char *p = d->d_name;
+            for (; *p >= '0' && *p <= '9'; p++)
+                fd = fd * 10 + (*p - '0');
+            if (*p == '\0' && p != d->d_name && fd >= lowfd && fd != dir)
+                nr_sys1(SYS_close, fd);
+            off += d->d_reclen;
+        }
+    }
+    nr_sys1(SYS_close, dir);
+}
+
+/* The clone child. It shares the shepherd's memory but not its fd table,
+ * and starts with every signal blocked (the shepherd blocked them around the
+ * clone), so no signal acts on it before execve but SIGKILL and SIGSTOP --
+ * which the shepherd, not waiting for it, can answer. */
 static int exec_child(void *arg)
 {
     const struct exec_args *a = arg;
-    const struct shepherd *s = a->s;
-    struct exec_report *report = a->report;
     const uint64_t none = 0, all = ~(uint64_t)0;
-    int saved = 0;
+    const size_t masksize = NSIG / 8;
+    long r, saved = 0;
+    int report = a->report_fd;
 
-    report->stage = NR_STAGE_SETUP;
-    if (setpgid(0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
-        goto failed;
-    if (getppid() != s->self) /* the shepherd died before prctl took effect */
-        _exit(127);
+    /* The control socket and signalfd are the shepherd's: a copy held here
+     * while a chdir hangs would hide the shepherd's own death from Python. */
+    nr_sys1(SYS_close, a->ctl);
+    nr_sys1(SYS_close, a->sfd);
+    if ((r = nr_sys2(SYS_setpgid, 0, 0)) < 0 || (r = nr_sys2(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL)) < 0)
+        exec_failed(report, r, NR_STAGE_SETUP);
+    if (nr_sys0(SYS_getppid) != a->self) /* the shepherd died before prctl took effect */
+        child_exit(127);
     for (int i = 0; i < 3; i++) {
-        if (dup2(s->fds[i], i) < 0)
-            goto failed;
+        /* dup3 refuses equal fds; 0-2 are the shepherd's /dev/null, so never. */
+        if ((r = nr_sys3(SYS_dup3, a->fds[i], i, 0)) < 0)
+            exec_failed(report, r, NR_STAGE_SETUP);
     }
     /* Signal dispositions need no work: the zygote reset every one to the
      * default at start, neither it nor a shepherd ignores or catches any
      * (they take signals through a signalfd), and execve drops handlers. */
     /* The owner's working directory (by fd: it may have been renamed or
      * removed), then the requested one, relative to it. */
-    report->stage = NR_STAGE_CHDIR;
-    if (fchdir(s->fds[3]) < 0 || (a->sp->cwd != NULL && chdir(a->sp->cwd) < 0))
-        goto failed;
-    nr_close_from(3);
+    if ((r = nr_sys1(SYS_fchdir, a->fds[3])) < 0 || (a->sp.cwd != NULL && (r = nr_sys1(SYS_chdir, a->sp.cwd)) < 0))
+        exec_failed(report, r, NR_STAGE_CHDIR);
+    /* Keep only 0-2 and the report pipe, moved to 3 (still close-on-exec). */
+    if (report != 3) {
+        if ((r = nr_sys3(SYS_dup3, report, 3, O_CLOEXEC)) < 0)
+            exec_failed(report, r, NR_STAGE_SETUP);
+        report = 3;
+    }
+    child_close_from(4);
     /* PATH search as CPython's _posixsubprocess: try every candidate, report
      * the first error that is not "no such file" (else the last one). The
-     * mask is emptied right before each attempt (a raw system call: glibc
-     * keeps the signals it reserves) and blocked again after a failure. */
-    report->stage = NR_STAGE_EXEC;
+     * mask is emptied right before each attempt and blocked again after a
+     * failure. */
     for (uint32_t i = 0; i < a->npaths; i++) {
-        int err;
-        set_mask(&none);
-        execve(a->sp->paths[i], a->sp->argv, a->sp->envp);
-        err = errno;
-        set_mask(&all);
-        if (err != ENOENT && err != ENOTDIR && saved == 0)
-            saved = err;
-        errno = err;
+        nr_sys4(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, masksize);
+        r = nr_sys3(SYS_execve, a->sp.paths[i], a->sp.argv, a->sp.envp);
+        nr_sys4(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, masksize);
+        if (r != -ENOENT && r != -ENOTDIR && saved == 0)
+            saved = r;
     }
-    if (saved != 0)
-        errno = saved;
-failed:
-    report->error = errno ? errno : EINVAL;
-    _exit(127);
+    exec_failed(report, saved != 0 ? saved : r, NR_STAGE_EXEC);
 }
+
+/* ---- starting it ----------------------------------------------------------- */
+
+static void send_exec_failed(struct shepherd *s, int error, int stage)
+{
+    unsigned char rec[NR_S_EXEC_FAILED_SIZE] = {NR_S_EXEC_FAILED};
+
+    nr_put_u32(rec + NR_S_EXEC_FAILED_ERROR, (uint32_t)error);
+    nr_put_u32(rec + NR_S_EXEC_FAILED_STAGE, (uint32_t)stage);
+    send_record(s, rec, sizeof rec);
+}
+
+#ifdef NR_RAW_SYSCALLS
+/* CLONE_VM: no copy of our memory (as fast as vfork); no CLONE_VFORK: we go
+ * on while it works towards execve, so nothing it waits for can freeze us. */
+#define CHILD_CLONE CLONE_VM
+#else
+/* The child uses the C library, which writes errno: we must wait. */
+#define CHILD_CLONE (CLONE_VM | CLONE_VFORK)
+#endif
 
 static void start_command(struct shepherd *s, const struct nr_frame *head)
 {
-    /* Static, not on the stack: the clone child uses them while we wait. */
-    static struct exec_report report;
+    /* Static: the clone child uses them until its exec is over. */
     static struct exec_args args;
     static unsigned char stack[CHILD_STACK_SIZE] __attribute__((aligned(16)));
     size_t nslots = nr_spawn_slots(head, s->spawn_len);
-    char **slots;
-    struct nr_spawn sp;
-    unsigned char rec[NR_S_EXEC_FAILED_SIZE > NR_S_STARTED_SIZE ? NR_S_EXEC_FAILED_SIZE : NR_S_STARTED_SIZE];
     uint64_t all = ~(uint64_t)0, old = 0;
-    int pidfd = -1;
+    int pidfd = -1, report[2];
     pid_t pid;
 
     if (nslots == 0) {
@@ -465,64 +555,78 @@ static void start_command(struct shepherd *s, const struct nr_frame *head)
         s->exit_code = NR_EXIT_PROTOCOL;
         leave(s);
     }
-    slots = calloc(nslots, sizeof *slots);
-    if (slots == NULL) {
+    s->exec_slots = calloc(nslots, sizeof *s->exec_slots);
+    if (s->exec_slots == NULL) {
         send_error(s, NR_ERR_SYSTEM, errno);
         s->exit_code = NR_EXIT_SYSTEM;
         leave(s);
     }
-    if (nr_parse_spawn((char *)s->spawn_buf, s->spawn_len, head, slots, nslots, &sp) != 0) {
-        free(slots);
+    if (nr_parse_spawn((char *)s->spawn_buf, s->spawn_len, head, s->exec_slots, nslots, &args.sp) != 0) {
         send_error(s, NR_ERR_MALFORMED, 0);
         s->exit_code = NR_EXIT_PROTOCOL;
         leave(s);
     }
     s->flags = head->flags;
     s->kill_timeout_ms = head->kill_timeout_ms;
-    report.error = 0;
-    report.stage = 0;
-    args.s = s;
-    args.sp = &sp;
-    args.npaths = head->npaths;
-    args.report = &report;
-
-    /* CLONE_VFORK: we resume once it has exec'd or exited. CLONE_PIDFD: a
-     * pidfd that names this process from its birth. SIGCHLD as exit signal
-     * (execve would reset any other to it). */
-    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, (size_t)(NSIG / 8));
-    pid = clone(exec_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &args,
-                &pidfd, NULL, NULL);
-    if (pid < 0) {
-        report.error = errno;
-        report.stage = NR_STAGE_SETUP;
+    if (pipe2(report, O_CLOEXEC) < 0) {
+        send_exec_failed(s, errno, NR_STAGE_SETUP);
+        leave(s);
     }
+    args.self = s->self;
+    memcpy(args.fds, s->fds, sizeof args.fds);
+    args.ctl = s->ctl;
+    args.sfd = s->sfd;
+    args.report_fd = report[1];
+    args.npaths = head->npaths;
+
+    /* CLONE_PIDFD: a pidfd that names the command from its birth. SIGCHLD as
+     * exit signal (execve would reset any other to it). */
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, (size_t)(NSIG / 8));
+    pid = clone(exec_child, stack + sizeof stack, CHILD_CLONE | CLONE_PIDFD | SIGCHLD, &args, &pidfd, NULL,
+                NULL);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, (size_t)(NSIG / 8));
+    close(report[1]);
     close_stdio(s);
-    free(slots);
-    free(s->spawn_buf);
-    s->spawn_buf = NULL;
-    s->spawn_len = 0;
-    if (report.error != 0) {
-        /* The child has already exited: reap it. */
-        while (pid > 0 && waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
-            ;
-        if (pidfd >= 0)
-            close(pidfd);
-        memset(rec, 0, sizeof rec);
-        rec[0] = NR_S_EXEC_FAILED;
-        nr_put_u32(rec + NR_S_EXEC_FAILED_ERROR, (uint32_t)report.error);
-        nr_put_u32(rec + NR_S_EXEC_FAILED_STAGE, (uint32_t)report.stage);
-        send_record(s, rec, NR_S_EXEC_FAILED_SIZE);
+    if (pid < 0) {
+        int err = errno;
+        close(report[0]);
+        send_exec_failed(s, err, NR_STAGE_SETUP);
         leave(s);
     }
     s->child = pid;
     s->pidfd = pidfd;
-    setpgid(pid, pid); /* already done by the child; EACCES after exec is fine */
-    s->state = RUNNING;
-    memset(rec, 0, sizeof rec);
-    rec[0] = NR_S_STARTED;
-    nr_put_u32(rec + NR_S_STARTED_PID, (uint32_t)pid);
-    send_record_fd(s, rec, NR_S_STARTED_SIZE, pidfd); /* a copy: we keep ours */
+    s->exec_report = report[0];
+    setpgid(pid, pid); /* the child does it too; whichever comes first */
+    s->state = EXECING;
+}
+
+/* The exec report pipe is readable: a report of failure, or end of file (the
+ * exec worked: the pipe was close-on-exec; or the child died before it). */
+static void on_exec_report(struct shepherd *s)
+{
+    struct exec_report r;
+    ssize_t n = read(s->exec_report, &r, sizeof r);
+
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    close(s->exec_report);
+    s->exec_report = -1;
+    /* The child is past its exec (or dead): its strings can go. */
+    free(s->exec_slots);
+    s->exec_slots = NULL;
+    free(s->spawn_buf);
+    s->spawn_buf = NULL;
+    s->spawn_len = 0;
+    if (n == (ssize_t)sizeof r) {
+        reap_command(s); /* it exits right after writing */
+        close(s->pidfd);
+        s->pidfd = -1;
+        send_exec_failed(s, r.error, r.stage);
+        leave(s);
+    }
+    send_started(s);
+    if (s->state == EXECING)
+        s->state = RUNNING;
 }
 
 /* ---- the tree ------------------------------------------------------------- */
@@ -541,7 +645,10 @@ static void signal_round(struct shepherd *s, int kill_round)
         if (group_pinned(s))
             kill(-s->child, SIGKILL);
     } else if (!s->group_termed) {
-        if (!s->child_reaped) {
+        /* Once: a second SIGTERM is, for many programs, "stop waiting and quit
+         * now". The command gets its own only if it left its group. */
+        int via_group = group_pinned(s) && !s->child_reaped && getpgid(s->child) == s->child;
+        if (!s->child_reaped && !via_group) {
             kill(s->child, SIGTERM);
             kill(s->child, SIGCONT); /* a stopped process must run to see its SIGTERM */
         }
@@ -895,12 +1002,13 @@ static int poll_timeout(const struct shepherd *s)
 static void __attribute__((noreturn)) loop(struct shepherd *s)
 {
     for (;;) {
-        struct pollfd pfd[3] = {
+        struct pollfd pfd[4] = {
             {.fd = s->sfd, .events = POLLIN},
             {.fd = s->child_exited ? -1 : s->pidfd, .events = POLLIN},
             {.fd = s->owner ? s->ctl : -1, .events = POLLIN},
+            {.fd = s->exec_report, .events = POLLIN},
         };
-        int n = poll(pfd, 3, poll_timeout(s));
+        int n = poll(pfd, 4, poll_timeout(s));
         int64_t now;
 
         if (n < 0) {
@@ -910,13 +1018,15 @@ static void __attribute__((noreturn)) loop(struct shepherd *s)
             hang_up(s);
             continue;
         }
+        if (pfd[3].revents)
+            on_exec_report(s); /* before the exit it may precede */
         if (pfd[1].revents)
             on_command_exit(s);
         if (pfd[0].revents)
             on_signals(s);
         if (s->owner && pfd[2].revents)
             on_control(s);
-        if (!s->owner && s->state == RUNNING)
+        if (!s->owner && (s->state == RUNNING || s->state == EXECING))
             begin_stop(s, 0); /* a send failed: the owner is gone */
         now = now_ms();
         if (s->state == STOPPING && now >= s->deadline)
@@ -937,6 +1047,7 @@ void nr_shepherd_main(int ctl)
     memset(&s, 0, sizeof s);
     s.ctl = ctl;
     s.pidfd = -1;
+    s.exec_report = -1;
     for (int i = 0; i < NR_SPAWN_FDS; i++)
         s.fds[i] = -1;
     s.owner = 1;

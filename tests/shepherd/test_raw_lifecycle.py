@@ -262,3 +262,77 @@ def test_fds_on_a_frame_that_carries_none_are_malformed(marker: str) -> None:
         close_all(ours)
     reap(pid, expect=wire.EXIT_PROTOCOL)
     assert wait_until(lambda: not pids_with_marker(marker))
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def test_a_stop_signal_in_the_exec_window_does_not_freeze_the_shepherd(marker: str) -> None:
+    # A PATH of 200,000 missing directories keeps the child in its exec loop
+    # for a while; it is SIGSTOPped there, before any execve worked. The
+    # shepherd is not suspended with it: a C_STOP is answered (SIGCONT lets
+    # the pending SIGTERM end the child), and the shepherd reports and exits.
+    paths = [b"/nonexistent-%d/sleep" % i for i in range(200_000)] + [b"/bin/sleep"]
+    pid, sock, ours = spawn([b"sleep", b"100"], paths=paths, kill_timeout=0.5)
+    try:
+        child = wait_until(lambda: _children_of(pid), timeout=10)
+        assert child, "the shepherd started no child"
+        os.kill(child[0], signal.SIGSTOP)  # unreaped child of the shepherd: pinned
+        assert wait_until(lambda: proc_state(child[0]) == "T", timeout=5), proc_state(child[0])
+        sock.send(codec.encode_stop(0.5))
+        got = events(sock, timeout=10)
+        assert isinstance(got[0], codec.Started), got
+        assert isinstance(got[1], codec.Exited) and os.WIFSIGNALED(got[1].status), got
+        assert got[-1] is None
+    finally:
+        sock.close()
+        close_all(ours)
+    reap(pid)
+    assert not pids_with_marker(marker)
+
+
+def test_the_owner_leaving_during_the_exec_window_stops_the_child(marker: str) -> None:
+    paths = [b"/nonexistent-%d/sleep" % i for i in range(200_000)] + [b"/bin/sleep"]
+    pid, sock, ours = spawn([b"sleep", b"100"], paths=paths, kill_timeout=0.5)
+    child = wait_until(lambda: _children_of(pid), timeout=10)
+    assert child, "the shepherd started no child"
+    os.kill(child[0], signal.SIGSTOP)
+    assert wait_until(lambda: proc_state(child[0]) == "T", timeout=5), proc_state(child[0])
+    sock.close()  # the owner is gone
+    close_all(ours)
+    reap(pid)  # it exits only once its child is reaped
+    assert proc_state(child[0]) == ""
+    assert not pids_with_marker(marker)
+
+
+def test_a_stop_sends_the_command_one_sigterm() -> None:
+    # Many programs take a second SIGTERM as "quit now": the command gets one,
+    # through its group, and its descendants in the group one each too.
+    code = (b"import os, signal, sys, time\n"
+            b"count = 0\n"
+            b"def term(*_):\n"
+            b"    global count\n"
+            b"    count += 1\n"
+            b"signal.signal(signal.SIGTERM, term)\n"
+            b"print('ready', flush=True)\n"
+            b"while not count:\n"
+            b"    time.sleep(0.01)\n"
+            b"time.sleep(0.3)  # a graceful shutdown, during which more would arrive\n"
+            b"sys.exit(count)\n")
+    pid, sock, ours = spawn([PY, b"-c", code], kill_timeout=10)
+    try:
+        started(sock)
+        assert read_line(ours[1]) == b"ready\n"
+        sock.send(codec.encode_stop(None))
+        got = events(sock)
+        assert isinstance(got[0], codec.Exited) and os.WIFEXITED(got[0].status), got
+        assert os.WEXITSTATUS(got[0].status) == 1, f"SIGTERMs received: {os.WEXITSTATUS(got[0].status)}"
+    finally:
+        sock.close()
+        close_all(ours)
+    reap(pid)

@@ -106,7 +106,8 @@ MESSAGES: tuple[Message, ...] = (
     Message(
         "S_STARTED", 0x20, "from_shepherd", (("pid", "i32"),),
         doc=(
-            "execve succeeded; pid is the command's pid and process group id. Carries exactly 1 fd "
+            "execve succeeded (or, rarely, the command was stopped before its exec was over: "
+            "S_EXITED then follows); pid is the command's pid and process group id. Carries exactly 1 fd "
             "(SCM_RIGHTS): a pidfd of the command, made by the clone that created it, so it "
             "names that process and no other for as long as it is open."
         ),
