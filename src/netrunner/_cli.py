@@ -534,7 +534,6 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-
 def _set_foreground(tty: int, pgid: int) -> bool:
     """``tcsetpgrp`` with SIGTTOU blocked (a background process asking would
     otherwise be stopped); False if the terminal refused."""
@@ -546,6 +545,7 @@ def _set_foreground(tty: int, pgid: int) -> bool:
         return False
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

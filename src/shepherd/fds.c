@@ -4,45 +4,46 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+
+#include "rawsys.h"
 
 void nr_close_from(int lowfd)
 {
     union {
         struct dirent64 align;
-        char bytes[4096];
+        char bytes[2048];
     } buf;
     struct rlimit rl;
-    long n, max;
-    int dir;
+    long n, dir, max;
 
 #ifdef SYS_close_range
-    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0U) == 0)
+    if (nr_sys3(SYS_close_range, lowfd, ~0U, 0) == 0)
         return;
 #endif
     /* Before Linux 5.9: the fds actually open, from /proc (closing while
      * listing is fine, the listing goes by fd number), else every number
      * below the soft limit. */
-    dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    dir = nr_sys4(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (dir >= 0) {
-        while ((n = syscall(SYS_getdents64, dir, buf.bytes, sizeof buf.bytes)) > 0) {
+        while ((n = nr_sys3(SYS_getdents64, dir, buf.bytes, sizeof buf.bytes)) > 0) {
             for (long off = 0; off < n;) {
                 struct dirent64 *d = (struct dirent64 *)(void *)(buf.bytes + off);
-                int fd = 0;
+                long fd = 0;
                 const char *p = d->d_name;
                 for (; *p >= '0' && *p <= '9'; p++)
                     fd = fd * 10 + (*p - '0');
                 if (*p == '\0' && p != d->d_name && fd >= lowfd && fd != dir)
-                    close(fd);
+                    nr_sys1(SYS_close, fd);
                 off += d->d_reclen;
             }
         }
-        close(dir);
+        nr_sys1(SYS_close, dir);
         if (n == 0)
             return;
     }
-    max = (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) ? (long)rl.rlim_cur : 65536;
+    max = nr_sys4(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+              ? (long)rl.rlim_cur
+              : 65536;
     for (long fd = lowfd; fd < max; fd++)
-        close((int)fd);
+        nr_sys1(SYS_close, fd);
 }

@@ -23,7 +23,6 @@
 #define _GNU_SOURCE
 #include "shepherd.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -436,37 +435,6 @@ static void __attribute__((noreturn)) exec_failed(int fd, long err, int stage)
     child_exit(127);
 }
 
-static void child_close_from(int lowfd)
-{
-    union {
-        struct dirent64 align;
-        char bytes[2048];
-    } buf;
-    long n, dir;
-
-#ifdef SYS_close_range
-    if (nr_sys3(SYS_close_range, lowfd, ~0U, 0) == 0)
-        return;
-#endif
-    /* Before Linux 5.9: the fds actually open, from /proc/self/fd. */
-    dir = nr_sys4(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (dir < 0)
-        return; /* every fd is close-on-exec anyway */
-    while ((n = nr_sys3(SYS_getdents64, dir, buf.bytes, sizeof buf.bytes)) > 0) {
-        for (long off = 0; off < n;) {
-            struct dirent64 *d = (struct dirent64 *)(void *)(buf.bytes + off);
-            long fd = 0;
-            const char *p = d->d_name;
-            for (; *p >= '0' && *p <= '9'; p++)
-                fd = fd * 10 + (*p - '0');
-            if (*p == '\0' && p != d->d_name && fd >= lowfd && fd != dir)
-                nr_sys1(SYS_close, fd);
-            off += d->d_reclen;
-        }
-    }
-    nr_sys1(SYS_close, dir);
-}
-
 /* The clone child. It shares the shepherd's memory but not its fd table,
  * and starts with every signal blocked (the shepherd blocked them around the
  * clone), so no signal acts on it before execve but SIGKILL and SIGSTOP --
@@ -505,7 +473,7 @@ static int exec_child(void *arg)
             exec_failed(report, r, NR_STAGE_SETUP);
         report = 3;
     }
-    child_close_from(4);
+    nr_close_from(4);
     /* PATH search as CPython's _posixsubprocess: try every candidate, report
      * the first error that is not "no such file" (else the last one). The
      * mask is emptied right before each attempt and blocked again after a
