@@ -161,7 +161,7 @@ class Handle:
         core = self.core
         core.observes_out = self.stdout_fd is not None
         core.observes_err = self.stderr_fd is not None or opts.stderr == "redirect"  # 0 bytes of its own
-        core.observes_in = self.stdin_fd is not None or opts.stdin == "pipe"
+        core.observes_in = opts.stdin == "pipe"
         _lifetime.register(self)
         self.ctl.setblocking(False)
         for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
@@ -194,7 +194,7 @@ class Handle:
 
     def own(self) -> None:
         """Raise unless called in the interpreter that started the command."""
-        if os.getpid() != self.owner_pid:
+        if self.foreign:
             from ._errors import NetRunnerError
 
             raise NetRunnerError(
@@ -460,11 +460,16 @@ class Handle:
         if self.core.phase is Phase.LOST:
             raise self.shepherd_error()
 
-    def _drain_fds(self) -> tuple[int, ...]:
-        """stderr, when a started process's waits must keep it flowing."""
+    def _wait(self, readers: tuple[int, ...], writers: tuple[int, ...], deadline: float | None) -> Flow:
+        """Yield one wait; the fds that became ready. While it lasts, a
+        started process's captured stderr keeps flowing into its backlog."""
+        drain: tuple[int, ...] = ()
         if self.err_backlog is not None and not self.err_eof and self.stderr_fd is not None:
-            return (self.stderr_fd,)
-        return ()
+            drain = (self.stderr_fd,)
+        ready: set[int] = yield ((*readers, *drain), writers, deadline)
+        if drain and drain[0] in ready:
+            self.pull_stderr()
+        return ready
 
     def pull_stderr(self) -> None:
         """Move what stderr has into the backlog (``start``: a command must
@@ -506,16 +511,16 @@ class Handle:
             assert fd is not None
             if deadline is not None and _monotonic() >= deadline:
                 raise WaitTimeout
-            drain = self._drain_fds() if which == 1 else ()
-            ready = yield ((fd, self.ctl_fd, *drain), (), deadline)
-            if drain and drain[0] in ready:
-                self.pull_stderr()
+            if which == 1:
+                yield from self._wait((fd, self.ctl_fd), (), deadline)
+            else:  # reading stderr itself
+                yield ((fd, self.ctl_fd), (), deadline)
 
-    def flow_read_output(self, which: int, size: int, deadline: float | None) -> Flow:
+    def flow_read_output(self, which: int, size: int, deadline: float | None, *, ahead: bool = True) -> Flow:
         """:meth:`flow_read`, decoded in text mode (a character split across
         reads is completed by the next read; "" only at the end). stdout read
-        ahead by :meth:`flow_read_until` comes first."""
-        if which == 1 and self.pending:
+        ahead by :meth:`flow_read_until` comes first, unless ``ahead`` is off."""
+        if ahead and which == 1 and self.pending:
             data, self.pending = self.pending[:size], self.pending[size:]
             return data
         decoder = self.text_out if which == 1 else self.text_err
@@ -542,11 +547,7 @@ class Handle:
                 return buf[:end]
             if max_bytes is not None and len(buf) >= max_bytes:
                 raise LimitReached
-            self.pending = buf[:0]  # flow_read_output must not serve it back
-            try:
-                data = yield from self.flow_read_output(1, READ_SIZE, deadline)
-            finally:
-                self.pending = buf + self.pending
+            data = yield from self.flow_read_output(1, READ_SIZE, deadline, ahead=False)
             if not data:
                 if eof_ok:
                     self.pending = buf[:0]
@@ -564,10 +565,7 @@ class Handle:
             try:
                 n = os.write(fd, view)
             except BlockingIOError:
-                drain = self._drain_fds()
-                ready = yield (drain, (fd,), None)
-                if drain and drain[0] in ready:
-                    self.pull_stderr()
+                yield from self._wait((), (fd,), None)
                 continue
             except BrokenPipeError:
                 raise BrokenPipeError(errno.EPIPE, "the command closed its stdin") from None
@@ -588,10 +586,7 @@ class Handle:
                 break
             if deadline is not None and _monotonic() >= deadline:
                 raise WaitTimeout
-            drain = self._drain_fds()
-            ready = yield ((self.ctl_fd, *drain), (), deadline)
-            if drain and drain[0] in ready:
-                self.pull_stderr()
+            yield from self._wait((self.ctl_fd,), (), deadline)
         if self.core.phase is Phase.LOST and not lost_before:
             raise self.shepherd_error()
         return self.core.returncode
@@ -602,10 +597,7 @@ class Handle:
         if not self.core.done:
             self.send(codec.encode_stop(kill_timeout))
         while not self.finished:
-            drain = self._drain_fds()
-            ready = yield ((self.ctl_fd, *drain), (), None)
-            if drain and drain[0] in ready:
-                self.pull_stderr()
+            yield from self._wait((self.ctl_fd,), (), None)
             self.pump_control()
         return self.core.returncode
 

@@ -221,6 +221,8 @@ def collide(order: str) -> None:
     # is surely still running it when we stop (SIGSTOP) the shepherd
     argv = [SH, b"-c", b"read x; exit 0"] if order == "both-at-once" else [b"/bin/true"]
     ours = send_spawn(sock, argv)
+    if order == "during-exec":  # the stop lands while the child works towards execve
+        sock.send(codec.encode_stop(None))
     got: list[object] = []
     pidfd = -1
     try:
@@ -259,11 +261,11 @@ def collide(order: str) -> None:
     exited = [e for e in got if isinstance(e, codec.Exited)]
     assert len(exited) == 1 and not any(isinstance(e, codec.ShepherdFault) for e in got), (order, got)
     assert got[:2] == [got[0], exited[0]], (order, got)
-    true_statuses = {0} if order != "stop-first" else {0, signal.SIGTERM}
+    true_statuses = {0} if order not in ("stop-first", "during-exec") else {0, signal.SIGTERM}
     assert exited[0].status in true_statuses, (order, got)
 
 
-@pytest.mark.parametrize("order", ["stop-first", "exit-first", "both-at-once"])
+@pytest.mark.parametrize("order", ["stop-first", "exit-first", "both-at-once", "during-exec"])
 def test_an_exit_colliding_with_a_stop_has_one_true_outcome(order: str) -> None:
     for _ in range((1000 if order != "both-at-once" else 300) * stress_rounds()):
         collide(order)
