@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # the full set (a few minutes)
     python benchmarks/run.py --quick    # smaller sizes and fewer rounds
+    python benchmarks/run.py --cgroup   # only the cost a cgroup adds to a spawn
 
 Contenders are interleaved round by round, so a noisy neighbour hits all of
 them alike; each figure is a median, and each line ends with the ratio the
@@ -219,6 +220,34 @@ def bench_concurrency(n: int, rounds: int) -> None:
           f"{med['netrunner.aio.run'] / base:5.2f}x   (target <= 1.2x, <= 2 threads)")
 
 
+def bench_cgroup(rounds: int) -> None:
+    """What a cgroup adds to a spawn: making its directories, joining them
+    before exec, killing and measuring at the end, removing them."""
+    try:
+        netrunner.run(["true"], cgroup=netrunner.Cgroup())
+    except netrunner.CgroupUnavailable as exc:
+        print(f"\n## cgroup spawn: not measured ({exc})")
+        return
+    for _ in range(20):
+        netrunner.run(["true"], cgroup=netrunner.Cgroup())
+    med = interleave(
+        {
+            "netrunner.run(['true'])": timed(lambda: netrunner.run(["true"])),
+            "netrunner.run(['true'], cgroup=Cgroup())": timed(
+                lambda: netrunner.run(["true"], cgroup=netrunner.Cgroup())
+            ),
+            "... cgroup=Cgroup(memory_max='1G', pids_max=100)": timed(
+                lambda: netrunner.run(["true"], cgroup=netrunner.Cgroup(memory_max="1G", pids_max=100))
+            ),
+        },
+        rounds,
+    )
+    base = med["netrunner.run(['true'])"]
+    print(f"\n## cgroup spawn cost (median of {rounds})")
+    for name, value in med.items():
+        print(f"  {name:<48} {value * 1e3:7.3f} ms   {value / base:5.2f}x   (+{(value - base) * 1e3:.3f} ms)")
+
+
 def bench_shepherd_rss() -> None:
     with netrunner.start(["sleep", "30"]) as p:
         shepherd = p._h.shepherd_pid
@@ -234,10 +263,14 @@ def bench_shepherd_rss() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
+    parser.add_argument("--cgroup", action="store_true", help="only the cgroup spawn cost")
     parser.add_argument("--throughput", nargs=2, type=int, metavar=("BYTES", "ROUNDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.throughput:
         _throughput_pinned(*args.throughput)
+        return
+    if args.cgroup:
+        bench_cgroup(200)
         return
     quick = args.quick
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
@@ -246,6 +279,7 @@ def main() -> None:
     bench_slow_consumer((256 if quick else 1024) << 20)
     bench_concurrency(200, 2 if quick else 5)
     bench_shepherd_rss()
+    bench_cgroup(100 if quick else 500)
 
 
 if __name__ == "__main__":

@@ -150,13 +150,6 @@ def test_pty_not_implemented(entry: str) -> None:
     assert "pty" in str(ei.value)
 
 
-@pytest.mark.parametrize("entry", ENTRIES)
-def test_cgroup_not_implemented(entry: str) -> None:
-    with pytest.raises(NotImplementedError) as ei:
-        launch(entry, ["true"], cgroup="jobs/1")
-    assert "cgroup" in str(ei.value)
-
-
 # --- stderr modes -----------------------------------------------------------------
 
 WRITE_BOTH = py(

@@ -6,6 +6,7 @@ whole process trees are stopped; the same API for threads and asyncio
 """
 
 from . import signals
+from ._cgroup import Cgroup
 from ._command import Command
 from ._errors import (
     AbnormalExit,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AbnormalExit",
+    "Cgroup",
     "CgroupUnavailable",
     "Command",
     "InvalidCgroup",

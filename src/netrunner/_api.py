@@ -121,6 +121,14 @@ class ProcessBase:
         return pid
 
     @property
+    def cgroup(self) -> str | None:
+        """The filesystem path of the command's cgroup-v2 directory (it exists
+        while the command runs and is removed, if netrunner made it, when the
+        command ends), or None without a cgroup."""
+        p = self._h.placement
+        return p.v2 if p is not None else None
+
+    @property
     def alive(self) -> bool:
         """True until the command's exit has been observed."""
         return self.poll() is None

@@ -28,6 +28,7 @@ import sys
 import time
 from typing import Any, NoReturn
 
+from ._cgroup import Cgroup
 from ._core import codec, wire
 from ._core.state import Phase
 from ._drivers import drive
@@ -192,10 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="relay stdout and stderr through pipes and stop the tree once either "
                      "passes BYTES (exit 125)")
     run.add_argument("--pty", action="store_true", help="run on a pseudo-terminal (not supported yet)")
-    run.add_argument("--cgroup", metavar="PATH", help="run in a cgroup (not supported yet)")
-    run.add_argument("--memory-max", metavar="SIZE", help="cgroup memory limit (not supported yet)")
-    run.add_argument("--cpu-max", metavar="CPUS", help="cgroup CPU limit (not supported yet)")
-    run.add_argument("--pids-max", metavar="N", help="cgroup process limit (not supported yet)")
+    run.add_argument("--cgroup", metavar="PATH",
+                     help="run in the cgroup PATH under netrunner's cgroup root; everything in it is "
+                     "killed at the end (default with a limit: a unique path)")
+    run.add_argument("--memory-max", metavar="SIZE", help="cgroup memory limit, e.g. 512M (swap included)")
+    run.add_argument("--cpu-max", metavar="CPUS", help="cgroup CPU limit in CPUs, e.g. 0.5")
+    run.add_argument("--pids-max", metavar="N", help="cgroup limit on the number of processes")
     run.add_argument("--cwd", metavar="DIR", help="working directory")
     run.add_argument("--env", type=_env_pair, action="append", default=[], metavar="K=V",
                      help="set an environment variable (repeatable)")
@@ -218,11 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = cmd[1:]
     if not cmd:
         return _fail("no command given: netrunner run [options] -- CMD [ARG...]")
-    unsupported = [flag for flag, value in (
-        ("--pty", args.pty), ("--cgroup", args.cgroup), ("--memory-max", args.memory_max),
-        ("--cpu-max", args.cpu_max), ("--pids-max", args.pids_max)) if value]
-    if unsupported:
-        return _fail(f"{', '.join(unsupported)}: not supported yet in this version of netrunner")
+    if args.pty:
+        return _fail("--pty: not supported yet in this version of netrunner")
     env = {} if args.clear_env else dict(os.environ)
     env.update(dict(args.env))
     relayed = "capture" if args.max_output is not None else "inherit"
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cwd is not None:
         options["cwd"] = args.cwd
     try:
+        group = _cgroup_of(args)
+        if group is not None:
+            options["cgroup"] = group
         given, encoded = argv_of(cmd)
         opts = validate("start", options)
     except (ValueError, TypeError) as exc:
@@ -240,6 +243,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.cwd is not None and not os.path.isdir(args.cwd):
         return _fail(f"--cwd {args.cwd}: no such directory")
     return _Runner(args).run(given, encoded, opts)
+
+
+def _cgroup_of(args: argparse.Namespace) -> Cgroup | None:
+    """--cgroup and the limits as a Cgroup (None when none is given); errors
+    name the flag."""
+    limits: dict[str, Any] = {}
+    for flag, name, convert in (("--memory-max", "memory_max", str), ("--cpu-max", "cpu_max", float),
+                                ("--pids-max", "pids_max", int)):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        try:
+            limits[name] = convert(value)
+        except ValueError:
+            raise ValueError(f"{flag} {value}: not a number") from None
+        try:
+            Cgroup(**{name: limits[name]})
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{flag} {value}: {exc}") from None
+    if args.cgroup is None and not limits:
+        return None
+    try:
+        return Cgroup(args.cgroup, **limits)
+    except ValueError as exc:
+        raise ValueError(f"--cgroup {args.cgroup}: {exc}") from None
 
 
 class _Relay:
@@ -434,6 +462,9 @@ class _Runner:
         core = h.core
         if core.exec_error is not None:
             err = h.exec_error()
+            if core.exec_error.stage == wire.STAGE_CGROUP:
+                _say(str(err))
+                return EXIT_FAILURE, "exec-failed"
             _say(f"{err.filename}: {err.strerror}")
             not_found = err.errno == errno.ENOENT and core.exec_error.stage != wire.STAGE_CHDIR
             return (EXIT_NOT_FOUND if not_found else EXIT_CANNOT_RUN), "exec-failed"

@@ -41,7 +41,7 @@ from ._core import codec, wire
 from ._core.output import Backlog, Capture, Decoder, InputSource, Tail
 from ._core.state import Phase, ProcessCore
 from ._errors import ShepherdError
-from ._io import fds, zygote
+from ._io import cgroup, fds, zygote
 from ._options import Options, exec_paths
 from ._results import Stats
 
@@ -77,7 +77,7 @@ class Handle:
         "args", "opts", "core", "ctl", "ctl_fd", "stdin_fd", "stdout_fd", "stderr_fd",
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
         "_lock", "text_out", "text_err", "lazy_reap", "pidfd", "owner_pid", "err_backlog",
-        "_err_lock", "pending", "__weakref__",
+        "_err_lock", "pending", "placement", "__weakref__",
     )
 
     stdin_fd: int | None
@@ -88,6 +88,7 @@ class Handle:
     text_err: Decoder | None
     pidfd: int | None
     err_backlog: Backlog | None
+    placement: cgroup.Placement | None
 
     def __init__(
         self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool,
@@ -107,7 +108,13 @@ class Handle:
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.core = ProcessCore(datetime.now(timezone.utc), _monotonic())
         child_fds: list[int] = []  # ours to close once the shepherd has its copies
+        # The cgroup directories exist before the shepherd is asked: once it
+        # has the records, removing them is its job (or _on_hangup's).
+        self.placement = cgroup.prepare(opts.cgroup) if opts.cgroup is not None else None
+        sent = False
         try:
+            if self.placement is not None:
+                records = self.placement.records + records
             # Targets taken from the interpreter's fds 0-2 are copied before
             # any pipe is made: with those fds closed, a new pipe could take
             # their numbers and be handed over in their place.
@@ -136,6 +143,7 @@ class Handle:
             here = fds.open_fd(".", os.O_PATH | os.O_DIRECTORY, "the current directory")
             child_fds.append(here)
             self.shepherd_pid, self.ctl = _send_spawn(records, [*targets, here])  # type: ignore[list-item]
+            sent = True
         except BaseException:
             for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
                 if fd is not None:
@@ -144,6 +152,8 @@ class Handle:
         finally:
             for fd in child_fds:
                 fds.close(fd)
+            if not sent and self.placement is not None:
+                cgroup.remove(self.placement)
         self.ctl_fd = self.ctl.fileno()
         self.ctl_open = True
         self.reaped = False
@@ -257,6 +267,8 @@ class Handle:
                 self.core.on_event(event, _monotonic())
                 if self.core.phase is Phase.EXITED and event.flags & wire.EXITED_ABANDONED:  # type: ignore[union-attr]
                     _report_abandoned(self, event.flags)  # type: ignore[union-attr]
+                if self.core.phase is Phase.EXITED and event.flags & wire.EXITED_CGROUP_KEPT:  # type: ignore[union-attr]
+                    _report_kept(self)
                 if self.core.phase is Phase.LOST:
                     self._give_up(self.core.fault or "the shepherd failed")
                     return
@@ -275,13 +287,20 @@ class Handle:
         if not self.core.done:
             self.core.lose(f"the shepherd exited unexpectedly ({_describe_exit(status)})", _monotonic())
             self._kill_group()
+            if self.placement is not None:  # what the shepherd would have done
+                cgroup.kill(self.placement)
+                if not cgroup.remove(self.placement, wait=1.0):
+                    _report_kept(self)
         _lifetime.forget(self)
 
     def _give_up(self, why: str) -> None:
         # A shepherd we cannot trust: kill the command ourselves, hang up (the
-        # shepherd then stops whatever is left) and reap it later.
+        # shepherd then stops whatever is left, and removes its cgroup) and
+        # reap it later.
         self.core.lose(why, _monotonic())
         self._kill_group()
+        if self.placement is not None:
+            cgroup.kill(self.placement)
         self.ctl_open = False
         try:
             self.ctl.shutdown(socket.SHUT_RDWR)
@@ -367,6 +386,11 @@ class Handle:
         else:
             filename = os.fsdecode(self.args[0]) if isinstance(self.args[0], bytes) else os.fspath(self.args[0])
         err = failed.error
+        if failed.stage == wire.STAGE_CGROUP:
+            from ._errors import CgroupUnavailable
+
+            where = self.placement.v2 if self.placement is not None else "its cgroup"
+            return CgroupUnavailable(err, f"the command could not join {where}: {os.strerror(err)}")
         return OSError(err, os.strerror(err), filename)
 
     def shepherd_error(self) -> ShepherdError:
@@ -717,6 +741,14 @@ def _report_abandoned(h: Handle, flags: int) -> None:
     logging.getLogger("netrunner").warning(
         "command %r (pid %s) exited; some of its descendants were left running: %s",
         list(h.args), h.core.pid, why,
+    )
+
+
+def _report_kept(h: Handle) -> None:
+    p = h.placement
+    logging.getLogger("netrunner").warning(
+        "command %r (pid %s): its cgroup %s could not be removed",
+        list(h.args), h.core.pid, p.v2 if p is not None else "?",
     )
 
 

@@ -97,6 +97,7 @@ class Options:
     path_env: Mapping[Any, Any] | None = None  # for PATH lookup
     check: bool = False
     chunk_size: int = 65536
+    cgroup: Any = None  # a netrunner.Cgroup
 
 
 def _fail(entry: str, name: str, expected: str, value: Any, exc: type[Exception] = ValueError) -> Exception:
@@ -179,8 +180,6 @@ def validate(entry: str, given: Mapping[str, Any]) -> Options:
     g = given.get
     if entry != "Command" and "pty" in given and given["pty"] not in (False, None):
         raise NotImplementedError(f"{entry}(): option 'pty' is not supported yet in this version of netrunner")
-    if entry != "Command" and "cgroup" in given and given["cgroup"] is not None:
-        raise NotImplementedError(f"{entry}(): option 'cgroup' is not supported yet in this version of netrunner")
     if "stdin" in given:
         kw["stdin"] = _stdio(entry, "stdin", given["stdin"], STDIN_MODES)
         if kw["stdin"] != "pipe" and g("input") is not None:
@@ -223,7 +222,27 @@ def validate(entry: str, given: Mapping[str, Any]) -> Options:
         kw["path_env"] = given["env"]
     if g("input") is not None:
         kw["input"] = _input(entry, given["input"])
+    if g("cgroup") is not None:
+        kw["cgroup"] = _cgroup(entry, given["cgroup"])
+        if kw.get("leftovers") == "detach":
+            raise ValueError(
+                f"{entry}(): leftovers='detach' cannot be combined with option 'cgroup': everything "
+                "in a command's cgroup is killed when the command ends; leave out one of them"
+            )
     return Options(**kw)
+
+
+def _cgroup(entry: str, value: Any) -> Any:
+    """A path (str) or a Cgroup -> a checked Cgroup."""
+    from ._cgroup import Cgroup
+    from ._io.cgroup import check_path
+
+    if isinstance(value, str):
+        value = Cgroup(value)
+    elif not isinstance(value, Cgroup):
+        raise _fail(entry, "cgroup", "a path (str, e.g. 'jobs/42') or a netrunner.Cgroup", value, TypeError)
+    check_path(value)
+    return value
 
 
 def _input(entry: str, value: Any) -> Any:

@@ -26,8 +26,11 @@ class Stats:
     """A snapshot of a command's I/O and resource statistics.
 
     The CPU and memory fields are filled once the command has exited, from the
-    shepherd's accounting of every process it reaped; ``peak_memory`` only
-    when the command ran in a cgroup.
+    shepherd's accounting of every process it reaped -- or, for the CPU times,
+    from the command's cgroup when it ran in one (then every process of the
+    tree counts, whoever reaped it). ``peak_memory`` (bytes, the whole tree)
+    and ``oom_killed`` (the cgroup's memory limit killed a process of the
+    tree) are known only with a cgroup, else ``None``.
     """
 
     bytes_in: int | None
@@ -43,6 +46,7 @@ class Stats:
     cpu_system: float | None = None
     max_rss: int | None = None
     peak_memory: int | None = None
+    oom_killed: bool | None = None
     bytes_err_dropped: int | None = None
 
     def as_dict(self) -> dict[str, Any]:

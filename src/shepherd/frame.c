@@ -36,6 +36,14 @@ int nr_parse_frame(const unsigned char *buf, size_t len, struct nr_frame *out)
             return NR_ERR_MALFORMED;
         out->kill_timeout_ms = nr_get_u32(buf + NR_C_STOP_KILL_TIMEOUT_MS);
         return 0;
+    case NR_C_CGROUP:
+        if (len < NR_C_CGROUP_SIZE)
+            return NR_ERR_MALFORMED;
+        out->role = nr_get_u32(buf + NR_C_CGROUP_ROLE);
+        out->flags = nr_get_u32(buf + NR_C_CGROUP_FLAGS);
+        out->tail = buf + NR_C_CGROUP_SIZE;
+        out->tail_len = len - NR_C_CGROUP_SIZE;
+        return nr_parse_cgroup(out);
     case NR_C_WINSIZE:
         if (len != NR_C_WINSIZE_SIZE)
             return NR_ERR_MALFORMED;
@@ -45,6 +53,26 @@ int nr_parse_frame(const unsigned char *buf, size_t len, struct nr_frame *out)
     default:
         return NR_ERR_MALFORMED;
     }
+}
+
+int nr_parse_cgroup(const struct nr_frame *f)
+{
+    switch (f->role) {
+    case NR_CGROUP_V2:
+    case NR_CGROUP_V1:
+    case NR_CGROUP_MEMORY_V1:
+    case NR_CGROUP_PARENT:
+        break;
+    default:
+        return NR_ERR_MALFORMED;
+    }
+    if (f->flags & ~(uint32_t)NR_CGROUP_REMOVE)
+        return NR_ERR_MALFORMED; /* a flag this shepherd does not know could mean anything */
+    /* "/" and its NUL at least; the first NUL is the last byte. */
+    if (f->tail_len < 2 || f->tail_len > NR_CGROUP_PATH_MAX || f->tail[0] != '/' ||
+        memchr(f->tail, '\0', f->tail_len) != f->tail + f->tail_len - 1)
+        return NR_ERR_MALFORMED;
+    return 0;
 }
 
 /* argv, envp and paths (+ cwd) strings, with a NULL after argv and envp. */

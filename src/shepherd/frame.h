@@ -20,19 +20,27 @@ static inline uint32_t nr_get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
-/* One decoded Python -> shepherd frame. For SPAWN and SPAWN_PART, `tail`
- * points into the record it was parsed from. */
+/* One decoded Python -> shepherd frame. For SPAWN, SPAWN_PART and CGROUP,
+ * `tail` points into the record it was parsed from. `flags` is SPAWN's
+ * FLAG_* or CGROUP's CGROUP_REMOVE. */
 struct nr_frame {
     int type;
-    uint32_t flags, kill_timeout_ms, argc, envc, npaths, signo;
+    uint32_t flags, kill_timeout_ms, argc, envc, npaths, signo, role;
     uint16_t rows, cols;
     const unsigned char *tail;
     size_t tail_len;
 };
 
 /* Parse one control-socket record. Returns 0, or NR_ERR_MALFORMED for an
- * unknown type or a record of the wrong size. Never reads past len. */
+ * unknown type, a record of the wrong size, or a CGROUP record that
+ * nr_parse_cgroup refuses. Never reads past len. */
 int nr_parse_frame(const unsigned char *buf, size_t len, struct nr_frame *out);
+
+/* Check a parsed CGROUP frame: a known role, no flag but CGROUP_REMOVE, and a
+ * tail that is exactly one NUL-terminated absolute path, NUL included at
+ * most CGROUP_PATH_MAX bytes (PATH_MAX, as the kernel counts). Returns 0, and
+ * then `tail` is a C string, or NR_ERR_MALFORMED. Never reads past the tail. */
+int nr_parse_cgroup(const struct nr_frame *f);
 
 /* The strings of a complete spawn tail, pointing into the tail itself. */
 struct nr_spawn {

@@ -4,10 +4,13 @@
  * Every input is parsed as one control-socket record. Inputs of at least a
  * SPAWN header's size are also read as a SPAWN header (whatever their first
  * byte) and the rest as its complete tail, so the spawn-tail parser sees
- * plenty of well-formed headers. Besides the sanitizers' checks, the
- * parsers' promises are asserted: fixed-size frames are accepted only at
- * their exact size, and a parsed spawn tail is exactly the announced
- * strings, each inside the tail and NUL-terminated. */
+ * plenty of well-formed headers; every input is also read as a CGROUP
+ * record's role, flags and tail (the first eight bytes, the rest), so the
+ * cgroup checks see known roles and paths often. Besides the sanitizers'
+ * checks, the parsers' promises are asserted: fixed-size frames are accepted
+ * only at their exact size, a parsed spawn tail is exactly the announced
+ * strings, each inside the tail and NUL-terminated, and an accepted CGROUP
+ * record has a known role and flags and one absolute path as its tail. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +77,37 @@ static void check_spawn(const struct nr_frame *head, const unsigned char *tail, 
     free(copy);
 }
 
+/* What nr_parse_cgroup promises, checked on an exact-size copy of the tail
+ * (any read past it is an ASan report). */
+static void check_cgroup(uint32_t role, uint32_t flags, const unsigned char *tail, size_t len)
+{
+    unsigned char *copy = malloc(len ? len : 1);
+    struct nr_frame f;
+    int ok;
+
+    CHECK(copy != NULL);
+    memcpy(copy, tail, len);
+    memset(&f, 0, sizeof f);
+    f.type = NR_C_CGROUP;
+    f.role = role;
+    f.flags = flags;
+    f.tail = copy;
+    f.tail_len = len;
+    ok = nr_parse_cgroup(&f) == 0;
+    if (ok) {
+        CHECK(role >= NR_CGROUP_V2 && role <= NR_CGROUP_PARENT);
+        CHECK((flags & ~(uint32_t)NR_CGROUP_REMOVE) == 0);
+        CHECK(len >= 2 && len <= NR_CGROUP_PATH_MAX && copy[0] == '/');
+        CHECK(strlen((const char *)copy) + 1 == len);
+    } else {
+        /* Refused: so something is wrong with it. */
+        CHECK(role < NR_CGROUP_V2 || role > NR_CGROUP_PARENT || (flags & ~(uint32_t)NR_CGROUP_REMOVE) ||
+              len < 2 || len > NR_CGROUP_PATH_MAX || copy[0] != '/' ||
+              memchr(copy, '\0', len) != copy + len - 1);
+    }
+    free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct nr_frame f;
@@ -86,6 +120,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(f.tail >= data && f.tail + f.tail_len == data + size);
         if (f.type == NR_C_SPAWN)
             check_spawn(&f, f.tail, f.tail_len);
+        if (f.type == NR_C_CGROUP)
+            CHECK(size > NR_C_CGROUP_SIZE && f.tail[f.tail_len - 1] == '\0' && f.tail[0] == '/' &&
+                  strlen((const char *)f.tail) + 1 == f.tail_len);
+    }
+    if (size >= NR_C_CGROUP_SIZE && data[0] == NR_C_CGROUP) {
+        /* A CGROUP record is accepted exactly when its fields pass the check. */
+        struct nr_frame g;
+        memset(&g, 0, sizeof g);
+        g.role = nr_get_u32(data + NR_C_CGROUP_ROLE);
+        g.flags = nr_get_u32(data + NR_C_CGROUP_FLAGS);
+        g.tail = data + NR_C_CGROUP_SIZE;
+        g.tail_len = size - NR_C_CGROUP_SIZE;
+        CHECK((nr_parse_frame(data, size, &f) == 0) == (nr_parse_cgroup(&g) == 0));
+    }
+    if (size >= 8) {
+        /* Small roles and flags are the interesting ones: keep their low bits. */
+        uint32_t role = (uint32_t)data[0] % 6, flags = (uint32_t)data[4] % 4;
+        if (data[1] & 1) /* and now and then any value */
+            role = (uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16 | (uint32_t)data[3] << 24;
+        if (data[5] & 1)
+            flags = (uint32_t)data[4] | (uint32_t)data[5] << 8 | (uint32_t)data[6] << 16 | (uint32_t)data[7] << 24;
+        check_cgroup(role, flags, data + 8, size - 8);
     }
     if (size >= NR_C_SPAWN_SIZE) {
         unsigned char head[NR_C_SPAWN_SIZE];

@@ -3,17 +3,27 @@
 #ifndef NR_PROTOCOL_H
 #define NR_PROTOCOL_H
 
-#define NR_PROTOCOL_DIGEST 0x6b48cbf1u
+#define NR_PROTOCOL_DIGEST 0x44b5f1fdu
 
-#define NR_PROTOCOL_VERSION 3
+#define NR_PROTOCOL_VERSION 4
 #define NR_FLAG_DETACH 1
 #define NR_FLAG_CWD 2
 #define NR_FLAG_PTY 4
 #define NR_STAGE_SETUP 1
 #define NR_STAGE_CHDIR 2
 #define NR_STAGE_EXEC 3
+#define NR_STAGE_CGROUP 4
+#define NR_CGROUP_V2 1
+#define NR_CGROUP_V1 2
+#define NR_CGROUP_MEMORY_V1 3
+#define NR_CGROUP_PARENT 4
+#define NR_CGROUP_REMOVE 1
 #define NR_EXITED_SCAN_FAILED 1
 #define NR_EXITED_ABANDONED 2
+#define NR_EXITED_CGROUP 4
+#define NR_EXITED_OOM_KILLED 8
+#define NR_EXITED_PEAK_MEMORY 16
+#define NR_EXITED_CGROUP_KEPT 32
 #define NR_EXIT_OK 0
 #define NR_EXIT_USAGE 64
 #define NR_EXIT_PROTOCOL 76
@@ -24,6 +34,8 @@
 #define NR_ERR_SYSTEM 4
 #define NR_MAX_SPAWN_BYTES 67108864
 #define NR_MAX_RECORD 65536
+#define NR_MAX_CGROUPS 32
+#define NR_CGROUP_PATH_MAX 4096
 #define NR_ZYGOTE_FDS 1
 #define NR_SPAWN_FDS 4
 #define NR_STARTED_FDS 1
@@ -58,6 +70,12 @@
 #define NR_C_SPAWN_PART 0x11
 #define NR_C_SPAWN_PART_SIZE 1
 
+/* Before SPAWN (at most MAX_CGROUPS of them): one cgroup directory of the command. The tail is its absolute path, NUL-terminated, shorter than CGROUP_PATH_MAX. CGROUP_V2: the command's cgroup-v2 directory (membership, cgroup.kill, cgroup.events, cpu.stat, memory.peak and memory.events when present); CGROUP_V1: a cgroup-v1 directory the command joins (CGROUP_MEMORY_V1 for the memory controller's: memory.max_usage_in_bytes, memory.oom_control); CGROUP_PARENT: a directory that is only to be removed. CGROUP_REMOVE: netrunner created it; the shepherd removes it once the tree is gone (in the reverse order of the records), and also when it ends without starting the command. The command writes itself into every member directory's cgroup.procs before it execs; a failure is S_EXEC_FAILED with STAGE_CGROUP. */
+#define NR_C_CGROUP 0x15
+#define NR_C_CGROUP_SIZE 9
+#define NR_C_CGROUP_ROLE 1 /* u32 */
+#define NR_C_CGROUP_FLAGS 5 /* u32 */
+
 /* Send a signal to the command's process group (ignored once the command is reaped). */
 #define NR_C_SIGNAL 0x12
 #define NR_C_SIGNAL_SIZE 5
@@ -85,14 +103,15 @@
 #define NR_S_EXEC_FAILED_ERROR 1 /* i32 */
 #define NR_S_EXEC_FAILED_STAGE 5 /* u32 */
 
-/* The command's raw wait status and the rusage of every process the shepherd reaped (summed CPU, largest max RSS), and EXITED_* flags. Sent once the tree is gone (or, with EXITED_ABANDONED, once all that could be found of it is); the shepherd then exits. */
+/* The command's raw wait status and the rusage of every process the shepherd reaped (summed CPU, largest max RSS), and EXITED_* flags. With a cgroup, the CPU times are the cgroup's (the whole tree's) when its cpu.stat could be read, and peak_memory holds the cgroup's peak memory in bytes when EXITED_PEAK_MEMORY is set (else 0). Sent once the tree is gone (or, with EXITED_ABANDONED, once all that could be found of it is) and the cgroup directories netrunner created are removed; the shepherd then exits. */
 #define NR_S_EXITED 0x22
-#define NR_S_EXITED_SIZE 33
+#define NR_S_EXITED_SIZE 41
 #define NR_S_EXITED_STATUS 1 /* i32 */
 #define NR_S_EXITED_UTIME_US 5 /* u64 */
 #define NR_S_EXITED_STIME_US 13 /* u64 */
 #define NR_S_EXITED_MAXRSS_KB 21 /* u64 */
 #define NR_S_EXITED_FLAGS 29 /* u32 */
+#define NR_S_EXITED_PEAK_MEMORY 33 /* u64 */
 
 /* A protocol or system error (ERR_*, errno); the shepherd stops the tree and exits. */
 #define NR_S_ERROR 0x23

@@ -7,7 +7,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434 /* one number on every architecture since 5.1 (alpha aside) */
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/* At most this many pidfds are held at once, so a huge cgroup cannot exhaust
+ * the fd limit: it is handled a batch at a time, each with its own second read. */
+#define PIDFD_BATCH 256
 
 void nr_tree_init(struct nr_tree *t, pid_t self)
 {
@@ -15,13 +27,21 @@ void nr_tree_init(struct nr_tree *t, pid_t self)
     t->self = self;
 }
 
-/* Index of the first entry >= pid in the sorted TERM list. */
-static size_t lower_bound(const struct nr_tree *t, pid_t pid)
+void nr_tree_free(struct nr_tree *t)
 {
-    size_t lo = 0, hi = t->nterm;
+    nr_pidset_free(&t->termed);
+    nr_pidset_free(&t->groups);
+    nr_pidset_free(&t->listed);
+    nr_pidset_free(&t->again);
+}
+
+/* Index of the first entry >= pid. */
+static size_t lower_bound(const struct nr_pidset *set, pid_t pid)
+{
+    size_t lo = 0, hi = set->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (t->termed[mid] < pid)
+        if (set->v[mid] < pid)
             lo = mid + 1;
         else
             hi = mid;
@@ -29,63 +49,89 @@ static size_t lower_bound(const struct nr_tree *t, pid_t pid)
     return lo;
 }
 
-static int was_termed(const struct nr_tree *t, pid_t pid)
+int nr_pidset_has(const struct nr_pidset *set, pid_t pid)
 {
-    size_t i = lower_bound(t, pid);
-    return i < t->nterm && t->termed[i] == pid;
+    size_t i = lower_bound(set, pid);
+    return i < set->n && set->v[i] == pid;
 }
 
-static void remember(struct nr_tree *t, pid_t pid)
+int nr_pidset_add(struct nr_pidset *set, pid_t pid)
 {
-    size_t i = lower_bound(t, pid);
-    if (i < t->nterm && t->termed[i] == pid)
-        return;
-    if (t->nterm == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 64;
-        pid_t *grown = realloc(t->termed, cap * sizeof *grown);
+    size_t i = lower_bound(set, pid);
+    if (i < set->n && set->v[i] == pid)
+        return 0;
+    if (set->n == set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 64;
+        pid_t *grown = realloc(set->v, cap * sizeof *grown);
         if (grown == NULL)
-            return; /* it may get a second SIGTERM: harmless */
-        t->termed = grown;
-        t->cap = cap;
+            return -1;
+        set->v = grown;
+        set->cap = cap;
     }
-    memmove(t->termed + i + 1, t->termed + i, (t->nterm - i) * sizeof *t->termed);
-    t->termed[i] = pid;
-    t->nterm++;
+    memmove(set->v + i + 1, set->v + i, (set->n - i) * sizeof *set->v);
+    set->v[i] = pid;
+    set->n++;
+    return 0;
+}
+
+void nr_pidset_del(struct nr_pidset *set, pid_t pid)
+{
+    size_t i = lower_bound(set, pid);
+    if (i < set->n && set->v[i] == pid) {
+        memmove(set->v + i, set->v + i + 1, (set->n - i - 1) * sizeof *set->v);
+        set->n--;
+    }
+}
+
+void nr_pidset_free(struct nr_pidset *set)
+{
+    free(set->v);
+    memset(set, 0, sizeof *set);
 }
 
 void nr_tree_forget(struct nr_tree *t, pid_t pid)
 {
-    size_t i = lower_bound(t, pid);
-    if (i < t->nterm && t->termed[i] == pid) {
-        memmove(t->termed + i, t->termed + i + 1, (t->nterm - i - 1) * sizeof *t->termed);
-        t->nterm--;
-    }
+    nr_pidset_del(&t->termed, pid);
 }
 
 /* `pid` is an unreaped child of ours: its number, and the number of the group
  * it leads, cannot be reused before we wait for it. */
 static void signal_child(struct nr_tree *t, pid_t pid, enum nr_round round)
 {
+    pid_t pgid;
     int leader;
 
     if (round == NR_ROUND_COUNT)
         return;
-    leader = getpgid(pid) == pid;
+    pgid = getpgid(pid);
+    leader = pgid == pid;
     if (round == NR_ROUND_KILL) {
         kill(pid, SIGKILL);
         if (leader)
             kill(-pid, SIGKILL);
         return;
     }
-    if (was_termed(t, pid))
+    if (nr_pidset_has(&t->termed, pid))
         return;
-    kill(pid, SIGTERM);
-    kill(pid, SIGCONT); /* a stopped process must run to see its SIGTERM */
+    if (nr_pidset_has(&t->groups, pgid)) {
+        /* A member of a group that got its SIGTERM as a whole (the command's,
+         * say, whose background job we now hold): one is enough. */
+        nr_pidset_add(&t->termed, pid);
+        return;
+    }
+    /* A leader gets its SIGTERM through its group, not a second one of its
+     * own (it could run its handler between the two). Only if it left the
+     * group meanwhile is it sent one directly. */
     if (leader) {
         kill(-pid, SIGTERM);
-        kill(-pid, SIGCONT);
+        kill(-pid, SIGCONT); /* a stopped process must run to see its SIGTERM */
+        nr_pidset_add(&t->groups, pid); /* out of memory: members may get a second one, harmless */
     }
-    remember(t, pid);
+    if (!leader || getpgid(pid) != pid) {
+        kill(pid, SIGTERM);
+        kill(pid, SIGCONT);
+    }
+    nr_pidset_add(&t->termed, pid); /* out of memory: it may get a second SIGTERM, harmless */
 }
 
 /* /proc is this pid namespace's and shows us as ourselves: in a child pid
@@ -146,4 +192,131 @@ int nr_children(struct nr_tree *t, pid_t skip1, pid_t skip2, enum nr_round round
     }
     close(fd);
     return n < 0 ? -1 : found;
+}
+
+static int by_pid(const void *a, const void *b)
+{
+    pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Append, unsorted (read_pids sorts once at the end). */
+static int append(struct nr_pidset *set, pid_t pid)
+{
+    if (set->n == set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 64;
+        pid_t *grown = realloc(set->v, cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        set->v = grown;
+        set->cap = cap;
+    }
+    set->v[set->n++] = pid;
+    return 0;
+}
+
+/* Read a file of decimal pids, one a line (cgroup.procs), into `out`: sorted,
+ * without duplicates, without 0 (a process outside our pid namespace).
+ * Returns 0, or -1 when it cannot be opened or read. */
+static int read_pids(const char *path, struct nr_pidset *out)
+{
+    static char buf[16384];
+    long pid = 0;
+    int digits = 0, fd, err = 0;
+    size_t kept = 0;
+    ssize_t n;
+
+    out->n = 0;
+    /* O_NONBLOCK: a path that is not a cgroup's (a FIFO) must not hang us. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return -1;
+    for (;;) {
+        n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++) { /* a number may straddle two reads */
+            if (buf[i] >= '0' && buf[i] <= '9') {
+                if (digits < 10)
+                    pid = pid * 10 + (buf[i] - '0');
+                digits++;
+                continue;
+            }
+            if (digits > 0 && digits < 10 && pid > 0 && append(out, (pid_t)pid) < 0)
+                err = 1;
+            pid = 0;
+            digits = 0;
+        }
+    }
+    if (n == 0 && digits > 0 && digits < 10 && pid > 0 && append(out, (pid_t)pid) < 0)
+        err = 1;
+    if (n < 0)
+        err = 1;
+    close(fd);
+    if (out->n > 0) {
+        qsort(out->v, out->n, sizeof *out->v, by_pid);
+        for (size_t i = 0; i < out->n; i++) {
+            if (kept == 0 || out->v[i] != out->v[kept - 1])
+                out->v[kept++] = out->v[i];
+        }
+        out->n = kept;
+    }
+    return err ? -1 : 0;
+}
+
+int nr_cgroup_round(struct nr_tree *t, const char *procs, pid_t skip, enum nr_round round)
+{
+    int pidfds[PIDFD_BATCH];
+    pid_t pids[PIDFD_BATCH];
+    size_t next = 0;
+    int found = 0;
+
+    if (read_pids(procs, &t->listed) < 0)
+        return -1;
+    for (size_t i = 0; i < t->listed.n; i++)
+        found += t->listed.v[i] != skip;
+    if (round == NR_ROUND_COUNT)
+        return found;
+    while (next < t->listed.n) {
+        int batch = 0;
+        /* Pin a batch: each pid not handled already, as a pidfd. */
+        for (; next < t->listed.n && batch < PIDFD_BATCH; next++) {
+            pid_t pid = t->listed.v[next];
+            long fd;
+            if (pid == skip || (round == NR_ROUND_TERM && nr_pidset_has(&t->termed, pid)))
+                continue;
+            fd = syscall(SYS_pidfd_open, pid, 0);
+            if (fd < 0)
+                continue; /* it exited: nothing to signal */
+            pidfds[batch] = (int)fd;
+            pids[batch] = pid;
+            batch++;
+        }
+        if (batch == 0)
+            break;
+        /* Confirm: only a pid listed again is the process its pidfd names. */
+        if (read_pids(procs, &t->again) == 0) {
+            for (int i = 0; i < batch; i++) {
+                if (!nr_pidset_has(&t->again, pids[i]))
+                    continue;
+                if (round == NR_ROUND_KILL) {
+                    syscall(SYS_pidfd_send_signal, pidfds[i], SIGKILL, NULL, 0);
+                    continue;
+                }
+                /* Its pgid, read now that the pid is its own: if it dies
+                 * meanwhile, the number may name another process's group, but
+                 * the signals below then fail anyway. */
+                if (!nr_pidset_has(&t->groups, getpgid(pids[i]))) {
+                    syscall(SYS_pidfd_send_signal, pidfds[i], SIGTERM, NULL, 0);
+                    syscall(SYS_pidfd_send_signal, pidfds[i], SIGCONT, NULL, 0);
+                }
+                nr_pidset_add(&t->termed, pids[i]); /* out of memory: maybe a second SIGTERM, harmless */
+            }
+        }
+        for (int i = 0; i < batch; i++)
+            close(pidfds[i]);
+    }
+    return found;
 }

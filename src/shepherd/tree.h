@@ -15,13 +15,31 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/* A sorted set of pid numbers. */
+struct nr_pidset {
+    pid_t *v;
+    size_t n, cap;
+};
+
+int nr_pidset_has(const struct nr_pidset *set, pid_t pid);
+/* Returns 0, or -1 when memory ran out (the pid is then not in the set). */
+int nr_pidset_add(struct nr_pidset *set, pid_t pid);
+void nr_pidset_del(struct nr_pidset *set, pid_t pid);
+void nr_pidset_free(struct nr_pidset *set);
+
+/* Who got the stop's SIGTERM. `termed` holds processes that got their own,
+ * and is kept exact for the shepherd's children: one is forgotten when it is
+ * reaped. `groups` holds the process groups that got one as a whole; it is
+ * never pruned (a stop is short, and a group number reused by a newcomer of
+ * the tree within it costs that newcomer its SIGTERM, not a second one). */
 struct nr_tree {
-    pid_t self;    /* the shepherd (single-threaded: its tid is its pid) */
-    pid_t *termed; /* children already sent SIGTERM, sorted */
-    size_t nterm, cap;
+    pid_t self; /* the shepherd (single-threaded: its tid is its pid) */
+    struct nr_pidset termed, groups;
+    struct nr_pidset listed, again; /* nr_cgroup_round's two listings, kept to save allocations */
 };
 
 void nr_tree_init(struct nr_tree *t, pid_t self);
+void nr_tree_free(struct nr_tree *t);
 
 enum nr_round {
     NR_ROUND_COUNT, /* list only */
@@ -38,6 +56,27 @@ enum nr_round {
  * it is read may be missed until the next round, so only wait4's ECHILD
  * proves that none is left. */
 int nr_children(struct nr_tree *t, pid_t skip1, pid_t skip2, enum nr_round round);
+
+/* One round over the processes listed in `procs`, a cgroup's cgroup.procs
+ * file, except `skip` (the unreaped command, which the caller handles).
+ *
+ * A cgroup lists processes the shepherd does not reap, so a listed number is
+ * pinned differently: each listed pid is opened as a pidfd, the file is read
+ * again, and only pidfds whose pid is still listed are signalled. A pid that
+ * exited and went to an outsider between the first read and pidfd_open is
+ * not listed by the second read (the outsider is not in the cgroup; pid
+ * numbers are unique among live processes), and a pidfd that was opened on
+ * a process still listed later names that process for good: if it dies
+ * meanwhile, the signal fails.
+ *
+ * TERM: SIGTERM and SIGCONT to each process not yet termed, except members of
+ * a group that got its SIGTERM as a whole (`groups`, pgid read once the pid is
+ * confirmed). KILL: SIGKILL to each, every round. COUNT: no signal.
+ *
+ * Returns how many processes but `skip` the first read listed (pids that
+ * are not in our pid namespace, listed as 0, are not counted: they cannot be
+ * signalled by number), or -1 when the file cannot be read. */
+int nr_cgroup_round(struct nr_tree *t, const char *procs, pid_t skip, enum nr_round round);
 
 /* `pid` was reaped: its number may now be reused, forget it. */
 void nr_tree_forget(struct nr_tree *t, pid_t pid);

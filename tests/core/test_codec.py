@@ -14,7 +14,7 @@ def test_decode_each_event_type() -> None:
     assert codec.decode(struct.pack("<Bii", 0x03, 77, 0)) == codec.Forked(77, 0)
     assert codec.decode(struct.pack("<Bi", 0x20, 1234)) == codec.Started(1234)
     assert codec.decode(struct.pack("<BiI", 0x21, 2, 3)) == codec.ExecFailed(2, 3)
-    assert codec.decode(struct.pack("<BiQQQI", 0x22, 256, 10, 20, 30, 3)) == codec.Exited(256, 10, 20, 30, 3)
+    assert codec.decode(struct.pack("<BiQQQIQ", 0x22, 256, 10, 20, 30, 3, 4096)) == codec.Exited(256, 10, 20, 30, 3, 4096)
     assert codec.decode(struct.pack("<BIi", 0x23, 1, 0)) == codec.ShepherdFault(1, 0)
 
 

@@ -146,3 +146,40 @@ def close_all(fds: list[int]) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+# ---- cgroups -----------------------------------------------------------------
+
+def cgroup_mounts() -> tuple[str | None, dict[str, str]]:
+    """(the cgroup-v2 mount point or None, {v1 controller or name=...: its mount point}),
+    read from /proc/self/mountinfo (never assumed to be /sys/fs/cgroup)."""
+    v2: str | None = None
+    v1: dict[str, str] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            point = fields[4].replace("\\040", " ")
+            fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+            if fstype == "cgroup2" and v2 is None:
+                v2 = point
+            elif fstype == "cgroup":  # its super options name its controllers (and rw, ...)
+                for option in options:
+                    v1.setdefault(option, point)
+    return v2, v1
+
+
+def cgroup_record(role: int, path: bytes, flags: int = 0, *, raw_tail: bytes | None = None) -> bytes:
+    """A C_CGROUP record: role, flags, then the path and its NUL (or `raw_tail`
+    as is, for malformed records)."""
+    head = wire.BY_NAME["C_CGROUP"].struct.pack(wire.BY_NAME["C_CGROUP"].code, role, flags)
+    return head + (raw_tail if raw_tail is not None else path + b"\0")
+
+
+def spawn_in(cgroups: list[bytes], argv: list[bytes], **kw: object) -> tuple[int, socket.socket, list[int]]:
+    """Like spawn, with these C_CGROUP records sent before the SPAWN request."""
+    pid, sock = idle_shepherd()
+    for record in cgroups:
+        sock.send(record)
+    ours = send_spawn(sock, argv, **kw)  # type: ignore[arg-type]
+    return pid, sock, ours

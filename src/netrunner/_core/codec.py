@@ -18,6 +18,7 @@ _C_SPAWN_PART = wire.BY_NAME["C_SPAWN_PART"].code
 _C_SIGNAL = wire.BY_NAME["C_SIGNAL"].struct
 _C_STOP = wire.BY_NAME["C_STOP"].struct
 _C_WINSIZE = wire.BY_NAME["C_WINSIZE"].struct
+_C_CGROUP = wire.BY_NAME["C_CGROUP"].struct
 
 
 class ProtocolError(Exception):
@@ -58,6 +59,7 @@ class Exited:
     stime_us: int
     maxrss_kb: int
     flags: int = 0
+    peak_memory: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,14 @@ def encode_stop(kill_timeout: float | None) -> bytes:
 
 def encode_winsize(rows: int, cols: int) -> bytes:
     return _C_WINSIZE.pack(wire.BY_NAME["C_WINSIZE"].code, rows, cols)
+
+
+def encode_cgroup(role: int, path: bytes, *, remove: bool) -> bytes:
+    """One CGROUP record: a directory of the command's cgroups (absolute path)."""
+    if not path.startswith(b"/") or b"\0" in path or len(path) >= wire.CGROUP_PATH_MAX:
+        raise ValueError(f"a cgroup directory must be an absolute path shorter than {wire.CGROUP_PATH_MAX} bytes")
+    flags = wire.CGROUP_REMOVE if remove else 0
+    return _C_CGROUP.pack(wire.BY_NAME["C_CGROUP"].code, role, flags) + path + b"\0"
 
 
 def encode_spawn(

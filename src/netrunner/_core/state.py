@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from .._results import Stats, decode_status
-from . import codec
+from . import codec, wire
 
 
 class Phase(enum.Enum):
@@ -44,7 +44,7 @@ class ProcessCore:
     __slots__ = (
         "phase", "pid", "status", "exec_error", "fault", "utime_us", "stime_us", "maxrss_kb",
         "started_at", "t_start", "t_end", "bytes_in", "bytes_out", "bytes_err", "read_count",
-        "write_count", "peak_memory", "observes_in", "observes_out", "observes_err", "err_dropped",
+        "write_count", "peak_memory", "oom_killed", "observes_in", "observes_out", "observes_err", "err_dropped",
     )
 
     def __init__(self, started_at: datetime, now: float) -> None:
@@ -60,6 +60,7 @@ class ProcessCore:
         self.bytes_in = self.bytes_out = self.bytes_err = 0
         self.read_count = self.write_count = 0
         self.peak_memory: int | None = None
+        self.oom_killed: bool | None = None  # None: no cgroup
         # Whether netrunner sees each stream (it does not when one was handed
         # to the command directly); counts it does not see are None.
         self.observes_in = self.observes_out = self.observes_err = True
@@ -81,6 +82,10 @@ class ProcessCore:
         elif isinstance(event, codec.Exited):
             self.status = event.status
             self.utime_us, self.stime_us, self.maxrss_kb = event.utime_us, event.stime_us, event.maxrss_kb
+            if event.flags & wire.EXITED_CGROUP:
+                self.oom_killed = bool(event.flags & wire.EXITED_OOM_KILLED)
+            if event.flags & wire.EXITED_PEAK_MEMORY:
+                self.peak_memory = event.peak_memory
             self.t_end = now
         elif isinstance(event, codec.ShepherdFault):
             self.fault = f"the shepherd reported error code {event.code} (errno {event.error})"
@@ -128,5 +133,6 @@ class ProcessCore:
             cpu_system=self.stime_us / 1e6 if exited else None,
             max_rss=self.maxrss_kb * 1024 if exited else None,
             peak_memory=self.peak_memory,
+            oom_killed=self.oom_killed,
             bytes_err_dropped=self.err_dropped if self.observes_err else None,
         )

@@ -11,8 +11,8 @@ Invariants:
 * Both sockets are ``AF_UNIX``/``SOCK_SEQPACKET``: one record is one frame,
   so framing is the kernel's job and a short or long record is malformed.
 * A frame is one type byte followed by the fixed fields of that type, packed
-  with no padding, little-endian.  Only ``SPAWN`` and ``SPAWN_PART`` carry a
-  variable tail after the fixed fields.
+  with no padding, little-endian.  Only ``SPAWN``, ``SPAWN_PART`` and
+  ``CGROUP`` carry a variable tail after the fixed fields.
 * A frame whose length differs from its type's fixed size (or, for the tails,
   is shorter) is malformed; the receiver never reads past the record.
 """
@@ -23,7 +23,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 #: C type name -> (struct code, size in bytes)
 FIELD_TYPES: dict[str, tuple[str, int]] = {
@@ -91,6 +91,21 @@ MESSAGES: tuple[Message, ...] = (
         doc="A leading piece of the SPAWN tail, for requests larger than one record.",
     ),
     Message(
+        "C_CGROUP", 0x15, "to_shepherd", (("role", "u32"), ("flags", "u32")), tail=True,
+        doc=(
+            "Before SPAWN (at most MAX_CGROUPS of them): one cgroup directory of the command. The "
+            "tail is its absolute path, NUL-terminated, shorter than CGROUP_PATH_MAX. CGROUP_V2: the "
+            "command's cgroup-v2 directory (membership, cgroup.kill, cgroup.events, cpu.stat, "
+            "memory.peak and memory.events when present); CGROUP_V1: a cgroup-v1 directory the "
+            "command joins (CGROUP_MEMORY_V1 for the memory controller's: memory.max_usage_in_bytes, "
+            "memory.oom_control); CGROUP_PARENT: a directory that is only to be removed. "
+            "CGROUP_REMOVE: netrunner created it; the shepherd removes it once the tree is gone "
+            "(in the reverse order of the records), and also when it ends without starting the "
+            "command. The command writes itself into every member directory's cgroup.procs before "
+            "it execs; a failure is S_EXEC_FAILED with STAGE_CGROUP."
+        ),
+    ),
+    Message(
         "C_SIGNAL", 0x12, "to_shepherd", (("signo", "u32"),),
         doc="Send a signal to the command's process group (ignored once the command is reaped).",
     ),
@@ -119,11 +134,14 @@ MESSAGES: tuple[Message, ...] = (
     Message(
         "S_EXITED", 0x22, "from_shepherd",
         (("status", "i32"), ("utime_us", "u64"), ("stime_us", "u64"), ("maxrss_kb", "u64"),
-         ("flags", "u32")),
+         ("flags", "u32"), ("peak_memory", "u64")),
         doc=(
             "The command's raw wait status and the rusage of every process the shepherd reaped "
-            "(summed CPU, largest max RSS), and EXITED_* flags. Sent once the tree is gone (or, "
-            "with EXITED_ABANDONED, once all that could be found of it is); the shepherd then exits."
+            "(summed CPU, largest max RSS), and EXITED_* flags. With a cgroup, the CPU times are the "
+            "cgroup's (the whole tree's) when its cpu.stat could be read, and peak_memory holds the "
+            "cgroup's peak memory in bytes when EXITED_PEAK_MEMORY is set (else 0). Sent once the "
+            "tree is gone (or, with EXITED_ABANDONED, once all that could be found of it is) and the "
+            "cgroup directories netrunner created are removed; the shepherd then exits."
         ),
     ),
     Message(
@@ -141,10 +159,22 @@ FLAG_PTY = 0x4  # reserved for pty support
 STAGE_SETUP = 1  # dup2, setpgid, prctl, signal reset
 STAGE_CHDIR = 2
 STAGE_EXEC = 3
+STAGE_CGROUP = 4  # joining a cgroup (opening or writing its cgroup.procs)
+
+# C_CGROUP roles and flags
+CGROUP_V2 = 1  # the command's cgroup-v2 directory (at most one)
+CGROUP_V1 = 2  # a cgroup-v1 directory the command joins
+CGROUP_MEMORY_V1 = 3  # the cgroup-v1 memory controller's directory the command joins
+CGROUP_PARENT = 4  # not joined: only removed (with CGROUP_REMOVE) after the directories below it
+CGROUP_REMOVE = 0x1  # netrunner created the directory: remove it at the end
 
 # S_EXITED flags
 EXITED_SCAN_FAILED = 0x1  # /proc could not be used to find descendants (missing, foreign, restricted)
 EXITED_ABANDONED = 0x2  # descendants that could not be found were left running
+EXITED_CGROUP = 0x4  # the command ran in a cgroup (so EXITED_OOM_KILLED is meaningful)
+EXITED_OOM_KILLED = 0x8  # the cgroup's memory limit killed a process of the tree
+EXITED_PEAK_MEMORY = 0x10  # peak_memory holds the cgroup's peak memory
+EXITED_CGROUP_KEPT = 0x20  # a directory netrunner created could not be removed
 
 # Shepherd exit codes (what Python's waitpid sees)
 EXIT_OK = 0  # the tree is gone (or the idle shepherd was not needed)
@@ -162,6 +192,10 @@ ERR_SYSTEM = 4  # a system call failed; error holds errno
 MAX_SPAWN_BYTES = 64 * 1024 * 1024
 #: Largest record either side sends or accepts on a control socket.
 MAX_RECORD = 65536
+#: Most C_CGROUP records before one SPAWN.
+MAX_CGROUPS = 32
+#: Longest C_CGROUP path, its NUL included (PATH_MAX).
+CGROUP_PATH_MAX = 4096
 #: Number of fds attached to Z_FORK (the control socket).
 ZYGOTE_FDS = 1
 #: Number of fds attached to C_SPAWN: stdin, stdout, stderr, working directory.
@@ -177,8 +211,18 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("STAGE_SETUP", STAGE_SETUP),
     ("STAGE_CHDIR", STAGE_CHDIR),
     ("STAGE_EXEC", STAGE_EXEC),
+    ("STAGE_CGROUP", STAGE_CGROUP),
+    ("CGROUP_V2", CGROUP_V2),
+    ("CGROUP_V1", CGROUP_V1),
+    ("CGROUP_MEMORY_V1", CGROUP_MEMORY_V1),
+    ("CGROUP_PARENT", CGROUP_PARENT),
+    ("CGROUP_REMOVE", CGROUP_REMOVE),
     ("EXITED_SCAN_FAILED", EXITED_SCAN_FAILED),
     ("EXITED_ABANDONED", EXITED_ABANDONED),
+    ("EXITED_CGROUP", EXITED_CGROUP),
+    ("EXITED_OOM_KILLED", EXITED_OOM_KILLED),
+    ("EXITED_PEAK_MEMORY", EXITED_PEAK_MEMORY),
+    ("EXITED_CGROUP_KEPT", EXITED_CGROUP_KEPT),
     ("EXIT_OK", EXIT_OK),
     ("EXIT_USAGE", EXIT_USAGE),
     ("EXIT_PROTOCOL", EXIT_PROTOCOL),
@@ -189,6 +233,8 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("ERR_SYSTEM", ERR_SYSTEM),
     ("MAX_SPAWN_BYTES", MAX_SPAWN_BYTES),
     ("MAX_RECORD", MAX_RECORD),
+    ("MAX_CGROUPS", MAX_CGROUPS),
+    ("CGROUP_PATH_MAX", CGROUP_PATH_MAX),
     ("ZYGOTE_FDS", ZYGOTE_FDS),
     ("SPAWN_FDS", SPAWN_FDS),
     ("STARTED_FDS", STARTED_FDS),
