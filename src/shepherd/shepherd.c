@@ -153,6 +153,7 @@ struct shepherd {
     int cg_no_kill_file;       /* its cgroup.kill is missing (Linux < 5.14): SIGKILL by listing */
     int cg_listed;             /* how many processes its last listing held (-1: unreadable) */
     int cg_removed;            /* the REMOVE directories were dealt with */
+    int cg_v2_dir;             /* the v2 directory, open until the command is cloned; else -1 */
 };
 
 /* What the clone child writes to its report pipe when it cannot exec. The
@@ -374,6 +375,10 @@ static int is_member(uint32_t role)
  * (it does not share our fd table). */
 static void close_cgroup_procs(struct shepherd *s)
 {
+    if (s->cg_v2_dir >= 0) {
+        close(s->cg_v2_dir);
+        s->cg_v2_dir = -1;
+    }
     for (int i = 0; i < s->ncg; i++) {
         if (s->cg[i].procs >= 0) {
             close(s->cg[i].procs);
@@ -410,6 +415,8 @@ static void add_cgroup(struct shepherd *s, const struct nr_frame *f)
     c->procs = cg_open(cg_file(c, "cgroup.procs"), O_WRONLY);
     if (c->procs < 0 && s->cg_error == 0)
         s->cg_error = errno;
+    if (c->role == NR_CGROUP_V2) /* for CLONE_INTO_CGROUP; without it the child joins by writing */
+        s->cg_v2_dir = cg_open(c->path, O_RDONLY | O_DIRECTORY);
     /* The kill cgroup: the v2 one, else the first member. */
     if (c->role == NR_CGROUP_V2 || s->cg_kill < 0)
         s->cg_kill = s->ncg - 1;
@@ -851,6 +858,56 @@ static void send_exec_failed(struct shepherd *s, int error, int stage)
 #define CHILD_CLONE (CLONE_VM | CLONE_VFORK)
 #endif
 
+#ifdef NR_HAVE_CLONE3_RUN
+/* linux/sched.h's struct clone_args up to `cgroup` (CLONE_ARGS_SIZE_VER2),
+ * spelled out: older headers lack it. */
+struct nr_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size,
+        cgroup;
+};
+#define NR_CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+/* Create the command, running exec_child(args) on `stack`. With a cgroup-v2
+ * directory it is born in it (clone3 with CLONE_INTO_CGROUP): the child then
+ * never moves there, and the cgroup's limits hold from its first instruction.
+ * Otherwise -- no such directory, a kernel or seccomp filter without clone3
+ * (ENOSYS, E2BIG, EPERM), or an architecture without nr_clone3_run -- the
+ * child joins every member directory by writing cgroup.procs, which also
+ * reports the true reason when joining is what failed. */
+static pid_t clone_command(struct shepherd *s, struct exec_args *args, unsigned char *stack, size_t size,
+                           int *pidfd)
+{
+#ifdef NR_HAVE_CLONE3_RUN
+    if (s->cg_v2_dir >= 0) {
+        struct nr_clone_args ca;
+        long pid;
+
+        memset(&ca, 0, sizeof ca);
+        ca.flags = CLONE_VM | CLONE_PIDFD | NR_CLONE_INTO_CGROUP;
+        ca.pidfd = (uint64_t)(uintptr_t)pidfd;
+        ca.exit_signal = SIGCHLD;
+        ca.stack = (uint64_t)(uintptr_t)stack;
+        ca.stack_size = size;
+        ca.cgroup = (uint64_t)s->cg_v2_dir;
+        args->ncgroup_procs = 0;
+        for (int i = 0; i < s->ncg; i++) {
+            if (s->cg[i].procs >= 0 && s->cg[i].role != NR_CGROUP_V2)
+                args->cgroup_procs[args->ncgroup_procs++] = s->cg[i].procs;
+        }
+        pid = nr_clone3_run(&ca, sizeof ca, exec_child, args);
+        if (pid > 0)
+            return (pid_t)pid;
+    }
+#endif
+    args->ncgroup_procs = 0;
+    for (int i = 0; i < s->ncg; i++) {
+        if (s->cg[i].procs >= 0)
+            args->cgroup_procs[args->ncgroup_procs++] = s->cg[i].procs;
+    }
+    return clone(exec_child, stack + size, CHILD_CLONE | CLONE_PIDFD | SIGCHLD, args, pidfd, NULL, NULL);
+}
+
 static void start_command(struct shepherd *s, const struct nr_frame *head)
 {
     /* Static: the clone child uses them until its exec is over. */
@@ -896,17 +953,11 @@ static void start_command(struct shepherd *s, const struct nr_frame *head)
     args.sfd = s->sfd;
     args.report_fd = report[1];
     args.npaths = head->npaths;
-    args.ncgroup_procs = 0;
-    for (int i = 0; i < s->ncg; i++) {
-        if (s->cg[i].procs >= 0)
-            args.cgroup_procs[args.ncgroup_procs++] = s->cg[i].procs;
-    }
 
     /* CLONE_PIDFD: a pidfd that names the command from its birth. SIGCHLD as
      * exit signal (execve would reset any other to it). */
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, (size_t)(NSIG / 8));
-    pid = clone(exec_child, stack + sizeof stack, CHILD_CLONE | CLONE_PIDFD | SIGCHLD, &args, &pidfd, NULL,
-                NULL);
+    pid = clone_command(s, &args, stack, sizeof stack, &pidfd);
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, (size_t)(NSIG / 8));
     /* The child has copies of these (no CLONE_FILES): ours can go. */
     close(report[1]);
@@ -1431,6 +1482,7 @@ void nr_shepherd_main(int ctl)
     s.kill_timeout_ms = 5000;
     s.cg_kill = -1;
     s.cg_listed = -1;
+    s.cg_v2_dir = -1;
     for (int i = 0; i < NR_MAX_CGROUPS; i++)
         s.cg[i].procs = -1;
     nr_tree_init(&s.tree, s.self);

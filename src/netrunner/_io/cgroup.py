@@ -51,6 +51,8 @@ _lock = threading.Lock()
 _host: tuple[int, pure.Host] | None = None
 #: Intermediate directories commands of this interpreter have made.
 _made_parents: set[str] = set()
+#: Roots this interpreter has made sure exist (netrunner/ in each hierarchy).
+_bases: set[str] = set()
 
 
 @dataclass
@@ -117,7 +119,7 @@ def prepare(spec: Cgroup) -> Placement:
             mount = h.v1[c].mount.mount_point
             role = wire.CGROUP_MEMORY_V1 if c == "memory" else wire.CGROUP_V1
             base = os.path.join(mount, "netrunner")
-            _mkdir(base, remember=None)
+            _ensure_base(base)
             leaf = _make(placement, base, parts, role, set(), needs if c in needs else set())
             _limit_v1(c, leaf, spec)
         _limit_v2(placement.v2, spec, in_v2 & needs)
@@ -155,13 +157,13 @@ def _v2_root(h: pure.Host, wanted: set[str], needs: set[str]) -> str:
     top = h.v2.mount.mount_point
     if os.geteuid() == 0:
         root = os.path.join(top, "netrunner")
-        _mkdir(root, remember=None)
+        _ensure_base(root)
         _enable(top, wanted & _read_words(os.path.join(top, "cgroup.controllers")), needs)
         return root
     own = h.v2.own
     if own is not None and _owned(own):
         root = os.path.join(own, "netrunner")
-        _mkdir(root, remember=None)
+        _ensure_base(root)
         return root
     user = _user_name()
     raise CgroupUnavailable(
@@ -262,11 +264,21 @@ def _make(placement: Placement, base: str, parts: tuple[str, ...], role: int,
         except CgroupUnavailable as exc:
             if exc.errno != errno.ENOENT or attempt == 2:
                 raise
+            _bases.discard(base)  # removed behind our back: make it again
+            if base != os.environ.get(ROOT_VARIABLE):
+                _ensure_base(base)
             continue
         placement.records.extend(records)
         placement.members.append(here)
         return here
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ensure_base(path: str) -> None:
+    """Make a root (kept for good) unless this interpreter already has."""
+    if path not in _bases:
+        _mkdir(path, remember=None)
+        _bases.add(path)
 
 
 def _mkdir(path: str, remember: list[str] | None) -> bool:
@@ -358,11 +370,17 @@ def _write(path: str, text: str) -> None:
 
 
 def _read(path: str) -> str:
+    """A small cgroup file's text ("" when it cannot be read)."""
     try:
-        with open(path) as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        return os.read(fd, 65536).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _read_words(path: str) -> set[str]:
