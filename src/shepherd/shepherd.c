@@ -31,6 +31,7 @@
 #define _GNU_SOURCE
 #include "shepherd.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -487,6 +488,38 @@ static void cgroup_stats(struct shepherd *s)
         s->exited_flags |= NR_EXITED_PEAK_MEMORY;
 }
 
+/* rmdir `path` (a buffer of CGROUP_FILE_MAX bytes, restored on return) and,
+ * when that fails because it has cgroups of its own -- the command may make
+ * some, as a container runtime or a nested init does -- those first, depth
+ * first. Only directories are touched: in a cgroup filesystem every
+ * directory is a cgroup, and the files go with it. */
+static int rmdir_tree(char *path, int depth)
+{
+    size_t len = strlen(path);
+    DIR *dir;
+    struct dirent *e;
+
+    if (rmdir(path) == 0 || errno == ENOENT)
+        return 0;
+    if ((errno != EBUSY && errno != ENOTEMPTY) || depth >= 32)
+        return -1;
+    dir = opendir(path);
+    if (dir == NULL)
+        return -1;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_type != DT_DIR || strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (len + 1 + strlen(e->d_name) + 1 > CGROUP_FILE_MAX)
+            continue; /* cannot be named here: the final rmdir reports it */
+        path[len] = '/';
+        strcpy(path + len + 1, e->d_name);
+        rmdir_tree(path, depth + 1);
+        path[len] = '\0';
+    }
+    closedir(dir);
+    return rmdir(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
 /* Remove the directories netrunner created, the last record (the innermost)
  * first. Once, and only when no process of the tree can still be in one:
  * the tree is gone, or never started, or the clone child is reaped. */
@@ -502,6 +535,12 @@ static void remove_cgroups(struct shepherd *s)
 
         if (!(c->flags & NR_CGROUP_REMOVE))
             continue;
+        if (c->role != NR_CGROUP_PARENT) {
+            static char path[CGROUP_FILE_MAX];
+            snprintf(path, sizeof path, "%s", c->path);
+            if (rmdir_tree(path, 0) == 0)
+                continue;
+        }
         while (rmdir(c->path) < 0) {
             if (errno == ENOENT)
                 break; /* gone already */

@@ -275,3 +275,37 @@ def test_thousand_sequential_runs_leave_no_directory() -> None:
     assert not left, f"{len(left)} cgroup directories left by 1,000 runs ({took} s), e.g. {sorted(left)[:10]}"
     assert took < 300, f"1,000 run(['true'], cgroup=Cgroup()) took {took} s"
     print(f"1,000 run(['true'], cgroup=Cgroup()): {took} s")
+
+
+def _nested(pidfile: Path) -> list[str]:
+    """A command that makes a cgroup of its own inside its cgroup (as a
+    container runtime or a nested init does), moves a setsid'd sleeper into
+    it, and waits."""
+    script = (
+        'cg=$(sed -n "s/^0:://p" /proc/self/cgroup)\n'
+        'top=$(awk \'$9 == "cgroup2" {print $5; exit}\' /proc/self/mountinfo)\n'
+        'mkdir "$top$cg/inner" "$top$cg/inner/deeper"\n'
+        f'setsid sh -c \'echo $$ > "$0/cgroup.procs"; echo $$ > {pidfile}; exec sleep 1000\' "$top$cg/inner/deeper" &\n'
+        "exec sleep 1000\n"
+    )
+    return ["sh", "-c", script]
+
+
+@pytest.mark.parametrize("who", ["shepherd", "python"])
+def test_cgroups_the_command_made_inside_are_removed(cg: Tracker, tmp_path: Path, who: str) -> None:
+    path = cg.path()
+    pidfile = tmp_path / "nested"
+    p = netrunner.start(_nested(pidfile), cgroup=path, kill_timeout=1)
+    try:
+        sleeper = daemon_pid(pidfile)
+        inner = os.path.join(p.cgroup, "inner", "deeper")
+        assert wait_until(lambda: sleeper in members(inner)), f"precondition: {sleeper} not in {inner}"
+        if who == "shepherd":
+            assert p.stop() == -signal.SIGTERM
+        else:
+            os.kill(p._h.shepherd_pid, signal.SIGKILL)
+            with pytest.raises(netrunner.ShepherdError):
+                p.wait(timeout=15)
+        assert_clean(path, p.pid, sleeper, when=f"after the {who} removed a cgroup with cgroups inside")
+    finally:
+        p.close()

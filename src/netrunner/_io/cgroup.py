@@ -430,6 +430,8 @@ def remove(placement: Placement, wait: float = 0.0) -> bool:
     for path in reversed(placement.created):
         while True:
             try:
+                if path in placement.members:
+                    _remove_below(path)
                 os.rmdir(path)
                 break
             except FileNotFoundError:
@@ -442,3 +444,14 @@ def remove(placement: Placement, wait: float = 0.0) -> bool:
                     ok = False
                 break
     return ok
+
+
+def _remove_below(leaf: str) -> None:
+    """The cgroups the command made inside its own, deepest first."""
+    for here, dirs, _ in os.walk(leaf, topdown=False):
+        if here == leaf:
+            break
+        try:
+            os.rmdir(here)
+        except OSError:
+            pass
