@@ -211,14 +211,21 @@ def _missing_controller(controller: str, root: str, h: pure.Host) -> str:
     limit = {c: n for n, c in _LIMIT_CONTROLLER.items()}[controller]
     where = (
         f"not in {root}/cgroup.controllers"
-        + ("" if h.v1 else " and no cgroup-v1 hierarchy has it")
+        + ("" if controller in h.v1 else " and no cgroup-v1 hierarchy has it")
         + (f" (the {controller} controller is on a cgroup-v1 hierarchy, which only root can use)"
            if controller in h.v1 and os.geteuid() != 0 else "")
     )
-    return (
-        f"{limit} needs the {controller} cgroup controller, which is {where}; enable it for "
-        f"{root} (`echo +{controller} > <parent>/cgroup.subtree_control`, or systemd's Delegate=yes)"
-    )
+    parent = os.path.dirname(root)
+    fix = f"enable it in {parent}/cgroup.subtree_control (`echo +{controller} > {parent}/cgroup.subtree_control`)"
+    if controller not in _read_words(os.path.join(parent, "cgroup.controllers")):
+        fix = f"have it delegated to {parent} (systemd: Delegate=yes, or `systemd-run -p Delegate=yes ...`)"
+    elif _read(os.path.join(parent, "cgroup.procs")).split():
+        fix += (
+            f"; {parent} holds processes (the interpreter, perhaps), and the kernel's no-internal-processes "
+            f"rule forbids that then: move them into a leaf first, e.g. `mkdir {parent}/interpreter` and "
+            f"write their pids to {parent}/interpreter/cgroup.procs"
+        )
+    return f"{limit} needs the {controller} cgroup controller, which is {where}; {fix}"
 
 
 def _v1_usable(h: pure.Host, controller: str) -> bool:
