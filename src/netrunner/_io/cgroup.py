@@ -259,12 +259,16 @@ def _make(placement: Placement, base: str, parts: tuple[str, ...], role: int,
                 _enable(here, controllers, needs)
                 here = os.path.join(here, part)
                 last = i == len(parts) - 1
-                made = _mkdir(here, remember=placement.created)
-                if not made and not last and here in _made_parents:
-                    made = True
-                    placement.created.append(here)
-                if made and not last:
-                    _made_parents.add(here)
+                if last:
+                    made = _mkdir(here, remember=placement.created)
+                else:
+                    with _lock:  # made and recorded as one step: a sharer sees both or neither
+                        made = _mkdir(here, remember=placement.created)
+                        if made:
+                            _made_parents.add(here)
+                        elif here in _made_parents:
+                            made = True
+                            placement.created.append(here)
                 records.append(
                     codec.encode_cgroup(role if last else wire.CGROUP_PARENT, os.fsencode(here), remove=made)
                 )
@@ -294,6 +298,8 @@ def _mkdir(path: str, remember: list[str] | None) -> bool:
         os.mkdir(path)
     except FileExistsError:
         if not os.path.isdir(path):
+            if not os.path.lexists(path):  # removed meanwhile, by the last command that shared it
+                raise CgroupUnavailable(errno.ENOENT, f"{path} vanished while it was being made") from None
             raise CgroupUnavailable(errno.ENOTDIR, f"{path} exists and is not a cgroup directory") from None
         return False
     except OSError as exc:
