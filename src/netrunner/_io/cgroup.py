@@ -461,7 +461,7 @@ def remove(placement: Placement, wait: float = 0.0) -> bool:
 
 def _remove_below(leaf: str) -> None:
     """The cgroups the command made inside its own, deepest first."""
-    for here, dirs, _ in os.walk(leaf, topdown=False):
+    for here, _dirs, _files in os.walk(leaf, topdown=False):
         if here == leaf:
             break
         try:
