@@ -3,6 +3,7 @@
     python benchmarks/run.py            # the full set (a few minutes)
     python benchmarks/run.py --quick    # smaller sizes and fewer rounds
     python benchmarks/run.py --cgroup   # only the cost a cgroup adds to a spawn
+    python benchmarks/run.py --pty      # only pty=True against pexpect and ptyprocess
 
 Contenders are interleaved round by round, so a noisy neighbour hits all of
 them alike; each figure is a median, and each line ends with the ratio the
@@ -248,6 +249,139 @@ def bench_cgroup(rounds: int) -> None:
         print(f"  {name:<48} {value * 1e3:7.3f} ms   {value / base:5.2f}x   (+{(value - base) * 1e3:.3f} ms)")
 
 
+def bench_pty(size: int, rounds: int, concurrent: int) -> None:
+    """pty=True against pexpect and ptyprocess (installed separately: they
+    are not netrunner's dependencies): spawn, throughput, many at once."""
+    try:
+        import pexpect
+        from ptyprocess import PtyProcess
+    except ImportError:
+        print("\n## pty: not measured (pip install pexpect ptyprocess)")
+        return
+
+    def pexpect_true() -> None:
+        child = pexpect.spawn("true")
+        child.expect(pexpect.EOF)
+        child.close()
+
+    def ptyprocess_true() -> None:
+        proc = PtyProcess.spawn(["true"])
+        try:
+            while proc.read(65536):
+                pass
+        except EOFError:
+            pass
+        proc.wait()
+
+    for _ in range(10):
+        netrunner.run(["true"], pty=True)
+        pexpect_true()
+    med = interleave(
+        {
+            "subprocess.run(['true'])": timed(lambda: subprocess.run(["true"])),
+            "netrunner.run(['true'], pty=True)": timed(lambda: netrunner.run(["true"], pty=True)),
+            "pexpect.spawn('true') to EOF": timed(pexpect_true),
+            "ptyprocess.PtyProcess.spawn(['true']) to EOF": timed(ptyprocess_true),
+        },
+        rounds * 10,
+    )
+    base = med["subprocess.run(['true'])"]
+    print(f"\n## pty spawn (median of {rounds * 10})")
+    for name, value in med.items():
+        print(f"  {name:<48} {value * 1e3:7.3f} ms   {value / base:5.2f}x")
+    ratio = med["netrunner.run(['true'], pty=True)"] / base
+    print(f"  target: pty=True <= 1.5x subprocess.run(['true']): {ratio:.2f}x")
+
+    producer = ["head", "-c", str(size), "/dev/zero"]
+
+    def nr_stream() -> float:
+        t0 = time.perf_counter()
+        total = 0
+        with netrunner.stream(producer, pty=True) as s:
+            for chunk in s:
+                total += len(chunk)
+        assert total == size, total
+        return time.perf_counter() - t0
+
+    def pexpect_read() -> float:
+        t0 = time.perf_counter()
+        child = pexpect.spawn(producer[0], producer[1:], maxread=65536)
+        total = 0
+        try:
+            while True:
+                total += len(child.read_nonblocking(65536, timeout=30))
+        except pexpect.EOF:
+            pass
+        child.close()
+        assert total == size, total
+        return time.perf_counter() - t0
+
+    def pexpect_expect_eof() -> float:
+        t0 = time.perf_counter()
+        child = pexpect.spawn(producer[0], producer[1:])
+        child.expect(pexpect.EOF, timeout=None)  # the usual way to collect a command's output
+        total = len(child.before)
+        child.close()
+        assert total == size, total
+        return time.perf_counter() - t0
+
+    def raw_loop() -> float:
+        t0 = time.perf_counter()
+        master, slave = os.openpty()
+        proc = subprocess.Popen(producer, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        total = 0
+        try:
+            while data := os.read(master, 65536):
+                total += len(data)
+        except OSError:  # EIO: the end
+            pass
+        proc.wait()
+        os.close(master)
+        assert total == size, total
+        return time.perf_counter() - t0
+
+    def ptyprocess_read() -> float:
+        t0 = time.perf_counter()
+        proc = PtyProcess.spawn(producer)
+        total = 0
+        try:
+            while True:
+                total += len(proc.read(65536))
+        except EOFError:
+            pass
+        proc.wait()
+        assert total == size, total
+        return time.perf_counter() - t0
+
+    tput = interleave({"raw os.read loop on a PTY master": raw_loop, "netrunner.stream(pty=True)": nr_stream,
+                       "pexpect expect(EOF)": pexpect_expect_eof,
+                       "pexpect read_nonblocking(64 KiB) loop": pexpect_read,
+                       "ptyprocess read(64 KiB) loop": ptyprocess_read}, rounds)
+    print(f"\n## pty throughput, {size >> 20} MiB (median of {rounds})")
+    for name, value in tput.items():
+        print(f"  {name:<48} {size / value / 2**20:8.1f} MiB/s")
+    nr = tput["netrunner.stream(pty=True)"]
+    print(f"  target: >= 5x pexpect's throughput: {tput['pexpect expect(EOF)'] / nr:.2f}x its expect(EOF), "
+          f"{tput['pexpect read_nonblocking(64 KiB) loop'] / nr:.2f}x its best read loop; "
+          f"{tput['raw os.read loop on a PTY master'] / nr:.2f}x the raw loop's (the kernel's tty layer is the limit)")
+
+    async def nr_many() -> None:
+        await asyncio.gather(*(aio.run(["sleep", "0.5"], pty=True) for _ in range(concurrent)))
+
+    def pexpect_many() -> None:
+        children = [pexpect.spawn("sleep", ["0.5"]) for _ in range(concurrent)]
+        for child in children:
+            child.expect(pexpect.EOF, timeout=60)
+            child.close()
+
+    wall = interleave({"aio.run(pty=True) x gather": timed(lambda: asyncio.run(nr_many())),
+                       "pexpect.spawn, then expect(EOF) each": timed(pexpect_many)}, max(1, rounds // 2))
+    print(f"\n## {concurrent} concurrent ['sleep', '0.5'] on PTYs (median)")
+    for name, value in wall.items():
+        print(f"  {name:<48} {value:7.3f} s")
+
+
 def bench_shepherd_rss() -> None:
     with netrunner.start(["sleep", "30"]) as p:
         shepherd = p._h.shepherd_pid
@@ -264,6 +398,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
     parser.add_argument("--cgroup", action="store_true", help="only the cgroup spawn cost")
+    parser.add_argument("--pty", action="store_true", help="only pty=True against pexpect and ptyprocess")
     parser.add_argument("--throughput", nargs=2, type=int, metavar=("BYTES", "ROUNDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.throughput:
@@ -271,6 +406,9 @@ def main() -> None:
         return
     if args.cgroup:
         bench_cgroup(200)
+        return
+    if args.pty:
+        bench_pty(256 << 20, 3, 200)
         return
     quick = args.quick
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
@@ -280,6 +418,7 @@ def main() -> None:
     bench_concurrency(200, 2 if quick else 5)
     bench_shepherd_rss()
     bench_cgroup(100 if quick else 500)
+    bench_pty((256 if quick else 2048) << 20, 3 if quick else 5, 200)
 
 
 if __name__ == "__main__":

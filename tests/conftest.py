@@ -21,7 +21,12 @@ MARKER_VAR = "NETRUNNER_TEST_MARKER"
 
 def pids_with_marker(marker: str) -> list[int]:
     """Live (non-zombie) processes whose environment carries ``marker``."""
-    needle = f"{MARKER_VAR}={marker}".encode()
+    return pids_with_env(MARKER_VAR, marker)
+
+
+def pids_with_env(var: str, value: str) -> list[int]:
+    """Live (non-zombie) processes whose environment has ``var=value``."""
+    needle = f"{var}={value}".encode()
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():

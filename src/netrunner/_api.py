@@ -10,7 +10,7 @@ from typing import Any
 from ._core import codec
 from ._core.output import Capture, InputSource, Lines, Tail, decode_all, finder
 from ._core.state import Phase
-from ._engine import EndOfOutput, Feeder, Handle, LimitReached, WaitTimeout
+from ._engine import EndOfOutput, Feeder, Handle, LimitReached, WaitTimeout, set_window_size
 from ._errors import AbnormalExit, OutputLimitExceeded, ProcessError, Timeout
 from ._options import Options
 from ._results import Result, Stats
@@ -184,12 +184,25 @@ class ProcessBase:
         self._h.close_stdin()
 
     def set_window_size(self, rows: int, cols: int) -> None:
-        """Resize the terminal of a ``pty=True`` process."""
-        raise ValueError("set_window_size() needs a process started with pty=True")
+        """Resize the terminal of a ``pty=True`` process; the command (its
+        terminal's foreground process group) gets SIGWINCH. Never blocks."""
+        h = self._h
+        h.own()
+        if not h.tty:
+            raise ValueError("set_window_size() needs a process started with pty=True")
+        for name, value in (("rows", rows), ("cols", cols)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"set_window_size(): {name} must be an int, got {value!r}")
+            if not 1 <= value <= 0xFFFF:
+                raise ValueError(f"set_window_size(): {name} must be from 1 to 65535, got {value!r}")
+        if h.stdout_fd is not None:
+            set_window_size(h.stdout_fd, rows, cols)
 
     # --- shared by the blocking and asyncio twins ---------------------------
 
     def _stderr_stream(self) -> int:
+        if self._h.tty:
+            raise ValueError("read_stderr(): with pty=True the command's stderr is the terminal, read with read()")
         if self._h.opts.stderr != "capture":
             raise ValueError(
                 f"read_stderr() needs stderr='capture' (this process has stderr={self._h.opts.stderr!r})"

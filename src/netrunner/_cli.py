@@ -25,14 +25,16 @@ import select
 import signal
 import stat
 import sys
+import termios
 import time
+import tty
 from typing import Any, NoReturn
 
 from ._cgroup import Cgroup
 from ._core import codec, wire
 from ._core.state import Phase
 from ._drivers import drive
-from ._engine import READ_SIZE, Flow, Handle
+from ._engine import READ_SIZE, Flow, Handle, set_window_size
 from ._options import Options, argv_of, validate
 from ._results import Stats
 
@@ -192,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-output", type=parse_size, metavar="BYTES",
                      help="relay stdout and stderr through pipes and stop the tree once either "
                      "passes BYTES (exit 125)")
-    run.add_argument("--pty", action="store_true", help="run on a pseudo-terminal (not supported yet)")
+    run.add_argument("--pty", action="store_true",
+                     help="run on a pseudo-terminal, relayed to and from this one (put in raw mode "
+                     "meanwhile; its size is followed)")
     run.add_argument("--cgroup", metavar="PATH",
                      help="run in the cgroup PATH under netrunner's cgroup root; everything in it is "
                      "killed at the end (default with a limit: a unique path)")
@@ -221,15 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         cmd = cmd[1:]
     if not cmd:
         return _fail("no command given: netrunner run [options] -- CMD [ARG...]")
-    if args.pty:
-        return _fail("--pty: not supported yet in this version of netrunner")
     env = {} if args.clear_env else dict(os.environ)
     env.update(dict(args.env))
     relayed = "capture" if args.max_output is not None else "inherit"
-    options: dict[str, Any] = {
-        "env": env, "kill_timeout": args.kill_timeout,
-        "stdin": "inherit", "stdout": relayed, "stderr": relayed,
-    }
+    options: dict[str, Any] = {"env": env, "kill_timeout": args.kill_timeout}
+    if args.pty:
+        options["pty"] = _terminal_size()
+    else:
+        options.update(stdin="inherit", stdout=relayed, stderr=relayed)
     if args.cwd is not None:
         options["cwd"] = args.cwd
     try:
@@ -243,6 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.cwd is not None and not os.path.isdir(args.cwd):
         return _fail(f"--cwd {args.cwd}: no such directory")
     return _Runner(args).run(given, encoded, opts)
+
+
+def _terminal_size() -> tuple[int, int]:
+    """(rows, cols) of our terminal, or 24x80 without one."""
+    for fd in (0, 1, 2):
+        try:
+            size = os.get_terminal_size(fd)
+        except OSError:
+            continue
+        if size.lines > 0 and size.columns > 0:
+            return size.lines, size.columns
+    return 24, 80
 
 
 def _cgroup_of(args: argparse.Namespace) -> Cgroup | None:
@@ -297,7 +312,14 @@ class _Runner:
         self.args = args
         self.h: Handle | None = None
         self.early: list[int] = []  # signals that arrived before the command was handed over
-        self.relays = [_Relay(1), _Relay(2)] if args.max_output is not None else []
+        if args.pty:
+            self.relays = [_Relay(1)]  # the terminal's output, stderr included
+        else:
+            self.relays = [_Relay(1), _Relay(2)] if args.max_output is not None else []
+        # --pty: what we read of our stdin, on its way to the terminal.
+        self.typed = memoryview(b"")
+        self.typed_end = not args.pty
+        self.saved_mode: list[Any] | None = None  # our terminal's mode, while it is raw
         self.limit: int | None = args.max_output
         # Why netrunner stopped the tree, first cause only: "timeout",
         # "output-limit", "sigpipe" (a relayed reader went away) or
@@ -315,11 +337,15 @@ class _Runner:
 
     def run(self, given: tuple[Any, ...], encoded: list[bytes], opts: Options) -> int:
         previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
+        if self.args.pty:
+            previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resize)
         try:
             try:
                 self.h = h = Handle(given, encoded, opts, keep_stdin=True)
             except OSError as exc:
                 return _fail(str(exc))
+            if self.args.pty:
+                self._raw_mode()
             if self.args.timeout is not None:
                 self.deadline = time.monotonic() + self.args.timeout
             try:
@@ -327,6 +353,7 @@ class _Runner:
                     h.send(codec.encode_signal(signum))
                 drive(self._flow())
             finally:
+                self._restore_mode()
                 self._give_back_terminal()
                 h.release()
         finally:
@@ -335,6 +362,62 @@ class _Runner:
         code, reason = self._outcome()
         self._report_stats(code, reason)
         return code
+
+    def _resize(self, signum: int, frame: Any) -> None:
+        """Our terminal changed size: so does the command's."""
+        h = self.h
+        if h is not None and h.stdout_fd is not None and not h.core.done:
+            rows, cols = _terminal_size()
+            try:
+                set_window_size(h.stdout_fd, rows, cols)
+            except OSError:
+                pass
+
+    def _raw_mode(self) -> None:
+        """Keys typed go to the command's terminal as they are (Ctrl-C
+        included: its terminal turns it into SIGINT for the command)."""
+        try:
+            if not os.isatty(0):
+                return
+            self.saved_mode = termios.tcgetattr(0)
+            tty.setraw(0, termios.TCSANOW)
+        except (OSError, termios.error):
+            self.saved_mode = None
+
+    def _restore_mode(self) -> None:
+        mode, self.saved_mode = self.saved_mode, None
+        if mode is not None:
+            try:
+                termios.tcsetattr(0, termios.TCSAFLUSH, mode)
+            except (OSError, termios.error):
+                pass
+
+    def _type(self, ready: set[int]) -> None:
+        """--pty: copy our stdin to the command's terminal; at its end, the
+        terminal's end-of-file."""
+        h = self.h
+        assert h is not None
+        if self.typed and h.stdin_fd is not None and h.stdin_fd in ready:
+            try:
+                n = os.write(h.stdin_fd, self.typed)
+            except BlockingIOError:
+                n = 0
+            except OSError:  # the terminal is gone
+                self.typed, self.typed_end = memoryview(b""), True
+                return
+            if n:
+                h.line_open = self.typed[n - 1] != 0x0A
+            self.typed = self.typed[n:]
+        if not self.typed and not self.typed_end and 0 in ready:
+            try:
+                data = os.read(0, READ_SIZE)  # poll() said readable: this does not block
+            except OSError:
+                data = b""
+            if data:
+                self.typed = memoryview(data)
+            else:
+                self.typed_end = True
+                h.close_stdin()
 
     def _stop(self, why: str) -> None:
         if self.stopped is None:
@@ -353,8 +436,10 @@ class _Runner:
             h.pump_control()
             if not handed and h.core.pid is not None:
                 handed = True
-                if not h.core.done:
+                if not h.core.done and not self.args.pty:  # on a PTY it has a terminal of its own
                     self._hand_over_terminal(h.core.pid)
+            if self.args.pty and not h.core.done:
+                self._type(ready)
             for relay in self.relays:
                 if relay.pending and relay.target in ready:
                     self._push(relay)
@@ -369,6 +454,11 @@ class _Runner:
             if h.ctl_open:
                 readers.append(h.ctl_fd)
             writers = tuple(r.target for r in self.relays if r.pending)
+            if self.args.pty and not h.core.done:
+                if self.typed and h.stdin_fd is not None:
+                    writers += (h.stdin_fd,)
+                elif not self.typed_end:
+                    readers.append(0)
             deadline = self.deadline if self.stopped is None and not h.core.done else None
             ready = yield (tuple(readers), writers, deadline)
         yield from h.flow_reap()
@@ -421,8 +511,7 @@ class _Runner:
             return
         if relay.dropping:
             return
-        assert self.limit is not None
-        room = self.limit - relay.count
+        room = len(data) if self.limit is None else self.limit - relay.count
         if len(data) > room:
             data = data[:room]
             relay.dropping = True

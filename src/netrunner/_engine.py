@@ -28,6 +28,8 @@ import logging
 import os
 import signal as _signal
 import socket
+import struct
+import termios
 import threading
 import time
 import warnings
@@ -77,7 +79,7 @@ class Handle:
         "args", "opts", "core", "ctl", "ctl_fd", "stdin_fd", "stdout_fd", "stderr_fd",
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
         "_lock", "text_out", "text_err", "lazy_reap", "pidfd", "owner_pid", "err_backlog",
-        "_err_lock", "pending", "placement", "__weakref__",
+        "_err_lock", "pending", "placement", "tty", "line_open", "__weakref__",
     )
 
     stdin_fd: int | None
@@ -103,9 +105,11 @@ class Handle:
         env = opts.env if opts.env is not None else _current_environ()
         records = codec.encode_spawn(
             argv, env, exec_paths(argv[0], opts.path_env), opts.cwd,
-            detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout,
+            detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout, pty=opts.pty is not None,
         )
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
+        self.tty = opts.pty is not None  # stdout_fd is a PTY master, stdin_fd a copy of it
+        self.line_open = False  # a PTY: input written since the last newline
         self.core = ProcessCore(datetime.now(timezone.utc), _monotonic())
         child_fds: list[int] = []  # ours to close once the shepherd has its copies
         # The cgroup directories exist before the shepherd is asked: once it
@@ -123,6 +127,12 @@ class Handle:
                 self._given_target(opts.stdout, 1, os.O_WRONLY, child_fds),
                 self._given_target(opts.stderr, 2, os.O_WRONLY, child_fds),
             ]
+            if opts.pty is not None:
+                self.stdout_fd, slave = fds.openpty()
+                child_fds.append(slave)
+                set_window_size(self.stdout_fd, *opts.pty)
+                self.stdin_fd = fds.dup(self.stdout_fd, "a pseudo-terminal")
+                targets = [slave, slave, slave]
             if targets[0] is None:
                 stdin_r, self.stdin_fd = fds.pipe()
                 child_fds.append(stdin_r)
@@ -170,7 +180,7 @@ class Handle:
             self.text_err = Decoder(opts.encoding, opts.errors)
         core = self.core
         core.observes_out = self.stdout_fd is not None
-        core.observes_err = self.stderr_fd is not None or opts.stderr == "redirect"  # 0 bytes of its own
+        core.observes_err = self.stderr_fd is not None or opts.stderr == "redirect" or self.tty  # 0 of its own
         core.observes_in = opts.stdin == "pipe"
         _lifetime.register(self)
         self.ctl.setblocking(False)
@@ -346,9 +356,19 @@ class Handle:
     # --- fds ----------------------------------------------------------------
 
     def close_stdin(self) -> None:
+        """The command sees the end of its input: the pipe closed, or on a
+        PTY the terminal's EOF character (after a newline when the line being
+        typed is not empty: in canonical mode EOF only ends a non-empty line)."""
         fd, self.stdin_fd = self.stdin_fd, None
-        if fd is not None:
-            fds.close(fd)
+        if fd is None:
+            return
+        if self.tty:
+            try:
+                eof = termios.tcgetattr(fd)[6][termios.VEOF]
+                os.write(fd, (b"\n" if self.line_open else b"") + (eof if isinstance(eof, bytes) else bytes([eof])))
+            except OSError:
+                pass  # the terminal is gone: its reader has its end already
+        fds.close(fd)
 
     def close_fds(self) -> None:
         """Close every fd of this handle without telling anyone."""
@@ -408,6 +428,12 @@ class Handle:
             data = os.read(fd, size)
         except BlockingIOError:
             return None
+        except OSError as exc:
+            # A PTY master reads EIO once every slave fd is closed and all
+            # that was written before is read: the end of output.
+            if not (self.tty and which == 1 and exc.errno == errno.EIO):
+                raise
+            data = b""
         if data:
             self.core.read_count += 1
             if which == 1:
@@ -599,6 +625,7 @@ class Handle:
                 raise
             self.core.bytes_in += n
             self.core.write_count += 1
+            self.line_open = view[n - 1] != 0x0A
             view = view[n:]
 
     def flow_wait(self, deadline: float | None) -> Flow:
@@ -744,6 +771,14 @@ def _report_abandoned(h: Handle, flags: int) -> None:
     )
 
 
+_WINSIZE = struct.Struct("HHHH")
+
+
+def set_window_size(master: int, rows: int, cols: int) -> None:
+    """Resize a PTY (its foreground process group gets SIGWINCH)."""
+    fcntl.ioctl(master, termios.TIOCSWINSZ, _WINSIZE.pack(rows, cols, 0, 0))
+
+
 def _report_kept(h: Handle) -> None:
     p = h.placement
     logging.getLogger("netrunner").warning(
@@ -838,6 +873,7 @@ class Feeder:
             return
         h.core.bytes_in += n
         h.core.write_count += 1
+        h.line_open = self._pending[n - 1] != 0x0A
         self._pending = self._pending[n:]
 
 

@@ -98,6 +98,7 @@ class Options:
     check: bool = False
     chunk_size: int = 65536
     cgroup: Any = None  # a netrunner.Cgroup
+    pty: tuple[int, int] | None = None  # (rows, cols) of the command's terminal
 
 
 def _fail(entry: str, name: str, expected: str, value: Any, exc: type[Exception] = ValueError) -> Exception:
@@ -178,8 +179,14 @@ def validate(entry: str, given: Mapping[str, Any]) -> Options:
             raise TypeError(f"{entry}() got an unexpected option {name!r}")
     kw: dict[str, Any] = {}
     g = given.get
-    if entry != "Command" and "pty" in given and given["pty"] not in (False, None):
-        raise NotImplementedError(f"{entry}(): option 'pty' is not supported yet in this version of netrunner")
+    if g("pty") not in (None, False):
+        kw["pty"] = _pty(entry, given["pty"])
+        for name in ("stdin", "stdout", "stderr"):
+            if name in given:
+                raise TypeError(
+                    f"{entry}(): option {name!r} cannot be combined with 'pty': the terminal is the command's "
+                    "stdin, stdout and stderr (stderr merged into the output); leave out one of them"
+                )
     if "stdin" in given:
         kw["stdin"] = _stdio(entry, "stdin", given["stdin"], STDIN_MODES)
         if kw["stdin"] != "pipe" and g("input") is not None:
@@ -230,6 +237,24 @@ def validate(entry: str, given: Mapping[str, Any]) -> Options:
                 "in a command's cgroup is killed when the command ends; leave out one of them"
             )
     return Options(**kw)
+
+
+#: The terminal size given by ``pty=True`` (what terminals and pexpect default to).
+DEFAULT_PTY_SIZE = (24, 80)
+
+
+def _pty(entry: str, value: Any) -> tuple[int, int]:
+    """``True`` or ``(rows, cols)`` -> (rows, cols)."""
+    if value is True:
+        return DEFAULT_PTY_SIZE
+    if (
+        isinstance(value, tuple) and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        if all(1 <= v <= 0xFFFF for v in value):
+            return value[0], value[1]
+        raise _fail(entry, "pty", "a (rows, cols) pair of ints from 1 to 65535", value)
+    raise _fail(entry, "pty", "True, False or a (rows, cols) pair of positive ints", value, TypeError)
 
 
 def _cgroup(entry: str, value: Any) -> Any:

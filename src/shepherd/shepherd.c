@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -60,6 +61,12 @@
 #endif
 #ifndef P_PIDFD
 #define P_PIDFD 3
+#endif
+#ifndef PIDFD_SIGNAL_PROCESS_GROUP
+#define PIDFD_SIGNAL_PROCESS_GROUP (1U << 2)
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
 #endif
 
 /* Sanitizer builds: shepherds end with _exit, which skips LeakSanitizer's
@@ -174,6 +181,7 @@ struct exec_args {
     int cgroup_procs[NR_MAX_CGROUPS]; /* the member directories' cgroup.procs */
     int ncgroup_procs;
     int ctl, sfd, report_fd;
+    int pty; /* fds 0-2 are a PTY's slave side: a new session, with it as controlling terminal */
     struct nr_spawn sp;
     uint32_t npaths;
 };
@@ -731,7 +739,10 @@ static void make_anchor(struct shepherd *s)
     pid_t pid;
 
     s->free_reap = 1;
-    if (s->anchor > 0 || s->child_reaped)
+    /* A PTY command leads a session of its own, and a process may join only
+     * a group of its own session: no anchor can; kill_group goes through the
+     * pidfd instead. */
+    if (s->anchor > 0 || s->child_reaped || (s->flags & NR_FLAG_PTY))
         return;
     /* No CLONE_VM: the child runs on its own copy of `stack`. Exit signal 0. */
     pid = clone(anchor_main, stack + sizeof stack, 0, &s->self);
@@ -752,6 +763,20 @@ static void make_anchor(struct shepherd *s)
 static int group_pinned(const struct shepherd *s)
 {
     return s->child > 0 && (!s->child_reaped || s->anchor > 0);
+}
+
+/* Signal the command's process group: by number while the number is pinned,
+ * else through the command's pidfd with PIDFD_SIGNAL_PROCESS_GROUP (Linux
+ * 6.9), which names the group's kernel object and never a reused number (it
+ * reaches nobody once the group is empty). Returns 1 when a signal was sent
+ * to the group. */
+static int kill_group(struct shepherd *s, int sig)
+{
+    if (group_pinned(s))
+        return kill(-s->child, sig) == 0;
+    if (s->child > 0 && s->pidfd >= 0)
+        return syscall(SYS_pidfd_send_signal, s->pidfd, sig, NULL, PIDFD_SIGNAL_PROCESS_GROUP) == 0;
+    return 0;
 }
 
 static void send_started(struct shepherd *s)
@@ -840,7 +865,10 @@ static int exec_child(void *arg)
      * while a chdir hangs would hide the shepherd's own death from Python. */
     nr_sys1(SYS_close, a->ctl);
     nr_sys1(SYS_close, a->sfd);
-    if ((r = nr_sys2(SYS_setpgid, 0, 0)) < 0 || (r = nr_sys2(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL)) < 0)
+    /* Its own process group; on a PTY its own session, whose controlling
+     * terminal the PTY becomes below. */
+    r = a->pty ? nr_sys0(SYS_setsid) : nr_sys2(SYS_setpgid, 0, 0);
+    if (r < 0 || (r = nr_sys2(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL)) < 0)
         exec_failed(report, r, NR_STAGE_SETUP);
     if (nr_sys0(SYS_getppid) != a->self) /* the shepherd died before prctl took effect */
         child_exit(127);
@@ -849,6 +877,8 @@ static int exec_child(void *arg)
         if ((r = nr_sys3(SYS_dup3, a->fds[i], i, 0)) < 0)
             exec_failed(report, r, NR_STAGE_SETUP);
     }
+    if (a->pty && (r = nr_sys3(SYS_ioctl, 0, TIOCSCTTY, 0)) < 0)
+        exec_failed(report, r, NR_STAGE_SETUP);
     /* Signal dispositions need no work: the zygote reset every one to the
      * default at start, neither it nor a shepherd ignores or catches any
      * (they take signals through a signalfd), and execve drops handlers. */
@@ -992,6 +1022,7 @@ static void start_command(struct shepherd *s, const struct nr_frame *head)
     args.sfd = s->sfd;
     args.report_fd = report[1];
     args.npaths = head->npaths;
+    args.pty = (head->flags & NR_FLAG_PTY) != 0;
 
     /* CLONE_PIDFD: a pidfd that names the command from its birth. SIGCHLD as
      * exit signal (execve would reset any other to it). */
@@ -1011,7 +1042,8 @@ static void start_command(struct shepherd *s, const struct nr_frame *head)
     s->child = pid;
     s->pidfd = pidfd;
     s->exec_report = report[0];
-    setpgid(pid, pid); /* the child does it too; whichever comes first */
+    if (!args.pty)
+        setpgid(pid, pid); /* the child does it too; whichever comes first (a PTY child's setsid must come first) */
     s->state = EXECING;
 }
 
@@ -1086,8 +1118,7 @@ static void signal_round(struct shepherd *s, int kill_round)
     if (kill_round) {
         if (!s->child_reaped)
             kill(s->child, SIGKILL); /* the command, even if it left its group */
-        if (group_pinned(s))
-            kill(-s->child, SIGKILL);
+        kill_group(s, SIGKILL);
     } else if (!s->group_termed) {
         /* Once: a second SIGTERM is, for many programs, "stop waiting and quit
          * now". The command gets its own only if it left its group. */
@@ -1096,9 +1127,8 @@ static void signal_round(struct shepherd *s, int kill_round)
             kill(s->child, SIGTERM);
             kill(s->child, SIGCONT); /* a stopped process must run to see its SIGTERM */
         }
-        if (group_pinned(s)) {
-            kill(-s->child, SIGTERM);
-            kill(-s->child, SIGCONT);
+        if (kill_group(s, SIGTERM)) {
+            kill_group(s, SIGCONT);
             nr_pidset_add(&s->tree.groups, s->child); /* its members in the cgroup had theirs */
         }
         s->group_termed = 1;

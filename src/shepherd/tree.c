@@ -148,52 +148,6 @@ static int proc_is_ours(pid_t self)
     return strcmp(link, want) == 0;
 }
 
-int nr_children(struct nr_tree *t, pid_t skip1, pid_t skip2, enum nr_round round)
-{
-    static char buf[16384];
-    char path[64];
-    long pid = 0;
-    int digits = 0, found = 0, fd;
-    ssize_t n;
-
-    if (!proc_is_ours(t->self))
-        return -1;
-    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)t->self);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    /* Space-separated decimal pids; a number may straddle two reads. */
-    for (;;) {
-        n = read(fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        for (ssize_t i = 0; i <= n; i++) {
-            if (i < n && buf[i] >= '0' && buf[i] <= '9') {
-                if (digits < 10)
-                    pid = pid * 10 + (buf[i] - '0');
-                digits++;
-                continue;
-            }
-            if (i == n)
-                break; /* the number may go on in the next read */
-            if (digits > 0 && digits < 10 && pid > 0 && (pid_t)pid != skip1 && (pid_t)pid != skip2) {
-                signal_child(t, (pid_t)pid, round);
-                found++;
-            }
-            pid = 0;
-            digits = 0;
-        }
-    }
-    if (n == 0 && digits > 0 && digits < 10 && pid > 0 && (pid_t)pid != skip1 && (pid_t)pid != skip2) {
-        signal_child(t, (pid_t)pid, round);
-        found++;
-    }
-    close(fd);
-    return n < 0 ? -1 : found;
-}
-
 static int by_pid(const void *a, const void *b)
 {
     pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
@@ -215,7 +169,8 @@ static int append(struct nr_pidset *set, pid_t pid)
     return 0;
 }
 
-/* Read a file of decimal pids, one a line (cgroup.procs), into `out`: sorted,
+/* Read a file of decimal pids (cgroup.procs: one a line; a children file:
+ * space-separated) into `out`: sorted,
  * without duplicates, without 0 (a process outside our pid namespace).
  * Returns 0, or -1 when it cannot be opened or read. */
 static int read_pids(const char *path, struct nr_pidset *out)
@@ -264,6 +219,26 @@ static int read_pids(const char *path, struct nr_pidset *out)
         out->n = kept;
     }
     return err ? -1 : 0;
+}
+
+int nr_children(struct nr_tree *t, pid_t skip1, pid_t skip2, enum nr_round round)
+{
+    char path[64];
+    int found = 0;
+
+    if (!proc_is_ours(t->self))
+        return -1;
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)t->self);
+    if (read_pids(path, &t->listed) < 0)
+        return -1;
+    for (size_t i = 0; i < t->listed.n; i++) {
+        pid_t pid = t->listed.v[i];
+        if (pid == skip1 || pid == skip2)
+            continue;
+        signal_child(t, pid, round);
+        found++;
+    }
+    return found;
 }
 
 int nr_cgroup_round(struct nr_tree *t, const char *procs, pid_t skip, enum nr_round round)

@@ -35,7 +35,7 @@ void nr_pidset_free(struct nr_pidset *set);
 struct nr_tree {
     pid_t self; /* the shepherd (single-threaded: its tid is its pid) */
     struct nr_pidset termed, groups;
-    struct nr_pidset listed, again; /* nr_cgroup_round's two listings, kept to save allocations */
+    struct nr_pidset listed, again; /* the listings of a round (children, or a cgroup read twice), kept to save allocations */
 };
 
 void nr_tree_init(struct nr_tree *t, pid_t self);

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import MARKER_VAR, wait_until
+from conftest import MARKER_VAR, pids_with_env, wait_until
+from helpers import pid_alive
 
 ROOT_VARIABLE = "NETRUNNER_CGROUP_ROOT"
 NOBODY = 65534
@@ -208,34 +209,6 @@ def members(directory: str) -> list[int]:
 def read(directory: str, name: str) -> str:
     with open(os.path.join(directory, name)) as f:
         return f.read().strip()
-
-
-def pids_with_env(var: str, value: str) -> list[int]:
-    """Live (non-zombie) processes whose environment has ``var=value``."""
-    needle = f"{var}={value}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
-            with open(f"/proc/{name}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != b"Z" and needle in environ.split(b"\0"):
-            found.append(int(name))
-    return found
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != b"Z"
 
 
 def dead(pid: int, timeout: float = 5.0) -> bool:

@@ -546,45 +546,58 @@ def test_the_oom_killer_is_reported(cg: Cgroups) -> None:
     assert not cg.left()
 
 
-def test_a_shared_parent_stays_and_a_busy_leaf_is_reported_kept(cg: Cgroups) -> None:
+def test_a_shared_parent_stays_and_cgroups_made_inside_the_leaf_go_with_it(cg: Cgroups) -> None:
     # The parent holds another command's directory: not removable, and that
-    # is no failure. The leaf has a cgroup of its own below it (made by the
-    # command, say): it cannot be removed, and S_EXITED says so.
+    # is no failure. The leaf has cgroups of its own below it (made by the
+    # command, say): they are removed with it.
     parent = cg.mkdir("v2")
     leaf = cg.mkdir("v2", "leaf")
     other = cg.mkdir("v2", "other")
     below = cg.mkdir("v2", "leaf/below")
+    deeper = cg.mkdir("v2", "leaf/below/deeper")
     pid, sock, ours = spawn_in([rec(PARENT, parent), rec(V2, leaf)], [b"/bin/true"])
     try:
-        t0 = time.monotonic()
         got = events(sock)
-        elapsed = time.monotonic() - t0
     finally:
         sock.close()
         close_all(ours)
     reap(pid)
     exited = got[1]
-    assert isinstance(exited, codec.Exited), got
-    assert exited.flags == wire.EXITED_CGROUP | wire.EXITED_CGROUP_KEPT, exited
-    assert elapsed < 2, elapsed  # a few short tries, no more
-    assert sorted(cg.left()) == sorted([parent, leaf, other, below])
-    for d in (below, leaf, other):
-        os.rmdir(d)
-
-    # Without the leaf's sub-cgroup: only the shared parent stays, quietly.
-    leaf = cg.mkdir("v2", "leaf")
-    pid, sock, ours = spawn_in([rec(PARENT, parent), rec(V2, leaf)], [b"/bin/true"])
-    os.mkdir(other)
-    try:
-        got = events(sock)
-    finally:
-        sock.close()
-        close_all(ours)
-    reap(pid)
-    assert isinstance(got[1], codec.Exited) and got[1].flags == wire.EXITED_CGROUP, got
-    assert sorted(cg.left()) == sorted([parent, other])
+    assert isinstance(exited, codec.Exited) and exited.flags == wire.EXITED_CGROUP, got
+    assert sorted(cg.left()) == sorted([parent, other]), f"{deeper}, {below} and {leaf} should be gone"
     os.rmdir(other)
     os.rmdir(parent)
+
+
+def test_a_busy_leaf_is_reported_kept(cg: Cgroups, marker: str) -> None:
+    # An outsider (not of the tree) in the v1 memory leaf: the tree is gone
+    # (its kill cgroup, the v2 one, is empty), the outsider is not signalled,
+    # and the busy leaf is reported kept after a few short tries.
+    leaf = cg.mkdir("v2")
+    mem = cg.mkdir("memory")
+    outsider = subprocess.Popen(["sleep", "30"])
+    try:
+        with open(os.path.join(mem, "cgroup.procs"), "w") as f:
+            f.write(str(outsider.pid))
+        pid, sock, ours = spawn_in([rec(V2, leaf), rec(MEM, mem)], [b"/bin/true"])
+        try:
+            t0 = time.monotonic()
+            got = events(sock)
+            elapsed = time.monotonic() - t0
+        finally:
+            sock.close()
+            close_all(ours)
+        reap(pid)
+        exited = got[1]
+        assert isinstance(exited, codec.Exited), got
+        assert exited.flags & ~wire.EXITED_PEAK_MEMORY == wire.EXITED_CGROUP | wire.EXITED_CGROUP_KEPT, exited
+        assert elapsed < 2, elapsed  # a few short tries, no more
+        assert cg.left() == [mem], "the v2 leaf should be gone, the busy v1 one kept"
+        assert outsider.poll() is None, "the outsider, not of the tree, was signalled"
+    finally:
+        outsider.kill()
+        outsider.wait()
+    os.rmdir(mem)  # empty now: the kept directory is the test's to remove
 
 
 # ---- where the shepherd's /proc is foreign or empty --------------------------------------

@@ -153,7 +153,7 @@ MESSAGES: tuple[Message, ...] = (
 # C_SPAWN flags
 FLAG_DETACH = 0x1  # leftovers="detach"
 FLAG_CWD = 0x2  # the tail ends with a cwd (relative to the directory fd)
-FLAG_PTY = 0x4  # reserved for pty support
+FLAG_PTY = 0x4  # fds 0-2 are a PTY slave: a new session, with it as the controlling terminal
 
 # S_EXEC_FAILED stages
 STAGE_SETUP = 1  # dup2, setpgid, prctl, signal reset

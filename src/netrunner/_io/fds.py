@@ -77,6 +77,37 @@ def pipe() -> tuple[int, int]:
     return r, w
 
 
+def openpty() -> tuple[int, int]:
+    """A pseudo-terminal (master, slave), both close-on-exec; the slave is not
+    made the interpreter's controlling terminal."""
+    with lock:
+        try:
+            master, slave = os.openpty()
+        except OSError as exc:
+            raise _explain(exc, "a pseudo-terminal") from None
+        if master <= 2 or slave <= 2:
+            try:
+                master = _above_stdio(master, "a pseudo-terminal")
+            except OSError:
+                os.close(slave)
+                raise
+            slave = _above_stdio(slave, "a pseudo-terminal")
+        _register(master)
+        _register(slave)
+    return master, slave
+
+
+def dup(fd: int, what: str) -> int:
+    """A close-on-exec copy of ``fd`` (at 3 or above), registered."""
+    with lock:
+        try:
+            copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        except OSError as exc:
+            raise _explain(exc, what) from None
+        _register(copy)
+    return copy
+
+
 def socketpair() -> tuple[socket.socket, socket.socket]:
     """A close-on-exec ``AF_UNIX``/``SOCK_SEQPACKET`` socket pair."""
     with lock:
