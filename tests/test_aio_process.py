@@ -299,11 +299,11 @@ def test_aclose_and_context_exit_stop_the_tree(tmp_path: Path, marker: str) -> N
     assert wait_until(lambda: not pids_with_marker(marker), timeout=5.0)
 
 
-def test_pty_is_not_supported_yet() -> None:
-    # pty support is a later feature: until then it is refused at call time
+def test_pty_size_given_at_start() -> None:
     async def main() -> None:
-        with pytest.raises(NotImplementedError, match="pty"):
-            await netrunner.aio.start(["true"], pty=(24, 80))
+        async with await netrunner.aio.start(["stty", "size"], pty=(33, 111)) as p:
+            assert await p.read_until(b"\n", timeout=5) == b"33 111\r\n"
+            assert await p.wait(timeout=5) == 0
 
     arun(main())
 

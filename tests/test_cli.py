@@ -417,15 +417,6 @@ def test_missing_cwd_is_125(tmp_path: Path) -> None:
     assert str(missing).encode() in r.stderr
 
 
-def test_pty_flag_is_not_supported_yet() -> None:
-    # a later feature: refused with netrunner's own failure status, nothing run
-    for flags in (["--pty"],):
-        r = cli(*flags, "--", "true")
-        assert r.returncode == 125, (flags, r.stderr)
-        assert flags[0].encode() in r.stderr
-        assert b"not supported" in r.stderr
-
-
 # --------------------------------------------------------------- stats
 
 

@@ -144,10 +144,20 @@ def test_none_means_default_for_optional_options() -> None:
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
-def test_pty_not_implemented(entry: str) -> None:
-    with pytest.raises(NotImplementedError) as ei:
-        launch(entry, ["true"], pty=True)
-    assert "pty" in str(ei.value)
+@pytest.mark.parametrize(("value", "error"), [("yes", TypeError), (1, TypeError), ((24,), TypeError),
+                                              ((0, 80), ValueError), ((24, 70000), ValueError),
+                                              ((24.0, 80), TypeError)])
+def test_pty_validated(entry: str, value: object, error: type[Exception]) -> None:
+    with pytest.raises(error) as ei:
+        launch(entry, ["true"], pty=value)
+    assert "'pty'" in str(ei.value)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_pty_excludes_stdio_options(entry: str) -> None:
+    with pytest.raises(TypeError) as ei:
+        launch(entry, ["true"], pty=True, stdout="discard")
+    assert "'stdout'" in str(ei.value) and "'pty'" in str(ei.value)
 
 
 # --- stderr modes -----------------------------------------------------------------
