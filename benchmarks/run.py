@@ -259,19 +259,24 @@ def bench_pty(size: int, rounds: int, concurrent: int) -> None:
         print("\n## pty: not measured (pip install pexpect ptyprocess)")
         return
 
+    # Both sleep delayafterclose (0.1 s) in close(), which their __del__
+    # calls too: set to 0 here so the spawn itself is what is measured.
     def pexpect_true() -> None:
         child = pexpect.spawn("true")
+        child.delayafterclose = child.ptyproc.delayafterclose = 0
         child.expect(pexpect.EOF)
         child.close()
 
     def ptyprocess_true() -> None:
         proc = PtyProcess.spawn(["true"])
+        proc.delayafterclose = 0
         try:
             while proc.read(65536):
                 pass
         except EOFError:
             pass
         proc.wait()
+        proc.close()
 
     for _ in range(10):
         netrunner.run(["true"], pty=True)
@@ -280,7 +285,7 @@ def bench_pty(size: int, rounds: int, concurrent: int) -> None:
         {
             "subprocess.run(['true'])": timed(lambda: subprocess.run(["true"])),
             "netrunner.run(['true'], pty=True)": timed(lambda: netrunner.run(["true"], pty=True)),
-            "pexpect.spawn('true') to EOF": timed(pexpect_true),
+            "pexpect.spawn('true') to EOF, closed": timed(pexpect_true),
             "ptyprocess.PtyProcess.spawn(['true']) to EOF": timed(ptyprocess_true),
         },
         rounds * 10,
@@ -306,6 +311,7 @@ def bench_pty(size: int, rounds: int, concurrent: int) -> None:
     def pexpect_read() -> float:
         t0 = time.perf_counter()
         child = pexpect.spawn(producer[0], producer[1:], maxread=65536)
+        child.delayafterclose = child.ptyproc.delayafterclose = 0
         total = 0
         try:
             while True:
@@ -319,6 +325,7 @@ def bench_pty(size: int, rounds: int, concurrent: int) -> None:
     def pexpect_expect_eof() -> float:
         t0 = time.perf_counter()
         child = pexpect.spawn(producer[0], producer[1:])
+        child.delayafterclose = child.ptyproc.delayafterclose = 0
         child.expect(pexpect.EOF, timeout=None)  # the usual way to collect a command's output
         total = len(child.before)
         child.close()
@@ -344,6 +351,7 @@ def bench_pty(size: int, rounds: int, concurrent: int) -> None:
     def ptyprocess_read() -> float:
         t0 = time.perf_counter()
         proc = PtyProcess.spawn(producer)
+        proc.delayafterclose = 0
         total = 0
         try:
             while True:
@@ -351,6 +359,7 @@ def bench_pty(size: int, rounds: int, concurrent: int) -> None:
         except EOFError:
             pass
         proc.wait()
+        proc.close()
         assert total == size, total
         return time.perf_counter() - t0
 
@@ -372,6 +381,7 @@ def bench_pty(size: int, rounds: int, concurrent: int) -> None:
     def pexpect_many() -> None:
         children = [pexpect.spawn("sleep", ["0.5"]) for _ in range(concurrent)]
         for child in children:
+            child.delayafterclose = child.ptyproc.delayafterclose = 0
             child.expect(pexpect.EOF, timeout=60)
             child.close()
 
