@@ -181,6 +181,7 @@ def test_communicate() -> None:
             out, err = await proc.communicate(data)
             assert out == data
             assert err == data[::-1]
+            assert await proc.communicate() == (out, err)  # a second call: the same pair
             assert await proc.wait() == 5
             assert proc.returncode == 5
 

@@ -237,6 +237,14 @@ def test_communicate_with_input() -> None:
         assert not proc.alive
 
 
+def test_communicate_twice_returns_the_same_pair() -> None:
+    with netrunner.start(["sh", "-c", "cat; echo err >&2"], text=True) as proc:
+        first = proc.communicate("hello")
+        assert first == ("hello", "err\n")
+        assert proc.communicate() == first
+        assert proc.communicate(timeout=1) == first
+
+
 def test_communicate_without_input() -> None:
     with netrunner.start(["sh", "-c", "echo out; cat"]) as proc:
         assert proc.communicate(timeout=10) == (b"out\n", b"")

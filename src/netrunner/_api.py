@@ -222,10 +222,10 @@ class ProcessBase:
         return (feeder, *self._comm)
 
     def _communicated(self) -> tuple[Any, Any]:
+        # The captures stay: a second call finds both streams at their end
+        # and returns the same pair (SPEC 5), as subprocess does.
         assert self._comm is not None
-        result = decoded(self._h, *self._comm)
-        self._comm = None
-        return result
+        return decoded(self._h, *self._comm)
 
     def _comm_timeout(self, timeout: float | None) -> Timeout:
         assert self._comm is not None

@@ -406,7 +406,7 @@ class _Runner:
                 self.typed, self.typed_end = memoryview(b""), True
                 return
             if n:
-                h.line_open = self.typed[n - 1] != 0x0A
+                h.last_in = self.typed[n - 1]
             self.typed = self.typed[n:]
         if not self.typed and not self.typed_end and 0 in ready:
             try:

@@ -79,7 +79,7 @@ class Handle:
         "args", "opts", "core", "ctl", "ctl_fd", "stdin_fd", "stdout_fd", "stderr_fd",
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
         "_lock", "text_out", "text_err", "lazy_reap", "pidfd", "owner_pid", "err_backlog",
-        "_err_lock", "pending", "placement", "tty", "line_open", "__weakref__",
+        "_err_lock", "pending", "placement", "tty", "last_in", "__weakref__",
     )
 
     stdin_fd: int | None
@@ -109,7 +109,7 @@ class Handle:
         )
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.tty = opts.pty is not None  # stdout_fd is a PTY master, stdin_fd a copy of it
-        self.line_open = False  # a PTY: input written since the last newline
+        self.last_in: int | None = None  # a PTY: the last byte written to it
         self.core = ProcessCore(datetime.now(timezone.utc), _monotonic())
         child_fds: list[int] = []  # ours to close once the shepherd has its copies
         # The cgroup directories exist before the shepherd is asked: once it
@@ -358,15 +358,14 @@ class Handle:
     def close_stdin(self) -> None:
         """The command sees the end of its input: the pipe closed, or on a
         PTY the terminal's EOF character (after a newline when the line being
-        typed is not empty: in canonical mode EOF only ends a non-empty line)."""
+        typed is not empty: in canonical mode EOF only ends an empty line)."""
         fd, self.stdin_fd = self.stdin_fd, None
         if fd is None:
             return
         if self.tty:
             try:
-                eof = termios.tcgetattr(fd)[6][termios.VEOF]
-                os.write(fd, (b"\n" if self.line_open else b"") + (eof if isinstance(eof, bytes) else bytes([eof])))
-            except OSError:
+                os.write(fd, _end_of_input(termios.tcgetattr(fd), self.last_in))
+            except (OSError, termios.error):
                 pass  # the terminal is gone: its reader has its end already
         fds.close(fd)
 
@@ -625,7 +624,7 @@ class Handle:
                 raise
             self.core.bytes_in += n
             self.core.write_count += 1
-            self.line_open = view[n - 1] != 0x0A
+            self.last_in = view[n - 1]
             view = view[n:]
 
     def flow_wait(self, deadline: float | None) -> Flow:
@@ -771,6 +770,24 @@ def _report_abandoned(h: Handle, flags: int) -> None:
     )
 
 
+def _end_of_input(attrs: list[Any], last: int | None) -> bytes:
+    """What tells a terminal's reader that input has ended: its VEOF
+    character, after a newline unless the line typed so far is empty (the
+    last byte written ended a line: newline, VEOL, VEOL2, VEOF, or a carriage
+    return that the terminal turns into a newline)."""
+    iflag, cc = attrs[0], attrs[6]
+
+    def char(index: int) -> int:
+        value = cc[index]
+        return value[0] if isinstance(value, bytes) else int(value)
+
+    ends = {0x0A, char(termios.VEOL), char(termios.VEOL2), char(termios.VEOF)} - {0}  # 0: disabled
+    if iflag & termios.ICRNL and not iflag & termios.IGNCR:
+        ends.add(0x0D)
+    eof = bytes([char(termios.VEOF) or 0x04])
+    return eof if last is None or last in ends else b"\n" + eof
+
+
 _WINSIZE = struct.Struct("HHHH")
 
 
@@ -873,7 +890,7 @@ class Feeder:
             return
         h.core.bytes_in += n
         h.core.write_count += 1
-        h.line_open = self._pending[n - 1] != 0x0A
+        h.last_in = self._pending[n - 1]
         self._pending = self._pending[n:]
 
 
