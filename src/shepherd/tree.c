@@ -55,11 +55,9 @@ int nr_pidset_has(const struct nr_pidset *set, pid_t pid)
     return i < set->n && set->v[i] == pid;
 }
 
-int nr_pidset_add(struct nr_pidset *set, pid_t pid)
+/* Room for one more pid. Returns 0, or -1 when memory ran out. */
+static int make_room(struct nr_pidset *set)
 {
-    size_t i = lower_bound(set, pid);
-    if (i < set->n && set->v[i] == pid)
-        return 0;
     if (set->n == set->cap) {
         size_t cap = set->cap ? set->cap * 2 : 64;
         pid_t *grown = realloc(set->v, cap * sizeof *grown);
@@ -68,6 +66,16 @@ int nr_pidset_add(struct nr_pidset *set, pid_t pid)
         set->v = grown;
         set->cap = cap;
     }
+    return 0;
+}
+
+int nr_pidset_add(struct nr_pidset *set, pid_t pid)
+{
+    size_t i = lower_bound(set, pid);
+    if (i < set->n && set->v[i] == pid)
+        return 0;
+    if (make_room(set) < 0)
+        return -1;
     memmove(set->v + i + 1, set->v + i, (set->n - i) * sizeof *set->v);
     set->v[i] = pid;
     set->n++;
@@ -157,14 +165,8 @@ static int by_pid(const void *a, const void *b)
 /* Append, unsorted (read_pids sorts once at the end). */
 static int append(struct nr_pidset *set, pid_t pid)
 {
-    if (set->n == set->cap) {
-        size_t cap = set->cap ? set->cap * 2 : 64;
-        pid_t *grown = realloc(set->v, cap * sizeof *grown);
-        if (grown == NULL)
-            return -1;
-        set->v = grown;
-        set->cap = cap;
-    }
+    if (make_room(set) < 0)
+        return -1;
     set->v[set->n++] = pid;
     return 0;
 }

@@ -6,6 +6,7 @@ import array
 import os
 import select
 import socket
+import sys
 import time
 
 from netrunner._core import codec, wire
@@ -183,3 +184,26 @@ def spawn_in(cgroups: list[bytes], argv: list[bytes], **kw: object) -> tuple[int
         sock.send(record)
     ours = send_spawn(sock, argv, **kw)  # type: ignore[arg-type]
     return pid, sock, ours
+
+
+PY = sys.executable.encode()
+
+
+def py(script: str, python: bytes = PY) -> list[bytes]:
+    """argv of an isolated ``python -c script`` (no site, no user paths)."""
+    return [python, b"-I", b"-S", b"-c", script.encode()]
+
+
+def read_line(fd: int, timeout: float = 10.0) -> bytes:
+    """Read from ``fd`` until a newline, end of file or ``timeout``."""
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 100)
+        if not chunk:
+            break
+        line += chunk
+    return line

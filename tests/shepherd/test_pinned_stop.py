@@ -8,41 +8,33 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
 import struct
 import sys
-import time
 
 import pytest
+from _owner import run_owner, unprivileged_python, world_runnable
+from _raw import (
+    close_all,
+    events,
+    idle_shepherd,
+    py,
+    read_line,
+    reap,
+    recv_event,
+    send_spawn,
+    spawn,
+    started,
+    stress_rounds,
+)
+from conftest import pids_with_marker
 
 from netrunner._core import codec, wire
 from netrunner._io.shepherd import find_shepherd
-
-from conftest import pids_with_marker, wait_until
-from _owner import run_owner, unprivileged_python, world_runnable
-from _raw import (close_all, events, idle_shepherd, recv_event, reap, send_spawn, spawn, started,
-                  stress_rounds)
 
 PY = sys.executable.encode()
 SH = b"/bin/sh"
 
 
-def read_line(fd: int, timeout: float = 10.0) -> bytes:
-    line = b""
-    deadline = time.monotonic() + timeout
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 100)
-        if not chunk:
-            break
-        line += chunk
-    return line
-
-
-def py(script: str, python: bytes = PY) -> list[bytes]:
-    return [python, b"-I", b"-S", b"-c", script.encode()]
 
 
 # ---- the pidfd -----------------------------------------------------------------

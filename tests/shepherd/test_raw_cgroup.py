@@ -21,14 +21,24 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from _owner import run_owner
+from _raw import (
+    cgroup_mounts,
+    cgroup_record,
+    close_all,
+    events,
+    idle_shepherd,
+    py,
+    read_line,
+    reap,
+    send_spawn,
+    spawn_in,
+    started,
+)
+from conftest import pids_with_marker, wait_until
 
 from netrunner._core import codec, wire
 from netrunner._io.shepherd import find_shepherd
-
-from conftest import pids_with_marker, wait_until
-from _owner import run_owner
-from _raw import (cgroup_mounts, cgroup_record, close_all, events, idle_shepherd, recv_event, reap,
-                  send_spawn, spawn_in, started)
 
 PY = sys.executable.encode()
 SH = b"/bin/sh"
@@ -36,22 +46,6 @@ V2, V1, MEM, PARENT = wire.CGROUP_V2, wire.CGROUP_V1, wire.CGROUP_MEMORY_V1, wir
 REMOVE = wire.CGROUP_REMOVE
 
 
-def py(script: str) -> list[bytes]:
-    return [PY, b"-I", b"-S", b"-c", script.encode()]
-
-
-def read_line(fd: int, timeout: float = 10.0) -> bytes:
-    line = b""
-    deadline = time.monotonic() + timeout
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 100)
-        if not chunk:
-            break
-        line += chunk
-    return line
 
 
 def read_all(fd: int, timeout: float = 10.0) -> bytes:

@@ -58,43 +58,34 @@ def _above_stdio(fd: int, what: str) -> int:
     return moved
 
 
-def pipe() -> tuple[int, int]:
-    """A close-on-exec pipe (read end, write end)."""
+def _pair(make: Callable[[], tuple[int, int]], what: str) -> tuple[int, int]:
+    """Two new fds from ``make``, above 0-2, registered."""
     with lock:
         try:
-            r, w = os.pipe2(os.O_CLOEXEC)
+            a, b = make()
         except OSError as exc:
-            raise _explain(exc, "a pipe") from None
-        if r <= 2 or w <= 2:
+            raise _explain(exc, what) from None
+        if a <= 2 or b <= 2:
             try:
-                r = _above_stdio(r, "a pipe")
+                a = _above_stdio(a, what)
             except OSError:
-                os.close(w)
+                os.close(b)
                 raise
-            w = _above_stdio(w, "a pipe")  # (r is leaked only if this fails: out of fds)
-        _register(r)
-        _register(w)
-    return r, w
+            b = _above_stdio(b, what)  # (a is leaked only if this fails: out of fds)
+        _register(a)
+        _register(b)
+    return a, b
+
+
+def pipe() -> tuple[int, int]:
+    """A close-on-exec pipe (read end, write end)."""
+    return _pair(lambda: os.pipe2(os.O_CLOEXEC), "a pipe")
 
 
 def openpty() -> tuple[int, int]:
     """A pseudo-terminal (master, slave), both close-on-exec; the slave is not
     made the interpreter's controlling terminal."""
-    with lock:
-        try:
-            master, slave = os.openpty()
-        except OSError as exc:
-            raise _explain(exc, "a pseudo-terminal") from None
-        if master <= 2 or slave <= 2:
-            try:
-                master = _above_stdio(master, "a pseudo-terminal")
-            except OSError:
-                os.close(slave)
-                raise
-            slave = _above_stdio(slave, "a pseudo-terminal")
-        _register(master)
-        _register(slave)
-    return master, slave
+    return _pair(os.openpty, "a pseudo-terminal")
 
 
 def dup(fd: int, what: str) -> int:
