@@ -173,3 +173,38 @@ def test_env_root_override(cg: Tracker, monkeypatch: pytest.MonkeyPatch) -> None
     left = [d for d in dirs_of(path, custom).values() if os.path.isdir(d)]
     assert not left, f"cgroup directories left: {left}"
 
+
+
+def test_fork_while_another_thread_sets_up_a_cgroup(cg: Tracker) -> None:
+    # The interpreter forks while a thread is inside the cgroup set-up (its
+    # lock held): the child starts cgroup commands of its own all the same.
+    import signal
+    import threading
+
+    from netrunner._io import cgroup as setup
+
+    path = cg.path()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with setup._lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: no thread holds the lock here
+        code = 1
+        try:
+            signal.alarm(10)  # a deadlock would end the child, not the test run
+            r = netrunner.run(["cat", "/proc/self/cgroup"], cgroup=path)
+            code = 0 if r.returncode == 0 and f"/netrunner/{path}" in r.stdout.decode() else 2
+        finally:
+            os._exit(code)
+    release.set()
+    t.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"the forked child could not use a cgroup: {status}"
+    assert not existing(path), existing(path)

@@ -55,6 +55,16 @@ _made_parents: set[str] = set()
 _bases: set[str] = set()
 
 
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock when the process forked: the
+    # child has no such thread, so the lock starts afresh.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @dataclass
 class Placement:
     """The directories of one command, as the shepherd is told about them."""
