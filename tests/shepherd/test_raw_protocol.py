@@ -109,8 +109,10 @@ def test_leftovers_are_stopped_when_the_command_exits() -> None:
 def test_detach_leaves_descendants_running(marker: str) -> None:
     got = run_to_end([SH, b"-c", b"sleep 100 & echo hi"], detach=True)
     assert isinstance(got[1], codec.Exited)
-    left = pids_with_marker(marker)
-    assert len(left) == 1  # the sleep
+    # The sleep may still be in its execve, when /proc/<pid>/environ cannot
+    # be read and the marker scan misses it: look until it shows.
+    left = wait_until(lambda: pids_with_marker(marker), timeout=5)
+    assert len(left) == 1, left  # the sleep
     for pid in left:
         os.kill(pid, signal.SIGKILL)
 
@@ -140,7 +142,8 @@ def test_owner_hang_up_stops_the_tree(marker: str) -> None:
     pid, sock, ours = spawn([SH, b"-c", b"setsid sleep 100 & sleep 100 & echo ready; wait"])
     started(sock)
     assert read_line(ours[1]) == b"ready\n"
-    assert len(pids_with_marker(marker)) == 3
+    # The sleeps may still be in their execve (unreadable environ): look until all show.
+    assert wait_until(lambda: len(pids_with_marker(marker)) == 3, timeout=5), pids_with_marker(marker)
     sock.close()  # the owner is gone
     reap(pid)
     close_all(ours)
