@@ -31,16 +31,38 @@ def pids_with_env(var: str, value: str) -> list[int]:
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
             continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read()
-            with open(f"/proc/{name}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != b"Z" and needle in environ.split(b"\0"):
+        environ = _environ(int(name))
+        if environ is not None and needle in environ.split(b"\0"):
             found.append(int(name))
     return found
+
+
+#: ``PF_KTHREAD`` in the flags of ``/proc/<pid>/stat``.
+_KERNEL_THREAD = 0x00200000
+
+
+def _environ(pid: int, patience: float = 1.0) -> bytes | None:
+    """The environment of ``pid``, or None when it is gone, a zombie or a kernel
+    thread.
+
+    A process inside ``execve`` shows an empty environment until the kernel
+    has laid out the new image's (a few microseconds to milliseconds on a busy
+    machine): the process that had the marker a moment ago would vanish from
+    one scan and reappear in the next. Look again until it shows."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            return None
+        if fields[0] == b"Z" or int(fields[6]) & _KERNEL_THREAD:
+            return None
+        if environ or time.monotonic() >= deadline:
+            return environ
+        time.sleep(0.001)
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
