@@ -46,9 +46,12 @@ def _environ(pid: int, patience: float = 1.0) -> bytes | None:
     thread.
 
     A process inside ``execve`` shows an empty environment until the kernel
-    has laid out the new image's (a few microseconds to milliseconds on a busy
-    machine): the process that had the marker a moment ago would vanish from
-    one scan and reappear in the next. Look again until it shows."""
+    has laid out the new image's (microseconds to milliseconds on a busy
+    machine): a process that had the marker a moment ago would vanish from
+    one scan and reappear in the next. An empty read means the new image is
+    in place; whether its environment is laid out yet is the end of the
+    environment area in ``/proc/<pid>/stat``, 0 until then: look again
+    until it is set (an environment that is really empty has it set too)."""
     deadline = time.monotonic() + patience
     while True:
         try:
@@ -56,11 +59,16 @@ def _environ(pid: int, patience: float = 1.0) -> bytes | None:
                 environ = f.read()
             with open(f"/proc/{pid}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
+            if fields[0] == b"Z" or int(fields[6]) & _KERNEL_THREAD:
+                return None
+            if environ:
+                return environ
+            if len(fields) <= 48 or int(fields[48]) != 0:  # laid out by now: read it again
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    return f.read()
         except OSError:
             return None
-        if fields[0] == b"Z" or int(fields[6]) & _KERNEL_THREAD:
-            return None
-        if environ or time.monotonic() >= deadline:
+        if time.monotonic() >= deadline:
             return environ
         time.sleep(0.001)
 
