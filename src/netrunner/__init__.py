@@ -22,7 +22,7 @@ from ._errors import (
     UnknownSignal,
 )
 from ._results import Result, Stats
-from ._sync import Process, Stream, run, start, stream
+from ._sync import Daemon, Process, Stream, run, start, stream
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ __all__ = [
     "Cgroup",
     "CgroupUnavailable",
     "Command",
+    "Daemon",
     "InvalidCgroup",
     "InvalidCommand",
     "NetRunnerError",

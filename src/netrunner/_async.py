@@ -9,6 +9,7 @@ shepherd, which sees its control socket hang up.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,11 +24,12 @@ from ._api import (
 )
 from ._command import resolve
 from ._core.output import Capture, Lines
+from ._daemon import DaemonBase
 from ._drivers import AsyncWaiter, adrive
 from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._results import Result
 
-__all__ = ["run", "stream", "start", "Process", "Stream"]
+__all__ = ["run", "stream", "start", "Process", "Stream", "Daemon"]
 
 
 async def _abort(h: Handle, waiter: AsyncWaiter) -> None:
@@ -307,3 +309,93 @@ class Stream(StreamBase):
         finally:
             h.release()
             self._finalizer.detach()
+
+
+class Daemon(DaemonBase):
+    """A supervised long-running command on the running loop; the asyncio
+    twin of :class:`netrunner.Daemon`. Its supervision is a task on the
+    loop; the callbacks run on the loop. ``async with`` starts and stops it;
+    ``await d.run()`` supervises it until it ends, and cancelling that (a
+    ``TaskGroup`` that fails, ``asyncio.timeout``) stops its tree."""
+
+    def __init__(self, cmd: Any, **options: Any) -> None:
+        super().__init__(cmd, **options)
+        self._waiter = AsyncWaiter()
+        self._task: asyncio.Task[Any] | None = None
+        self._in_lock: asyncio.Lock | None = None
+
+    async def start(self) -> Daemon:
+        """Start the first run and return once it has exec'd (an exec error
+        is raised here, and never retried). A daemon that is already
+        supervised is left as it is; one that has stopped starts afresh."""
+        if self._state == "supervised":
+            return self
+        h = self._spawn()
+        try:
+            await adrive(h.flow_started(), self._waiter)
+        except BaseException:
+            await _abort(h, self._waiter)
+            raise
+        self._begin(h)
+        self._task = asyncio.get_running_loop().create_task(
+            adrive(self._flow_supervise(), self._waiter), name=f"netrunner daemon {self.name}"
+        )
+        return self
+
+    async def stop(self, kill_timeout: float | None = None) -> None:
+        """Stop the daemon for good: SIGTERM the current run's tree, wait up
+        to ``kill_timeout``, SIGKILL what is left, reap. Returns at once during
+        a restart's backoff; idempotent. If the caller is cancelled while it
+        waits, the stop goes on without it."""
+        self._request_stop(kill_timeout)
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def wait(self) -> None:
+        """Wait until the daemon has stopped for good (``stop()``, giving up,
+        or a run its policy does not restart). Cancelling the wait does not
+        stop the daemon (``run()`` does)."""
+        if self._task is None:
+            raise RuntimeError("Daemon.wait(): the daemon was never started")
+        await asyncio.shield(self._task)
+
+    async def run(self) -> None:
+        """Start (unless supervised already) and wait until the daemon has
+        stopped for good; cancelled, it stops the daemon's tree, then
+        re-raises."""
+        await self.start()
+        try:
+            await self.wait()
+        finally:
+            await _stop_even_if_cancelled(self)
+
+    async def write(self, data: bytes | str) -> None:
+        """Write all of ``data`` to the current run's stdin, waiting while
+        the pipe is full. ``BrokenPipeError`` when no run is alive (between
+        runs, after stop) or the run ends before reading it all."""
+        h, payload = self._stdin_of_run(data)
+        try:
+            if self._in_lock is None:
+                self._in_lock = asyncio.Lock()
+            async with self._in_lock:
+                await adrive(h.flow_write(payload), self._waiter)
+        finally:
+            self._stdin_done(h)
+
+    async def __aenter__(self) -> Daemon:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if os.getpid() == self._owner_pid:  # in a forked child: the parent's
+            await _stop_even_if_cancelled(self)
+
+
+async def _stop_even_if_cancelled(d: Daemon) -> None:
+    """``d.stop()``; if this task is cancelled again meanwhile, the current
+    run is handed to its shepherd (which stops the tree) instead."""
+    try:
+        await d.stop()
+    except asyncio.CancelledError:
+        if d._task is not None and not d._task.done():
+            d._task.cancel()  # the flow's end releases the run: its shepherd stops the tree
+        raise

@@ -8,11 +8,15 @@ sends back the set of ready fds (empty on timeout).
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import select
+import threading
 import time
 from typing import Any
 
 from ._engine import Flow
+from ._io import fds
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
@@ -127,3 +131,99 @@ async def adrive(flow: Flow, waiter: AsyncWaiter) -> Any:
         return stop.value
     finally:
         flow.close()
+
+
+class Hub:
+    """Drives any number of flows at once in one background thread, blocking
+    in one ``poll()`` over all their fds: what ``drive`` does for one flow,
+    for every sync ``Daemon`` of the interpreter. The thread exists only
+    while there are flows; a flow that raises is logged and dropped.
+
+    Flows run in the hub's thread, so whatever they call (daemon callbacks)
+    delays the others while it runs, as a callback on an event loop would."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._new: list[Flow] = []
+        self._thread: threading.Thread | None = None
+        self._wake: int | None = None  # an eventfd: add() wakes the poll
+        fds.on_fork_in_child(self._after_fork_in_child)
+
+    def add(self, flow: Flow) -> None:
+        """Run ``flow`` (a fresh generator) in the hub's thread."""
+        with self._lock:
+            if self._wake is None:
+                self._wake = fds.eventfd("the daemon thread's wake-up counter")
+            self._new.append(flow)
+            if self._thread is None:
+                thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
+            os.eventfd_write(self._wake, 1)
+
+    def running_here(self) -> bool:
+        """Called from the hub's own thread (a flow, or a callback it runs)."""
+        return threading.current_thread() is self._thread
+
+    def _loop(self) -> None:
+        waits: dict[Flow, tuple[tuple[int, ...], tuple[int, ...], float | None]] = {}
+        while True:
+            with self._lock:
+                new, self._new = self._new, []
+                if not new and not waits:
+                    self._thread = None
+                    wake, self._wake = self._wake, None
+                    if wake is not None:
+                        fds.close(wake)
+                    return
+                wake = self._wake
+            assert wake is not None
+            for flow in new:
+                self._step(flow, None, waits)
+            masks: dict[int, int] = {wake: _POLLIN}
+            deadline: float | None = None
+            for readers, writers, until in waits.values():
+                for fd in readers:
+                    masks[fd] = masks.get(fd, 0) | _POLLIN
+                for fd in writers:
+                    masks[fd] = masks.get(fd, 0) | _POLLOUT
+                if until is not None and (deadline is None or until < deadline):
+                    deadline = until
+            poller = select.poll()
+            for fd, mask in masks.items():
+                poller.register(fd, mask)
+            timeout = None if deadline is None else max(0.0, (deadline - time.monotonic()) * 1000.0)
+            ready = {fd for fd, _ in poller.poll(timeout)}
+            if wake in ready:
+                try:
+                    os.eventfd_read(wake)
+                except BlockingIOError:
+                    pass
+            now = time.monotonic()
+            for flow, (readers, writers, until) in list(waits.items()):
+                mine = ready.intersection((*readers, *writers))
+                if mine or (until is not None and now >= until):
+                    self._step(flow, mine, waits)
+
+    @staticmethod
+    def _step(flow: Flow, ready: set[int] | None, waits: dict[Flow, Any]) -> None:
+        try:
+            waits[flow] = flow.send(ready)  # type: ignore[arg-type]  # None starts a flow, as in drive()
+        except StopIteration:
+            waits.pop(flow, None)
+        except BaseException:  # a flow must not take the others down with it
+            waits.pop(flow, None)
+            logging.getLogger("netrunner.daemon").exception("netrunner: a supervision flow failed")
+
+    def _after_fork_in_child(self) -> None:
+        # The thread does not exist in the child and the eventfd is closed;
+        # the flows belong to the parent's daemons.
+        self._lock = threading.Lock()
+        self._new = []
+        self._thread = None
+        self._wake = None
+
+
+#: The thread of every sync ``Daemon``.
+hub = Hub("netrunner-daemons")

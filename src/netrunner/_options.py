@@ -23,6 +23,7 @@ COMMON = frozenset(
 )
 ENTRY_OPTIONS: dict[str, frozenset[str]] = {
     "start": COMMON,
+    "Daemon": COMMON,
     "run": COMMON | {"input", "timeout", "max_output_size", "check"},
     "stream": COMMON | {"input", "timeout", "max_output_size", "check", "chunk_size"},
 }

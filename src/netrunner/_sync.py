@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,11 +20,13 @@ from ._api import (
 )
 from ._command import resolve
 from ._core.output import Capture, Lines
-from ._drivers import drive
+from ._daemon import DaemonBase
+from ._drivers import drive, hub
 from ._engine import Handle, WaitTimeout, feeder_for, finalize_on_drop
+from ._io import fds
 from ._results import Result
 
-__all__ = ["run", "stream", "start", "Process", "Stream"]
+__all__ = ["run", "stream", "start", "Process", "Stream", "Daemon"]
 
 
 def _abort(h: Handle) -> None:
@@ -284,3 +289,109 @@ class Stream(StreamBase):
         finally:
             h.release()
             self._finalizer.detach()
+
+
+class Daemon(DaemonBase):
+    """A supervised long-running command (SPEC section 12): its output is
+    drained continuously, it is restarted by its ``restart`` policy, and it
+    is stopped -- tree and all -- by :meth:`stop`, the context manager's exit,
+    interpreter exit, or its owner's death.
+
+    Every sync daemon of the interpreter is supervised by one background
+    thread, which also runs the ``on_output`` and ``on_exit`` callbacks:
+    keep them short, as on an event loop. Thread-safe."""
+
+    def __init__(self, cmd: Any, **options: Any) -> None:
+        super().__init__(cmd, **options)
+        self._over_event = threading.Event()
+        self._in_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+
+    def start(self) -> Daemon:
+        """Start the first run and return once it has exec'd (an exec error
+        is raised here, and never retried). A daemon that is already
+        supervised is left as it is; one that has stopped starts afresh."""
+        with self._start_lock:
+            if self._state == "supervised":
+                return self
+            h = self._spawn()
+            try:
+                drive(h.flow_started())
+            except BaseException:
+                _abort(h)
+                raise
+            self._over_event.clear()
+            self._begin(h)
+            _daemons.add(self)
+            hub.add(self._flow_supervise())
+        return self
+
+    def stop(self, kill_timeout: float | None = None) -> None:
+        """Stop the daemon for good: SIGTERM the current run's tree, wait up
+        to ``kill_timeout`` (default: the daemon's), SIGKILL what is left,
+        reap. Returns at once during a restart's backoff; idempotent. Called
+        from an ``on_output``/``on_exit`` callback it asks for the stop and
+        returns without waiting for it."""
+        if self._request_stop(kill_timeout) and not hub.running_here():
+            self._over_event.wait()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the daemon has stopped for good (``stop()``, giving up,
+        or a run its policy does not restart); False if ``timeout`` seconds
+        passed first."""
+        if self._state == "new":
+            raise RuntimeError("Daemon.wait(): the daemon was never started")
+        return self._over_event.wait(timeout)
+
+    def run(self) -> None:
+        """Start (unless supervised already) and wait until the daemon has
+        stopped for good; an exception here (``KeyboardInterrupt``) stops it."""
+        self.start()
+        try:
+            self._over_event.wait()
+        finally:
+            self.stop()
+
+    def write(self, data: bytes | str) -> None:
+        """Write all of ``data`` to the current run's stdin, blocking while
+        the pipe is full. ``BrokenPipeError`` when no run is alive (between
+        runs, after stop) or the run ends before reading it all."""
+        h, payload = self._stdin_of_run(data)
+        try:
+            with self._in_lock:
+                drive(h.flow_write(payload))
+        finally:
+            self._stdin_done(h)
+
+    def _ended(self) -> None:
+        _daemons.discard(self)
+        self._over_event.set()
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if os.getpid() == self._owner_pid:  # in a forked child: the parent's
+            self.stop()
+
+
+#: Sync daemons under supervision: stopped at interpreter exit.
+_daemons: set[Daemon] = set()
+
+
+def _stop_daemons_at_exit() -> None:
+    """Stop every supervised daemon, all at once, before the interpreter's
+    other cleanup (``atexit`` runs this before ``_lifetime``'s): none may be
+    restarted while it goes. Bounded: a daemon whose callback hangs is left
+    to ``_lifetime``, whose hang-up makes its shepherd stop the tree."""
+    daemons = list(_daemons)
+    deadline = time.monotonic()
+    for d in daemons:
+        if d._request_stop(None):
+            deadline = max(deadline, time.monotonic() + d._opts.kill_timeout + 1.0)
+    for d in daemons:
+        d._over_event.wait(max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_stop_daemons_at_exit)
+fds.on_fork_in_child(_daemons.clear)  # a forked child's exit must not touch the parent's daemons

@@ -29,7 +29,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-__all__ = ["lock", "pipe", "socketpair", "open_fd", "adopt", "close", "close_socket", "after_fork_in_child"]
+__all__ = ["lock", "pipe", "eventfd", "socketpair", "open_fd", "adopt", "close", "close_socket", "after_fork_in_child"]
 
 #: Held around every creation and close of a netrunner fd, and across fork().
 lock = threading.RLock()
@@ -97,6 +97,17 @@ def dup(fd: int, what: str) -> int:
             raise _explain(exc, what) from None
         _register(copy)
     return copy
+
+
+def eventfd(what: str) -> int:
+    """A non-blocking, close-on-exec eventfd (a wake-up counter), registered."""
+    with lock:
+        try:
+            fd = _above_stdio(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC), what)
+        except OSError as exc:
+            raise _explain(exc, what) from None
+        _register(fd)
+    return fd
 
 
 def socketpair() -> tuple[socket.socket, socket.socket]:

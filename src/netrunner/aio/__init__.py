@@ -6,6 +6,6 @@
 ``terminate``/``kill``/``poll``/``set_window_size``.
 """
 
-from .._async import Process, Stream, run, start, stream
+from .._async import Daemon, Process, Stream, run, start, stream
 
-__all__ = ["Process", "Stream", "run", "start", "stream"]
+__all__ = ["Daemon", "Process", "Stream", "run", "start", "stream"]
