@@ -11,8 +11,8 @@ from collections.abc import Generator
 from typing import Any
 
 import pytest
-
 from conftest import wait_until
+
 from netrunner._drivers import Hub
 
 
@@ -43,7 +43,7 @@ def test_many_flows_share_one_thread_and_each_gets_only_its_fds() -> None:
     got: list[list[bytes]] = [[] for _ in pipes]
     done = [threading.Event() for _ in pipes]
     try:
-        for (r, _), g, d in zip(pipes, got, done):
+        for (r, _), g, d in zip(pipes, got, done, strict=True):
             hub.add(echo_flow(r, g, d))
         for i, (_, w) in enumerate(pipes):
             os.write(w, f"{i}".encode())

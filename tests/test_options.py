@@ -12,10 +12,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-import netrunner
 from conftest import MARKER_VAR
 from helpers import PY, gone, pid_alive, py, stray_children
+
+import netrunner
+import netrunner.aio
 
 ENTRIES = ["run", "stream", "start"]
 
@@ -629,3 +630,44 @@ def test_bad_stdio_targets_name_the_option(name: str, value) -> None:  # type: i
     with pytest.raises((ValueError, TypeError)) as ei:
         netrunner.run(["true"], **{name: value})
     assert _names_option(str(ei.value), name), str(ei.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("capture_output", "captured by default"),
+        ("universal_newlines", "text=True"),
+        ("shell", "['sh', '-c', line]"),
+        ("executable", "first in the argv"),
+        ("close_fds", "fds 0-2 only"),
+        ("pass_fds", "fds 0-2 only"),
+        ("start_new_session", "process group of its own"),
+        ("process_group", "process group of its own"),
+        ("preexec_fn", "between fork and exec"),
+        ("restore_signals", "reset to their defaults"),
+        ("bufsize", "unbuffered"),
+        ("user", "setpriv"),
+        ("group", "setpriv"),
+        ("extra_groups", "setpriv"),
+        ("umask", "umask 077"),
+        ("pipesize", "sizes its pipes"),
+        ("startupinfo", "Windows"),
+        ("creationflags", "Windows"),
+    ],
+)
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_subprocess_options_say_the_netrunner_way(entry: str, name: str, says: str) -> None:
+    with pytest.raises(TypeError) as ei:
+        launch(entry, ["true"], **{name: True})
+    message = str(ei.value)
+    assert repr(name) in message and says in message, message
+
+
+@pytest.mark.parametrize("name", ["capture_output", "shell"])
+def test_subprocess_options_are_refused_by_command_and_daemon(name: str) -> None:
+    with pytest.raises(TypeError, match=name):
+        netrunner.Command("true", **{name: True})
+    with pytest.raises(TypeError, match=name):
+        netrunner.Daemon(["true"], **{name: True})
+    with pytest.raises(TypeError, match=name):
+        netrunner.aio.Daemon(["true"], **{name: True})

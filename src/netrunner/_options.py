@@ -29,6 +29,35 @@ ENTRY_OPTIONS: dict[str, frozenset[str]] = {
 }
 ALL_OPTIONS = frozenset().union(*ENTRY_OPTIONS.values())
 
+#: ``subprocess`` options that netrunner spells differently or does not need:
+#: what to write instead (the ``TypeError`` for them says it).
+SUBPROCESS_WAY: dict[str, str] = {
+    "capture_output": "stdout and stderr are captured by default (stdout='capture', stderr='capture'); "
+                      "leave it out",
+    "universal_newlines": "use text=True (output is decoded; newlines are not translated)",
+    "shell": "pass the argv as a list, e.g. ['ls', '-l']; for a shell line, write ['sh', '-c', line]",
+    "executable": "put the program first in the argv (a Command's executable)",
+    "close_fds": "the command always gets fds 0-2 only; leave it out",
+    "pass_fds": "the command gets fds 0-2 only; give it a path to open, or data through stdin",
+    "start_new_session": "every command already runs in a process group of its own, stopped as a whole "
+                         "(with pty=True, in a session of its own); leave it out",
+    "process_group": "every command already runs in a process group of its own; leave it out",
+    "preexec_fn": "no Python code can run between fork and exec in a threaded interpreter; run the command "
+                  "through a program that makes the change, e.g. ['nice', '-n', '10', ...], "
+                  "['setpriv', ...], ['prlimit', ...], and use cwd= and env=",
+    "restore_signals": "signals are always reset to their defaults in the command; leave it out",
+    "bufsize": "pipes are read unbuffered, on demand; leave it out (stream(chunk_size=) sizes the reads)",
+    "user": "run the command through a program that switches, e.g. ['setpriv', '--reuid=USER', '--regid=GROUP', "
+            "'--init-groups', ...]",
+    "group": "run the command through a program that switches, e.g. ['setpriv', '--regid=GROUP', ...]",
+    "extra_groups": "run the command through a program that switches, e.g. ['setpriv', '--groups=G1,G2', ...]",
+    "umask": "run the command through a shell that sets it, e.g. "
+             "['sh', '-c', 'umask 077 && exec \"$0\" \"$@\"', program, arg, ...]",
+    "pipesize": "netrunner sizes its pipes itself; leave it out",
+    "startupinfo": "a Windows option; netrunner runs on Linux",
+    "creationflags": "a Windows option; netrunner runs on Linux",
+}
+
 # Each stdio option: what its spellings mean. An int fd >= 0 or an object
 # with fileno() is handed to the command as it is.
 STDIN_MODES: dict[Any, str] = {
@@ -177,6 +206,9 @@ def validate(entry: str, given: Mapping[str, Any]) -> Options:
             if name in ALL_OPTIONS:
                 raise TypeError(f"{entry}() does not take the option {name!r} (it applies to "
                                 f"{', '.join(e + '()' for e, opts in ENTRY_OPTIONS.items() if name in opts)})")
+            hint = SUBPROCESS_WAY.get(name)
+            if hint is not None:
+                raise TypeError(f"{entry}() has no option {name!r}: {hint}")
             raise TypeError(f"{entry}() got an unexpected option {name!r}")
     kw: dict[str, Any] = {}
     g = given.get

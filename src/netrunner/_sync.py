@@ -314,6 +314,8 @@ class Daemon(DaemonBase):
         with self._start_lock:
             if self._state == "supervised":
                 return self
+            if self._state == "over":
+                self._over_event.wait()  # the last step of the previous supervision
             h = self._spawn()
             try:
                 drive(h.flow_started())
