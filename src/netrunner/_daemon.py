@@ -155,6 +155,7 @@ class DaemonBase:
         first = self._args[0]
         self.name: str = name if name is not None else (os.fsdecode(first) if isinstance(first, bytes) else str(first))
         self._restarts = Restarts(self._policy)
+        self._restart_count = 0
         self._h: Handle | None = None
         self._state = "new"  # "new", "supervised", "over"
         self._stopping = False
@@ -193,8 +194,9 @@ class DaemonBase:
 
     @property
     def restarts(self) -> int:
-        """How many times the daemon has been restarted since it was started."""
-        return self._restarts.count
+        """How many restarted runs have started since ``start()`` (a restart
+        still in its backoff, or that could not exec, is not counted)."""
+        return self._restart_count
 
     @property
     def failed(self) -> bool:
@@ -224,6 +226,7 @@ class DaemonBase:
         self._stopping = False
         self._failed = False
         self._restarts = Restarts(self._policy)
+        self._restart_count = 0
         self._state = "supervised"
 
     def _own(self) -> None:
@@ -326,6 +329,7 @@ class DaemonBase:
                     self._failed = True
                     log.error("%s: could not be restarted: %s", self.name, exc)
                     return
+                self._restart_count += 1
         except Exception:
             self._failed = True
             log.exception("%s: supervision failed; the daemon is stopped", self.name)

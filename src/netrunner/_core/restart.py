@@ -70,14 +70,12 @@ class Decision:
 class Restarts:
     """The restart bookkeeping of one daemon."""
 
-    __slots__ = ("policy", "_recent", "_delay", "count")
+    __slots__ = ("policy", "_recent", "_delay")
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self._recent: deque[float] = deque()  # when each restart inside the window was decided
         self._delay = policy.backoff[0]
-        #: restarts so far, over the daemon's whole life
-        self.count = 0
 
     def after_run(self, returncode: int, started: float, ended: float) -> Decision:
         """Decide what follows a run that started and ended at these times
@@ -95,6 +93,5 @@ class Restarts:
         if len(self._recent) >= policy.max_restarts:
             return Decision(False, failed=True, gave_up=True)
         self._recent.append(ended)
-        self.count += 1
         delay, self._delay = self._delay, min(self._delay * 2, policy.backoff[1])
         return Decision(True, delay)
