@@ -23,10 +23,12 @@ from ._api import (
     encode_input,
 )
 from ._command import resolve
-from ._core.output import Capture, Lines
+from ._core import codec
+from ._core.output import Capture, Lines, input_chunk
 from ._daemon import DaemonBase
 from ._drivers import AsyncWaiter, adrive
 from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
+from ._options import is_async_input
 from ._results import Result
 
 __all__ = ["run", "stream", "start", "Process", "Stream", "Daemon"]
@@ -43,20 +45,89 @@ async def _abort(h: Handle, waiter: AsyncWaiter) -> None:
         h.release()
 
 
+class _AsyncInput:
+    """An async iterable ``input`` (an ``aio.Stream`` too), written to stdin by
+    a task of its own: the next item is taken only once the last one is
+    written, so the source is consumed as the command reads. When the command
+    stops reading, the rest is dropped; the source is closed at the end
+    (``aclose``: an ``aio.Stream``'s tree is stopped)."""
+
+    __slots__ = ("_h", "_waiter", "_task")
+
+    def __init__(self, source: Any, h: Handle, waiter: AsyncWaiter) -> None:
+        self._h = h
+        self._waiter = waiter
+        self._task = asyncio.get_running_loop().create_task(self._feed(source))
+
+    async def _feed(self, source: Any) -> None:
+        h = self._h
+        encoding = h.opts.encoding or "utf-8"
+        try:
+            async for item in source:
+                data = input_chunk(item, encoding)
+                if not data:
+                    continue
+                if h.stdin_fd is None:
+                    break
+                await adrive(h.flow_write(data), self._waiter)
+        except BrokenPipeError:
+            pass  # the command stopped reading: the rest is dropped (SPEC 2)
+        except BaseException:
+            h.send(codec.encode_stop(None))  # it would wait for the rest forever
+            raise
+        finally:
+            fd = h.stdin_fd
+            if fd is not None:
+                self._waiter.forget(fd)
+                h.close_stdin()
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def finish(self) -> None:
+        """The tree is gone: stop feeding; raise what the source raised."""
+        task = self._task
+        if not task.done():
+            task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+    async def abandon(self) -> None:
+        """Stop feeding after an error elsewhere: its own outcome is dropped."""
+        try:
+            await self.finish()
+        except Exception:
+            pass
+
+
+def _feeding(h: Handle, opts: Any, waiter: AsyncWaiter) -> tuple[Feeder | None, _AsyncInput | None]:
+    """What writes ``input``: the engine's feeder, or a task for an async iterable."""
+    if is_async_input(opts.input):
+        return None, _AsyncInput(opts.input, h, waiter)
+    return feeder_for(h, opts), None
+
+
 async def run(cmd: Any, **options: Any) -> Result:
     """Run ``cmd`` to completion; the asyncio twin of :func:`netrunner.run`.
-    Cancelling the awaiting task stops the tree, then re-raises."""
+    Cancelling the awaiting task stops the tree, then re-raises. ``input``
+    may also be an async iterable (an ``aio.Stream`` too), consumed only as
+    the command reads."""
     args, argv, opts = resolve("run", cmd, options)
     h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     waiter = AsyncWaiter()
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
+    feeder, fed = _feeding(h, opts, waiter)
     try:
         stopped = await adrive(
-            h.flow_collect(feeder_for(h, opts), out, err, deadline_of(opts.timeout), stop_on_timeout=True),
-            waiter,
+            h.flow_collect(feeder, out, err, deadline_of(opts.timeout), stop_on_timeout=True), waiter
         )
+        if fed is not None:
+            await fed.finish()
     except BaseException:
+        if fed is not None:
+            await fed.abandon()
         await _abort(h, waiter)
         raise
     try:
@@ -227,6 +298,7 @@ class Stream(StreamBase):
         self._argv = argv
         self._waiter = AsyncWaiter()
         self._feeder: Feeder | None = None
+        self._fed: _AsyncInput | None = None
         self._finalizer: Any = None
 
     async def _ensure_started(self) -> Handle:
@@ -241,7 +313,7 @@ class Stream(StreamBase):
             await _abort(h, self._waiter)
             raise
         self._attach(h)
-        self._feeder = feeder_for(h, self._opts)
+        self._feeder, self._fed = _feeding(h, self._opts, self._waiter)
         self._finalizer = finalize_on_drop(self, h)
         return h
 
@@ -270,7 +342,11 @@ class Stream(StreamBase):
                 raise
             if data is None:
                 self._finalizer.detach()
-                self._finish()
+                try:
+                    if self._fed is not None:
+                        await self._fed.finish()
+                finally:
+                    self._finish()
                 break
             chunk = self._decode(data)
             if chunk:
@@ -304,6 +380,8 @@ class Stream(StreamBase):
             return
         self._done = True
         try:
+            if self._fed is not None:
+                await self._fed.abandon()
             if not h.finished:
                 await adrive(h.flow_stop(None), self._waiter)
         finally:

@@ -306,9 +306,24 @@ def _cgroup(entry: str, value: Any) -> Any:
 def _input(entry: str, value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview, str)):
         return value
-    if hasattr(value, "read") or hasattr(value, "__iter__"):
-        return value
+    if hasattr(value, "read") or hasattr(value, "__iter__") or hasattr(value, "__aiter__"):
+        return value  # an async iterable is for the aio twins only: they check
     raise _fail(entry, "input", "bytes, str, an iterable of bytes/str or a binary file object", value, TypeError)
+
+
+def is_async_input(value: Any) -> bool:
+    """``input`` is an async iterable (an ``aio.Stream`` included), which only
+    ``aio.run``/``aio.stream`` can consume."""
+    return hasattr(value, "__aiter__") and not (hasattr(value, "__iter__") or hasattr(value, "read"))
+
+
+def refuse_async_input(entry: str, opts: Options) -> None:
+    """The blocking entry points cannot await an async iterable."""
+    if is_async_input(opts.input):
+        raise TypeError(
+            f"{entry}(): input is an async iterable ({type(opts.input).__name__}); a blocking call cannot "
+            f"await it: use netrunner.aio.{entry}(), or pass bytes, str, an iterable or a file"
+        )
 
 
 # --- commands -----------------------------------------------------------------

@@ -24,6 +24,7 @@ from ._daemon import DaemonBase
 from ._drivers import drive, hub
 from ._engine import Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._io import fds
+from ._options import refuse_async_input
 from ._results import Result
 
 __all__ = ["run", "stream", "start", "Process", "Stream", "Daemon"]
@@ -51,6 +52,7 @@ def run(cmd: Any, **options: Any) -> Result:
     holds the pipes open.
     """
     args, argv, opts = resolve("run", cmd, options)
+    refuse_async_input("run", opts)
     h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
@@ -78,6 +80,7 @@ def stream(cmd: Any, **options: Any) -> Stream:
     """Start ``cmd`` and return a :class:`Stream` of its stdout chunks, read
     only as the consumer asks for them."""
     args, argv, opts = resolve("stream", cmd, options)
+    refuse_async_input("stream", opts)
     h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True, stream_pipe=True)
     try:
         drive(h.flow_started())

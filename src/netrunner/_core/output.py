@@ -192,17 +192,20 @@ class InputSource:
     def next_chunk(self) -> bytes | None:
         """The next non-empty chunk, or None when the input is exhausted."""
         for item in self._iter:
-            if isinstance(item, str):
-                if not item:
-                    continue
-                item = item.encode(self._encoding)
-            elif not isinstance(item, (bytes, bytearray, memoryview)):
-                raise TypeError(
-                    f"input must yield bytes or str, got {type(item).__name__}: {item!r:.60}"
-                )
-            if item:
-                return bytes(item)
+            chunk = input_chunk(item, self._encoding)
+            if chunk:
+                return chunk
         return None
+
+
+def input_chunk(item: Any, encoding: str) -> bytes:
+    """One item of an ``input`` iterable as bytes (a str encoded); ``TypeError``
+    for anything else."""
+    if isinstance(item, str):
+        return item.encode(encoding)
+    if not isinstance(item, (bytes, bytearray, memoryview)):
+        raise TypeError(f"input must yield bytes or str, got {type(item).__name__}: {item!r:.60}")
+    return bytes(item)
 
 
 def _read_file(f: Any, size: int) -> Iterator[Any]:
