@@ -12,6 +12,7 @@ from ._core.output import Capture, InputSource, Lines, Tail, decode_all, finder
 from ._core.state import Phase
 from ._engine import EndOfOutput, Feeder, Handle, LimitReached, WaitTimeout, set_window_size
 from ._errors import AbnormalExit, OutputLimitExceeded, ProcessError, Timeout
+from ._io import fds
 from ._options import Options
 from ._results import Result, Stats
 from .signals import resolve as resolve_signal
@@ -195,8 +196,13 @@ class ProcessBase:
                 raise TypeError(f"set_window_size(): {name} must be an int, got {value!r}")
             if not 1 <= value <= 0xFFFF:
                 raise ValueError(f"set_window_size(): {name} must be from 1 to 65535, got {value!r}")
-        if h.stdout_fd is not None:
-            set_window_size(h.stdout_fd, rows, cols)
+        # Under the fd registry's lock, which closing the master takes too: a
+        # close() in another thread cannot slip between reading the number
+        # and the ioctl (the number could name another file by then).
+        with fds.lock:
+            master = h.stdout_fd
+            if master is not None:
+                set_window_size(master, rows, cols)
 
     # --- shared by the blocking and asyncio twins ---------------------------
 

@@ -45,6 +45,38 @@ async def _abort(h: Handle, waiter: AsyncWaiter) -> None:
         h.release()
 
 
+async def _acquire(lock: asyncio.Lock, timeout: float | None) -> bool:
+    """``lock.acquire()`` within ``timeout`` seconds; False if it did not come.
+
+    Not ``asyncio.wait_for``: before Python 3.12 it can swallow a cancellation
+    that arrives as the lock is granted, and the cancelled task runs on."""
+    if timeout is None or not lock.locked():
+        await lock.acquire()  # a free lock is taken without suspending
+        return True
+    acquiring = asyncio.ensure_future(lock.acquire())
+    try:
+        done, _ = await asyncio.wait([acquiring], timeout=timeout)
+    except BaseException:
+        _forgo(lock, acquiring)
+        raise
+    if done:
+        return True
+    _forgo(lock, acquiring)
+    return False
+
+
+def _forgo(lock: asyncio.Lock, acquiring: asyncio.Future[Any]) -> None:
+    """Give up a pending acquisition; if it was granted meanwhile, hand the
+    lock back."""
+    acquiring.cancel()
+
+    def _release_if_granted(fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            lock.release()
+
+    acquiring.add_done_callback(_release_if_granted)
+
+
 class _AsyncInput:
     """An async iterable ``input`` (an ``aio.Stream`` too), written to stdin by
     a task of its own: the next item is taken only once the last one is
@@ -210,10 +242,8 @@ class Process(ProcessBase):
         self._h.own()
         check_size(max_bytes)
         deadline = deadline_of(timeout)
-        try:
-            await asyncio.wait_for(lock.acquire(), timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"no output within {timeout} seconds") from None
+        if not await _acquire(lock, timeout):
+            raise TimeoutError(f"no output within {timeout} seconds")
         try:
             return await adrive(self._h.flow_read_output(which, max_bytes, deadline), self._waiter)
         except WaitTimeout:
@@ -240,10 +270,8 @@ class Process(ProcessBase):
     async def _until(self, pattern: Any, timeout: float | None, max_bytes: int | None, *, eof_ok: bool) -> Any:
         find = self._finder(pattern, max_bytes)
         deadline = deadline_of(timeout)
-        try:
-            await asyncio.wait_for(self._out_lock.acquire(), timeout)
-        except asyncio.TimeoutError:
-            raise self._until_timeout(timeout) from None
+        if not await _acquire(self._out_lock, timeout):
+            raise self._until_timeout(timeout)
         try:
             return await adrive(self._h.flow_read_until(find, deadline, max_bytes, eof_ok), self._waiter)
         except self._UNTIL_ENDS as exc:

@@ -223,16 +223,86 @@ static int read_pids(const char *path, struct nr_pidset *out)
     return err ? -1 : 0;
 }
 
+/* The pids of the "NSpid:" line of a /proc/<pid>/status (outermost namespace
+ * first, the process's own last): how many, up to `max`, or -1. */
+static int read_nspid(const char *status, pid_t *out, int max)
+{
+    static char buf[4096];
+    ssize_t n;
+    int fd, count = 0;
+    char *p, *end;
+
+    fd = open(status, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return -1;
+    do
+        n = read(fd, buf, sizeof buf - 1); /* the line comes early in the file */
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    p = strstr(buf, "\nNSpid:");
+    if (p == NULL)
+        return -1;
+    p += 7;
+    while (count < max) {
+        long v = strtol(p, &end, 10);
+        if (end == p || v <= 0)
+            break;
+        out[count++] = (pid_t)v;
+        p = end;
+    }
+    return count > 0 ? count : -1;
+}
+
+/* Our children when /proc belongs to an ancestor pid namespace (a child pid
+ * namespace whose owner kept the parent's /proc): /proc/self is our number
+ * there, its children file lists theirs, and the NSpid line of each turns it
+ * into our number (the same depth as ours). The numbers stay valid: they name
+ * our unreaped children. Fills t->listed; returns 0, or -1 when this /proc
+ * does not show us either (an empty or a sibling namespace's /proc). */
+static int foreign_children(struct nr_tree *t)
+{
+    enum { DEPTH = 33 }; /* pid namespaces nest 32 deep at most */
+    char path[96], self[16];
+    pid_t ns[DEPTH];
+    ssize_t len = readlink("/proc/self", self, sizeof self - 1);
+    int depth;
+
+    if (len <= 0)
+        return -1;
+    self[len] = '\0';
+    snprintf(path, sizeof path, "/proc/%s/status", self);
+    depth = read_nspid(path, ns, DEPTH);
+    if (depth < 2 || ns[depth - 1] != t->self) /* not us, or not an ancestor's /proc */
+        return -1;
+    snprintf(path, sizeof path, "/proc/%s/task/%s/children", self, self);
+    if (read_pids(path, &t->again) < 0)
+        return -1;
+    t->listed.n = 0;
+    for (size_t i = 0; i < t->again.n; i++) {
+        snprintf(path, sizeof path, "/proc/%d/status", (int)t->again.v[i]);
+        if (read_nspid(path, ns, DEPTH) < depth)
+            continue; /* reaped meanwhile: nothing to signal */
+        if (nr_pidset_add(&t->listed, ns[depth - 1]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int nr_children(struct nr_tree *t, pid_t skip1, pid_t skip2, enum nr_round round)
 {
     char path[64];
     int found = 0;
 
-    if (!proc_is_ours(t->self))
+    if (proc_is_ours(t->self)) {
+        snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)t->self);
+        if (read_pids(path, &t->listed) < 0)
+            return -1;
+    } else if (foreign_children(t) < 0) {
         return -1;
-    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)t->self);
-    if (read_pids(path, &t->listed) < 0)
-        return -1;
+    }
     for (size_t i = 0; i < t->listed.n; i++) {
         pid_t pid = t->listed.v[i];
         if (pid == skip1 || pid == skip2)

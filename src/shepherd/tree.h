@@ -51,8 +51,10 @@ enum nr_round {
  * (the command and the group anchor, which the caller handles): each child
  * and the group it leads, if it leads one, get the round's signals. Returns
  * how many children other than the skipped ones were listed, or -1 when the
- * children file cannot be trusted or read (/proc missing, another pid
- * namespace's, unreadable). A listing is a hint: a child that appears while
+ * children file cannot be trusted or read (/proc missing, a sibling pid
+ * namespace's, unreadable). An ancestor namespace's /proc is used through our
+ * number there (/proc/self), each child's number translated back by the
+ * NSpid line of its status. A listing is a hint: a child that appears while
  * it is read may be missed until the next round, so only wait4's ECHILD
  * proves that none is left. */
 int nr_children(struct nr_tree *t, pid_t skip1, pid_t skip2, enum nr_round round);

@@ -53,6 +53,30 @@ def test_foreign_proc_pid_namespace(marker: str, tmp_path: Path) -> None:
         owner.finish()
 
 
+#: run() of a command that leaves a daemon that escaped its group with setsid
+#: (``started`` once the daemon is in its own session: before that a stop of
+#: the command's group would reach it and prove nothing)
+ESCAPE = (
+    "f=$(mktemp -u); setsid sh -c 'touch $0; exec sleep 8' $f & "
+    "while [ ! -e $f ]; do sleep 0.01; done; rm -f $f; echo started"
+)
+RUN_ESCAPED = RUN_LEFTOVER.replace('"sleep 8 & echo started"', repr(ESCAPE))
+
+
+def test_foreign_proc_setsid_escapee(marker: str, tmp_path: Path) -> None:
+    """The owner is in a new pid namespace but sees the host's /proc, and the
+    command leaves a daemon outside its process group: the shepherd finds its
+    children through that /proc (its own number there, translated back by
+    NSpid), so the daemon is stopped too, and nothing is reported abandoned."""
+    _need("unshare")
+    owner = Owner(RUN_ESCAPED, tmp_path, prefix=("unshare", "--pid", "--fork", "--kill-child"))
+    try:
+        _check_run(owner, marker, owner.result(timeout=30))
+        assert "left running" not in owner.stderr(), owner.stderr()
+    finally:
+        owner.finish()
+
+
 def test_proc_is_an_empty_tmpfs(marker: str, tmp_path: Path) -> None:
     """The owner's /proc is an empty tmpfs in its own mount namespace."""
     _need("unshare")

@@ -50,12 +50,19 @@ def _above_stdio(fd: int, what: str) -> int:
     if fd > 2:
         return fd
     try:
-        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-    except OSError as exc:
+        return _copy_above_stdio(fd, what)
+    finally:
         os.close(fd)
+
+
+def _copy_above_stdio(fd: int, what: str) -> int:
+    """A close-on-exec copy of ``fd`` at 3 or above, or the explained error."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # RLIMIT_NOFILE is 3 or less: no number above 0-2
+            exc = OSError(errno.EMFILE, os.strerror(errno.EMFILE))
         raise _explain(exc, what) from None
-    os.close(fd)
-    return moved
 
 
 def _pair(make: Callable[[], tuple[int, int]], what: str) -> tuple[int, int]:
@@ -71,7 +78,11 @@ def _pair(make: Callable[[], tuple[int, int]], what: str) -> tuple[int, int]:
             except OSError:
                 os.close(b)
                 raise
-            b = _above_stdio(b, what)  # (a is leaked only if this fails: out of fds)
+            try:
+                b = _above_stdio(b, what)
+            except OSError:
+                os.close(a)
+                raise
         _register(a)
         _register(b)
     return a, b
@@ -91,10 +102,7 @@ def openpty() -> tuple[int, int]:
 def dup(fd: int, what: str) -> int:
     """A close-on-exec copy of ``fd`` (at 3 or above), registered."""
     with lock:
-        try:
-            copy = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-        except OSError as exc:
-            raise _explain(exc, what) from None
+        copy = _copy_above_stdio(fd, what)
         _register(copy)
     return copy
 
@@ -118,7 +126,16 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
         except OSError as exc:
             raise _explain(exc, "a control socket") from None
         if a.fileno() <= 2 or b.fileno() <= 2:
-            a, b = _sock_above_stdio(a), _sock_above_stdio(b)
+            try:
+                a = _sock_above_stdio(a)
+            except OSError:
+                b.close()
+                raise
+            try:
+                b = _sock_above_stdio(b)
+            except OSError:
+                a.close()
+                raise
         _register(a.fileno(), a)
         _register(b.fileno(), b)
     return a, b
@@ -128,7 +145,7 @@ def _sock_above_stdio(sock: socket.socket) -> socket.socket:
     if sock.fileno() > 2:
         return sock
     try:
-        moved = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, 3)
+        moved = _copy_above_stdio(sock.fileno(), "a control socket")
     finally:
         sock.close()
     return socket.socket(fileno=moved)
