@@ -14,6 +14,11 @@ shepherd of the current run -- or ends the backoff sleep at once.
 A run's fds belong to the flow, except stdin while ``write()`` uses it (from
 the caller's thread or task): a run that ends during a write is released by
 the last writer, so no fd number is closed under a writer and reused.
+
+Every run of one supervision gets the nice value and CPU affinity of the
+thread that called ``start()`` (read there: restarts are started by the hub
+thread or the event loop, whose own would otherwise apply), and the
+process's umask and resource limits as they are when the run starts.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from ._core.restart import Policy, Restarts
 from ._core.state import Phase
 from ._engine import READ_SIZE, STDERR_TAIL, Flow, Handle
 from ._errors import NetRunnerError
-from ._io import fds
+from ._io import attrs, fds
 from ._results import Result, Stats, decode_status
 
 log = logging.getLogger("netrunner.daemon")
@@ -166,6 +171,7 @@ class DaemonBase:
         self._writing: dict[Handle, int] = {}
         self._retired: set[Handle] = set()
         self._owner_pid = os.getpid()
+        self._thread: attrs.Thread | None = None
 
     def __repr__(self) -> str:
         state = "failed" if self._failed else ("running" if self.alive else self._state)
@@ -215,9 +221,13 @@ class DaemonBase:
 
     # --- shared by the blocking and asyncio twins -----------------------------
 
-    def _spawn(self) -> Handle:
+    def _spawn(self, *, restart: bool = False) -> Handle:
+        """A run: the first one from ``start()``, in the caller's thread,
+        whose nice value and CPU affinity every restart then gets too."""
         self._own()
-        return Handle(self._args, self._argv, self._opts, keep_stdin=True)
+        if not restart:
+            self._thread = attrs.thread_attrs()
+        return Handle(self._args, self._argv, self._opts, keep_stdin=True, thread=self._thread)
 
     def _begin(self, h: Handle) -> None:
         """The first run has started: supervision begins."""
@@ -321,7 +331,7 @@ class DaemonBase:
                     yield from self._sleep(deadline)
                 if self._stopping:
                     return
-                h = self._spawn()
+                h = self._spawn(restart=True)
                 self._h = h
                 try:
                     yield from h.flow_started()

@@ -39,10 +39,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import _lifetime
-from ._core import codec, wire
+from ._core import attrs, codec, wire
 from ._core.output import Backlog, Capture, Decoder, InputSource, Tail
 from ._core.state import Phase, ProcessCore
 from ._errors import ShepherdError
+from ._io import attrs as read_attrs
 from ._io import cgroup, fds, zygote
 from ._options import Options, exec_paths
 from ._results import Stats
@@ -79,7 +80,7 @@ class Handle:
         "args", "opts", "core", "ctl", "ctl_fd", "stdin_fd", "stdout_fd", "stderr_fd",
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
         "_lock", "text_out", "text_err", "lazy_reap", "pidfd", "owner_pid", "err_backlog",
-        "_err_lock", "pending", "placement", "tty", "last_in", "__weakref__",
+        "_err_lock", "pending", "placement", "tty", "last_in", "attrs_sent", "__weakref__",
     )
 
     stdin_fd: int | None
@@ -91,11 +92,16 @@ class Handle:
     pidfd: int | None
     err_backlog: Backlog | None
     placement: cgroup.Placement | None
+    attrs_sent: attrs.Changes | None
 
     def __init__(
         self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool,
         lazy_reap: bool = False, stream_pipe: bool = False, drain_stderr: bool = False,
+        thread: read_attrs.Thread | None = None,
     ) -> None:
+        """Start the command. It gets the caller's umask and resource limits
+        as they are now, and the nice value and CPU affinity of ``thread``
+        (``_io.attrs.thread_attrs()``) or else of the calling thread."""
         _lifetime.reap_detached()
         self.lazy_reap = lazy_reap
         self.args = args
@@ -152,7 +158,9 @@ class Handle:
                     targets[2] = err_w
             here = fds.open_fd(".", os.O_PATH | os.O_DIRECTORY, "the current directory")
             child_fds.append(here)
-            self.shepherd_pid, self.ctl = _send_spawn(records, [*targets, here])  # type: ignore[list-item]
+            self.shepherd_pid, self.ctl, self.attrs_sent = _send_spawn(
+                records, [*targets, here], thread  # type: ignore[list-item]
+            )
             sent = True
         except BaseException:
             for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
@@ -405,6 +413,8 @@ class Handle:
         else:
             filename = os.fsdecode(self.args[0]) if isinstance(self.args[0], bytes) else os.fspath(self.args[0])
         err = failed.error
+        if failed.stage == wire.STAGE_ATTRS:
+            return attrs_error(err, self.attrs_sent)
         if failed.stage == wire.STAGE_CGROUP:
             from ._errors import CgroupUnavailable
 
@@ -826,22 +836,46 @@ def _current_environ() -> list[bytes]:
     return [k + b"=" + v for k, v in os.environb.items()]  # pragma: no cover
 
 
-def _send_spawn(records: list[bytes], passed: list[int]) -> tuple[int, socket.socket]:
-    """Hand the spawn request and the command's fds to an idle shepherd."""
+def _send_spawn(
+    records: list[bytes], passed: list[int], thread: read_attrs.Thread | None = None
+) -> tuple[int, socket.socket, attrs.Changes | None]:
+    """Hand the spawn request and the command's fds to an idle shepherd,
+    preceded, when the caller's attributes differ from those the shepherd
+    has (its zygote's), by a C_ATTRS record with the difference. Returns
+    the shepherd's pid, its control socket and what C_ATTRS carried."""
     rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", passed).tobytes())]
+    now: attrs.Attrs | None = None
     for attempt in (1, 2):
-        pid, sock = zygote.take_shepherd()
+        pid, sock, baseline = zygote.take_shepherd()
         try:
+            if now is None:
+                now = read_attrs.current(thread)
+            sent = attrs.changes(baseline, now)
+            if sent is not None:
+                sock.send(codec.encode_attrs(sent))
             for record in records[:-1]:
                 sock.send(record)
             sock.sendmsg([records[-1]], rights)
-            return pid, sock
+            return pid, sock, sent
         except OSError:  # that shepherd was killed while idle: take another
             fds.close_socket(sock)
             zygote.reap_child(pid, 1.0)
             if attempt == 2:
                 raise ShepherdError("cannot hand the command to a netrunner shepherd") from None
+        except BaseException:  # it hangs up and exits, having started nothing
+            fds.close_socket(sock)
+            zygote.reap_child(pid, 1.0)
+            raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def attrs_error(err: int, sent: attrs.Changes | None) -> OSError:
+    """The error for a command that could not be given the caller's
+    attributes (STAGE_ATTRS): the OSError subclass of ``err``, naming what
+    the C_ATTRS record asked for (the kernel does not say which one it
+    refused: in practice a resource limit)."""
+    given = attrs.describe(sent, read_attrs.RESOURCE_NAMES) if sent is not None else "attributes"
+    return OSError(err, f"the command could not be given the caller's {given}: {os.strerror(err)}")
 
 
 def _stdin_closed(handle: Handle) -> BrokenPipeError:

@@ -44,6 +44,16 @@ int nr_parse_frame(const unsigned char *buf, size_t len, struct nr_frame *out)
         out->tail = buf + NR_C_CGROUP_SIZE;
         out->tail_len = len - NR_C_CGROUP_SIZE;
         return nr_parse_cgroup(out);
+    case NR_C_ATTRS:
+        if (len < NR_C_ATTRS_SIZE)
+            return NR_ERR_MALFORMED;
+        out->flags = nr_get_u32(buf + NR_C_ATTRS_FLAGS);
+        out->umask = nr_get_u32(buf + NR_C_ATTRS_UMASK);
+        out->nice = (int32_t)nr_get_u32(buf + NR_C_ATTRS_NICE);
+        out->nrlimits = nr_get_u32(buf + NR_C_ATTRS_NRLIMITS);
+        out->tail = buf + NR_C_ATTRS_SIZE;
+        out->tail_len = len - NR_C_ATTRS_SIZE;
+        return nr_parse_attrs(out);
     case NR_C_WINSIZE:
         if (len != NR_C_WINSIZE_SIZE)
             return NR_ERR_MALFORMED;
@@ -73,6 +83,45 @@ int nr_parse_cgroup(const struct nr_frame *f)
         memchr(f->tail, '\0', f->tail_len) != f->tail + f->tail_len - 1)
         return NR_ERR_MALFORMED;
     return 0;
+}
+
+int nr_parse_attrs(const struct nr_frame *f)
+{
+    const uint32_t known = NR_ATTR_UMASK | NR_ATTR_NICE | NR_ATTR_AFFINITY;
+    size_t limits, mask;
+
+    if (f->flags & ~known)
+        return NR_ERR_MALFORMED; /* an attribute this shepherd cannot give */
+    if ((f->flags & NR_ATTR_UMASK) ? f->umask > 0777 : f->umask != 0)
+        return NR_ERR_MALFORMED;
+    if ((f->flags & NR_ATTR_NICE) ? (f->nice < -20 || f->nice > 19) : f->nice != 0)
+        return NR_ERR_MALFORMED;
+    if (f->nrlimits > NR_MAX_RLIMITS)
+        return NR_ERR_MALFORMED;
+    limits = (size_t)f->nrlimits * NR_ATTRS_RLIMIT_SIZE; /* at most 64 * 20: no overflow */
+    if (f->tail_len < limits)
+        return NR_ERR_MALFORMED;
+    mask = f->tail_len - limits;
+    if ((f->flags & NR_ATTR_AFFINITY) ? (mask < 1 || mask > NR_AFFINITY_MAX_BYTES) : mask != 0)
+        return NR_ERR_MALFORMED;
+    return 0;
+}
+
+void nr_attrs_rlimit(const struct nr_frame *f, uint32_t i, struct nr_rlimit *out)
+{
+    const unsigned char *p = f->tail + (size_t)i * NR_ATTRS_RLIMIT_SIZE;
+
+    out->resource = nr_get_u32(p);
+    out->cur = nr_get_u64(p + 4);
+    out->max = nr_get_u64(p + 12);
+}
+
+const unsigned char *nr_attrs_mask(const struct nr_frame *f, size_t *len)
+{
+    size_t limits = (size_t)f->nrlimits * NR_ATTRS_RLIMIT_SIZE;
+
+    *len = (f->flags & NR_ATTR_AFFINITY) ? f->tail_len - limits : 0;
+    return f->tail + limits;
 }
 
 /* argv, envp and paths (+ cwd) strings, with a NULL after argv and envp. */

@@ -19,21 +19,26 @@ static inline uint16_t nr_get_u16(const unsigned char *p) { return (uint16_t)(p[
 static inline uint32_t nr_get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
+static inline uint64_t nr_get_u64(const unsigned char *p) {
+    return (uint64_t)nr_get_u32(p) | ((uint64_t)nr_get_u32(p + 4) << 32);
+}
 
-/* One decoded Python -> shepherd frame. For SPAWN, SPAWN_PART and CGROUP,
- * `tail` points into the record it was parsed from. `flags` is SPAWN's
- * FLAG_* or CGROUP's CGROUP_REMOVE. */
+/* One decoded Python -> shepherd frame. For SPAWN, SPAWN_PART, CGROUP and
+ * ATTRS, `tail` points into the record it was parsed from. `flags` is
+ * SPAWN's FLAG_*, CGROUP's CGROUP_REMOVE or ATTRS' ATTR_*. */
 struct nr_frame {
     int type;
     uint32_t flags, kill_timeout_ms, argc, envc, npaths, signo, role;
+    uint32_t umask, nrlimits;
+    int32_t nice;
     uint16_t rows, cols;
     const unsigned char *tail;
     size_t tail_len;
 };
 
 /* Parse one control-socket record. Returns 0, or NR_ERR_MALFORMED for an
- * unknown type, a record of the wrong size, or a CGROUP record that
- * nr_parse_cgroup refuses. Never reads past len. */
+ * unknown type, a record of the wrong size, or a CGROUP or ATTRS record
+ * that nr_parse_cgroup or nr_parse_attrs refuses. Never reads past len. */
 int nr_parse_frame(const unsigned char *buf, size_t len, struct nr_frame *out);
 
 /* Check a parsed CGROUP frame: a known role, no flag but CGROUP_REMOVE, and a
@@ -41,6 +46,25 @@ int nr_parse_frame(const unsigned char *buf, size_t len, struct nr_frame *out);
  * most CGROUP_PATH_MAX bytes (PATH_MAX, as the kernel counts). Returns 0, and
  * then `tail` is a C string, or NR_ERR_MALFORMED. Never reads past the tail. */
 int nr_parse_cgroup(const struct nr_frame *f);
+
+/* Check a parsed ATTRS frame: no flag but ATTR_*; with ATTR_UMASK a umask
+ * of at most 0777, with ATTR_NICE a nice value in -20..19, and a field whose
+ * flag is clear 0; nrlimits at most MAX_RLIMITS; a tail of exactly nrlimits
+ * entries of ATTRS_RLIMIT_SIZE bytes, followed with ATTR_AFFINITY by a mask
+ * of 1..AFFINITY_MAX_BYTES bytes and otherwise by nothing. Returns 0 or
+ * NR_ERR_MALFORMED. Never reads past the tail. */
+int nr_parse_attrs(const struct nr_frame *f);
+
+/* One resource limit of a parsed ATTRS frame (i < nrlimits). */
+struct nr_rlimit {
+    uint32_t resource;
+    uint64_t cur, max; /* RLIM_INFINITY is 2**64-1 */
+};
+void nr_attrs_rlimit(const struct nr_frame *f, uint32_t i, struct nr_rlimit *out);
+
+/* The affinity mask of a parsed ATTRS frame: its bytes and their number
+ * (0 without ATTR_AFFINITY). CPU n is bit n % 8 of byte n / 8. */
+const unsigned char *nr_attrs_mask(const struct nr_frame *f, size_t *len);
 
 /* The strings of a complete spawn tail, pointing into the tail itself. */
 struct nr_spawn {

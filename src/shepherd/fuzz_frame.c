@@ -10,7 +10,11 @@
  * checks, the parsers' promises are asserted: fixed-size frames are accepted
  * only at their exact size, a parsed spawn tail is exactly the announced
  * strings, each inside the tail and NUL-terminated, and an accepted CGROUP
- * record has a known role and flags and one absolute path as its tail. */
+ * record has a known role and flags and one absolute path as its tail.
+ * Every input is also read as an ATTRS record's flags, umask, nice and
+ * nrlimits (the first sixteen bytes, small values favoured) and tail (the
+ * rest): an accepted one has known flags, values in range, and a tail of
+ * exactly its limits and mask, every entry of which is read back. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +112,42 @@ static void check_cgroup(uint32_t role, uint32_t flags, const unsigned char *tai
     free(copy);
 }
 
+/* What nr_parse_attrs promises, checked on an exact-size copy of the tail;
+ * an accepted record's limits and mask are all read (inside the copy). */
+static void check_attrs(const struct nr_frame *given)
+{
+    const uint32_t known = NR_ATTR_UMASK | NR_ATTR_NICE | NR_ATTR_AFFINITY;
+    unsigned char *copy = malloc(given->tail_len ? given->tail_len : 1);
+    struct nr_frame f = *given;
+    size_t limits = (size_t)f.nrlimits * NR_ATTRS_RLIMIT_SIZE, len;
+    int ok, good;
+
+    CHECK(copy != NULL);
+    memcpy(copy, given->tail, given->tail_len);
+    f.tail = copy;
+    ok = nr_parse_attrs(&f) == 0;
+    good = !(f.flags & ~known) && ((f.flags & NR_ATTR_UMASK) ? f.umask <= 0777 : f.umask == 0) &&
+           ((f.flags & NR_ATTR_NICE) ? f.nice >= -20 && f.nice <= 19 : f.nice == 0) &&
+           f.nrlimits <= NR_MAX_RLIMITS && f.tail_len >= limits &&
+           ((f.flags & NR_ATTR_AFFINITY) ? f.tail_len - limits >= 1 && f.tail_len - limits <= NR_AFFINITY_MAX_BYTES
+                                         : f.tail_len == limits);
+    CHECK(ok == good);
+    if (ok) {
+        const unsigned char *mask = nr_attrs_mask(&f, &len);
+        uint64_t sum = 0;
+        for (uint32_t i = 0; i < f.nrlimits; i++) {
+            struct nr_rlimit rl;
+            nr_attrs_rlimit(&f, i, &rl);
+            sum += rl.resource + rl.cur + rl.max;
+        }
+        CHECK(mask == copy + limits && len == ((f.flags & NR_ATTR_AFFINITY) ? f.tail_len - limits : 0));
+        for (size_t i = 0; i < len; i++)
+            sum += mask[i];
+        (void)sum;
+    }
+    free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct nr_frame f;
@@ -123,6 +163,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (f.type == NR_C_CGROUP)
             CHECK(size > NR_C_CGROUP_SIZE && f.tail[f.tail_len - 1] == '\0' && f.tail[0] == '/' &&
                   strlen((const char *)f.tail) + 1 == f.tail_len);
+        if (f.type == NR_C_ATTRS) {
+            CHECK(size >= NR_C_ATTRS_SIZE && f.nrlimits <= NR_MAX_RLIMITS);
+            check_attrs(&f);
+        }
+    }
+    if (size >= NR_C_ATTRS_SIZE && data[0] == NR_C_ATTRS) {
+        /* An ATTRS record is accepted exactly when its fields pass the check. */
+        struct nr_frame g;
+        memset(&g, 0, sizeof g);
+        g.flags = nr_get_u32(data + NR_C_ATTRS_FLAGS);
+        g.umask = nr_get_u32(data + NR_C_ATTRS_UMASK);
+        g.nice = (int32_t)nr_get_u32(data + NR_C_ATTRS_NICE);
+        g.nrlimits = nr_get_u32(data + NR_C_ATTRS_NRLIMITS);
+        g.tail = data + NR_C_ATTRS_SIZE;
+        g.tail_len = size - NR_C_ATTRS_SIZE;
+        CHECK((nr_parse_frame(data, size, &f) == 0) == (nr_parse_attrs(&g) == 0));
+    }
+    if (size >= 16) {
+        /* Small fields are the interesting ones: the tail must then match
+         * them exactly, which random bytes rarely do unless nrlimits is small. */
+        struct nr_frame g;
+        memset(&g, 0, sizeof g);
+        g.type = NR_C_ATTRS;
+        g.flags = data[0] & 0x0f;
+        g.umask = (data[1] & 1) ? nr_get_u32(data + 4) : (uint32_t)(data[4] | (data[5] & 3) << 8);
+        g.nice = (data[1] & 2) ? (int32_t)nr_get_u32(data + 8) : (int32_t)(data[8] % 42) - 21;
+        g.nrlimits = (data[1] & 4) ? nr_get_u32(data + 12) : (uint32_t)data[12] % 4;
+        if (!(g.flags & NR_ATTR_UMASK) && (data[2] & 1))
+            g.umask = 0; /* often right for a clear flag */
+        if (!(g.flags & NR_ATTR_NICE) && (data[2] & 2))
+            g.nice = 0;
+        if (data[3] & 1) /* now and then any flags */
+            g.flags = nr_get_u32(data);
+        g.tail = data + 16;
+        g.tail_len = size - 16;
+        check_attrs(&g);
     }
     if (size >= NR_C_CGROUP_SIZE && data[0] == NR_C_CGROUP) {
         /* A CGROUP record is accepted exactly when its fields pass the check. */

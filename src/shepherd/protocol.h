@@ -3,9 +3,9 @@
 #ifndef NR_PROTOCOL_H
 #define NR_PROTOCOL_H
 
-#define NR_PROTOCOL_DIGEST 0x44b5f1fdu
+#define NR_PROTOCOL_DIGEST 0xacd67591u
 
-#define NR_PROTOCOL_VERSION 4
+#define NR_PROTOCOL_VERSION 5
 #define NR_FLAG_DETACH 1
 #define NR_FLAG_CWD 2
 #define NR_FLAG_PTY 4
@@ -13,6 +13,10 @@
 #define NR_STAGE_CHDIR 2
 #define NR_STAGE_EXEC 3
 #define NR_STAGE_CGROUP 4
+#define NR_STAGE_ATTRS 5
+#define NR_ATTR_UMASK 1
+#define NR_ATTR_NICE 2
+#define NR_ATTR_AFFINITY 4
 #define NR_CGROUP_V2 1
 #define NR_CGROUP_V1 2
 #define NR_CGROUP_MEMORY_V1 3
@@ -36,6 +40,9 @@
 #define NR_MAX_RECORD 65536
 #define NR_MAX_CGROUPS 32
 #define NR_CGROUP_PATH_MAX 4096
+#define NR_MAX_RLIMITS 64
+#define NR_ATTRS_RLIMIT_SIZE 20
+#define NR_AFFINITY_MAX_BYTES 1024
 #define NR_ZYGOTE_FDS 1
 #define NR_SPAWN_FDS 4
 #define NR_STARTED_FDS 1
@@ -75,6 +82,14 @@
 #define NR_C_CGROUP_SIZE 9
 #define NR_C_CGROUP_ROLE 1 /* u32 */
 #define NR_C_CGROUP_FLAGS 5 /* u32 */
+
+/* Before SPAWN (at most one): the attributes the command is to have where they differ from its shepherd's, applied by the clone child right before execve. ATTR_UMASK: umask (0-0777); ATTR_NICE: nice (-20..19; a refused lowering, EACCES, is ignored); ATTR_AFFINITY: the tail ends with a CPU affinity mask (1..AFFINITY_MAX_BYTES bytes, CPU n is bit n%8 of byte n/8; EINVAL, no CPU of its cpuset, is ignored). A field whose flag is clear is 0. The tail starts with nrlimits (at most MAX_RLIMITS) resource limits of ATTRS_RLIMIT_SIZE bytes each: u32 resource, u64 soft, u64 hard (RLIM_INFINITY as 2**64-1), set with prlimit. A failure is S_EXEC_FAILED with STAGE_ATTRS. */
+#define NR_C_ATTRS 0x16
+#define NR_C_ATTRS_SIZE 17
+#define NR_C_ATTRS_FLAGS 1 /* u32 */
+#define NR_C_ATTRS_UMASK 5 /* u32 */
+#define NR_C_ATTRS_NICE 9 /* i32 */
+#define NR_C_ATTRS_NRLIMITS 13 /* u32 */
 
 /* Send a signal to the command's process group (ignored once the command is reaped). */
 #define NR_C_SIGNAL 0x12

@@ -124,6 +124,24 @@ struct cgroup {
     int procs;   /* members: <path>/cgroup.procs for the clone child, open until the exec is over; else -1 */
 };
 
+/* What the kernel takes for prlimit64 (struct rlimit64 of linux/resource.h). */
+struct nr_rlimit64 {
+    uint64_t cur, max;
+};
+
+/* A C_ATTRS record, copied (the record buffer is reused) into the form the
+ * clone child hands to the kernel as it is. */
+struct attrs {
+    uint32_t flags; /* NR_ATTR_* */
+    uint32_t umask;
+    int32_t nice;
+    uint32_t nrlimits;
+    uint32_t resource[NR_MAX_RLIMITS];
+    struct nr_rlimit64 limit[NR_MAX_RLIMITS];
+    unsigned long mask[NR_AFFINITY_MAX_BYTES / sizeof(unsigned long)]; /* a cpu_set_t's layout */
+    size_t mask_len;                                                   /* bytes of mask, whole words */
+};
+
 /* EXECING: the command is cloned and has not exec'd yet; the shepherd goes
  * on serving its loop meanwhile (a chdir or execve that hangs on a dead
  * filesystem, or a stop signal, must not freeze it). */
@@ -162,6 +180,7 @@ struct shepherd {
     int cg_listed;             /* how many processes its last listing held (-1: unreadable) */
     int cg_removed;            /* the REMOVE directories were dealt with */
     int cg_v2_dir;             /* the v2 directory, open until the command is cloned; else -1 */
+    struct attrs *attrs;       /* a C_ATTRS record's (static: see keep_attrs); NULL for none */
 };
 
 /* What the clone child writes to its report pipe when it cannot exec. The
@@ -184,6 +203,7 @@ struct exec_args {
     int pty; /* fds 0-2 are a PTY's slave side: a new session, with it as controlling terminal */
     struct nr_spawn sp;
     uint32_t npaths;
+    const struct attrs *attrs; /* NULL without a C_ATTRS record; never changed once the command is cloned */
 };
 
 static void fail(const char *call)
@@ -429,6 +449,41 @@ static void add_cgroup(struct shepherd *s, const struct nr_frame *f)
     /* The kill cgroup: the v2 one, else the first member. */
     if (c->role == NR_CGROUP_V2 || s->cg_kill < 0)
         s->cg_kill = s->ncg - 1;
+}
+
+/* A C_ATTRS record (nr_parse_frame checked it), kept for the clone child:
+ * the limits as prlimit64 takes them, the mask as an array of longs, CPU n
+ * being bit n % LONG_BIT of word n / LONG_BIT whatever the byte order. In
+ * static memory that stays untouched (and costs no page) when no record
+ * comes, the common case; nothing changes it once the command is cloned. */
+static void keep_attrs(struct shepherd *s, const struct nr_frame *f)
+{
+    static struct attrs kept;
+    struct attrs *at = &kept;
+    const unsigned char *mask;
+    size_t len;
+
+    if (s->attrs != NULL) {
+        protocol_error(s, NR_ERR_UNEXPECTED, 0); /* one per command */
+        return;
+    }
+    memset(at, 0, sizeof *at);
+    at->flags = f->flags;
+    at->umask = f->umask;
+    at->nice = f->nice;
+    at->nrlimits = f->nrlimits;
+    for (uint32_t i = 0; i < f->nrlimits; i++) {
+        struct nr_rlimit rl;
+        nr_attrs_rlimit(f, i, &rl);
+        at->resource[i] = rl.resource;
+        at->limit[i].cur = rl.cur;
+        at->limit[i].max = rl.max;
+    }
+    mask = nr_attrs_mask(f, &len);
+    for (size_t i = 0; i < len; i++)
+        at->mask[i / sizeof(unsigned long)] |= (unsigned long)mask[i] << (8 * (i % sizeof(unsigned long)));
+    at->mask_len = (len + sizeof(unsigned long) - 1) / sizeof(unsigned long) * sizeof(unsigned long);
+    s->attrs = at;
 }
 
 /* Whether the kill cgroup holds no process but `skip` (0: none at all).
@@ -840,6 +895,29 @@ static void __attribute__((noreturn)) exec_failed(int fd, long err, int stage)
     child_exit(127);
 }
 
+/* The C_ATTRS attributes, last before execve. The kernel refusing to lower
+ * the nice value (EACCES: it takes CAP_SYS_NICE or RLIMIT_NICE, and the
+ * shepherd has the nice value of the thread that started the zygote) leaves
+ * the shepherd's; an affinity with no CPU of the command's cpuset (EINVAL)
+ * leaves the one the cgroup gives. Anything else fails the start. */
+static void give_attrs(const struct attrs *at, int report)
+{
+    long r;
+
+    if (at->flags & NR_ATTR_UMASK)
+        nr_sys1(SYS_umask, at->umask); /* cannot fail */
+    if ((at->flags & NR_ATTR_NICE) && (r = nr_sys3(SYS_setpriority, PRIO_PROCESS, 0, at->nice)) < 0 &&
+        r != -EACCES)
+        exec_failed(report, r, NR_STAGE_ATTRS);
+    if ((at->flags & NR_ATTR_AFFINITY) && (r = nr_sys3(SYS_sched_setaffinity, 0, at->mask_len, at->mask)) < 0 &&
+        r != -EINVAL)
+        exec_failed(report, r, NR_STAGE_ATTRS);
+    for (uint32_t i = 0; i < at->nrlimits; i++) {
+        if ((r = nr_sys4(SYS_prlimit64, 0, at->resource[i], &at->limit[i], NULL)) < 0)
+            exec_failed(report, r, NR_STAGE_ATTRS);
+    }
+}
+
 /* The clone child. It shares the shepherd's memory but not its fd table,
  * and starts with every signal blocked (the shepherd blocked them around the
  * clone), so no signal acts on it before execve but SIGKILL and SIGSTOP --
@@ -893,6 +971,9 @@ static int exec_child(void *arg)
         report = 3;
     }
     nr_close_from(4);
+    /* After the fds are closed: a low RLIMIT_NOFILE must not get in the way. */
+    if (a->attrs != NULL)
+        give_attrs(a->attrs, report);
     /* PATH search as CPython's _posixsubprocess: try every candidate, report
      * the first error that is not "no such file" (else the last one). The
      * mask is emptied right before each attempt and blocked again after a
@@ -1023,6 +1104,7 @@ static void start_command(struct shepherd *s, const struct nr_frame *head)
     args.report_fd = report[1];
     args.npaths = head->npaths;
     args.pty = (head->flags & NR_FLAG_PTY) != 0;
+    args.attrs = s->attrs;
 
     /* CLONE_PIDFD: a pidfd that names the command from its birth. SIGCHLD as
      * exit signal (execve would reset any other to it). */
@@ -1334,6 +1416,10 @@ static void on_spawn_frame(struct shepherd *s, const struct nr_frame *f, const i
 
     if (f->type == NR_C_CGROUP) {
         add_cgroup(s, f);
+        return;
+    }
+    if (f->type == NR_C_ATTRS) {
+        keep_attrs(s, f);
         return;
     }
     if (f->type != NR_C_SPAWN && f->type != NR_C_SPAWN_PART) {

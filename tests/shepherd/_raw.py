@@ -17,7 +17,8 @@ WALL = zygote.WALL
 
 def idle_shepherd() -> tuple[int, socket.socket]:
     """A fresh idle shepherd from this process's zygote: (pid, control socket)."""
-    return zygote.take_shepherd()
+    pid, sock, _ = zygote.take_shepherd()
+    return pid, sock
 
 
 def rights(fds: list[int]) -> list[tuple[int, int, bytes]]:

@@ -11,6 +11,7 @@ import socket
 
 import netrunner
 from netrunner._core import codec, wire
+from netrunner._core.attrs import Changes
 
 from conftest import pids_with_marker, wait_until
 from _raw import close_all, idle_shepherd, reap, recv_record, rights, started, std_fds
@@ -29,6 +30,7 @@ def random_record(rng: random.Random) -> bytes:
             codec.encode_signal(rng.choice([0, 15, 28, 64, 65, 2**32 - 1])),
             codec.encode_stop(rng.choice([None, 0.001, 3.0])),
             codec.encode_winsize(24, 80),
+            codec.encode_attrs(Changes(umask=0o022, nice=1, affinity=frozenset({0}), rlimits=((4, 0, -1),))),
         ])
         cut = rng.randint(0, len(valid) + 3)
         return (valid + b"\0\0\0")[:cut] or b"\x13"

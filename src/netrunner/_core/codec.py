@@ -6,9 +6,11 @@ rejected with :class:`ProtocolError`; nothing is read past a record.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from . import wire
+from .attrs import Changes, affinity_mask
 
 _Z_HELLO = wire.BY_NAME["Z_HELLO"].struct
 _Z_FORK = bytes([wire.BY_NAME["Z_FORK"].code])
@@ -19,6 +21,9 @@ _C_SIGNAL = wire.BY_NAME["C_SIGNAL"].struct
 _C_STOP = wire.BY_NAME["C_STOP"].struct
 _C_WINSIZE = wire.BY_NAME["C_WINSIZE"].struct
 _C_CGROUP = wire.BY_NAME["C_CGROUP"].struct
+_C_ATTRS = wire.BY_NAME["C_ATTRS"].struct
+_RLIMIT = struct.Struct("<IQQ")
+assert _RLIMIT.size == wire.ATTRS_RLIMIT_SIZE
 
 
 class ProtocolError(Exception):
@@ -124,6 +129,39 @@ def encode_cgroup(role: int, path: bytes, *, remove: bool) -> bytes:
         raise ValueError(f"a cgroup directory must be an absolute path shorter than {wire.CGROUP_PATH_MAX} bytes")
     flags = wire.CGROUP_REMOVE if remove else 0
     return _C_CGROUP.pack(wire.BY_NAME["C_CGROUP"].code, role, flags) + path + b"\0"
+
+
+def encode_attrs(sent: Changes) -> bytes:
+    """The C_ATTRS record giving the command these attributes. Resource
+    limits are in Python's units: ``resource.RLIM_INFINITY`` (-1) becomes
+    ``wire.RLIM_INFINITY``."""
+    flags = umask = nice = 0
+    if sent.umask is not None:
+        if not 0 <= sent.umask <= 0o777:
+            raise ValueError(f"a umask is between 0 and 0o777, not {sent.umask:#o}")
+        flags |= wire.ATTR_UMASK
+        umask = sent.umask
+    if sent.nice is not None:
+        if not -20 <= sent.nice <= 19:
+            raise ValueError(f"a nice value is between -20 and 19, not {sent.nice}")
+        flags |= wire.ATTR_NICE
+        nice = sent.nice
+    if len(sent.rlimits) > wire.MAX_RLIMITS:
+        raise ValueError(f"{len(sent.rlimits)} resource limits; a record holds at most {wire.MAX_RLIMITS}")
+    tail = [_RLIMIT.pack(resource, _wire_limit(soft), _wire_limit(hard)) for resource, soft, hard in sent.rlimits]
+    if sent.affinity is not None:
+        flags |= wire.ATTR_AFFINITY
+        tail.append(affinity_mask(sent.affinity))
+    head = _C_ATTRS.pack(wire.BY_NAME["C_ATTRS"].code, flags, umask, nice, len(sent.rlimits))
+    return head + b"".join(tail)
+
+
+def _wire_limit(value: int) -> int:
+    if value == -1:
+        return wire.RLIM_INFINITY
+    if not 0 <= value <= wire.RLIM_INFINITY:
+        raise ValueError(f"a resource limit is RLIM_INFINITY or between 0 and 2**64-1, not {value}")
+    return value
 
 
 def encode_spawn(

@@ -11,8 +11,12 @@ Invariants:
 * Both sockets are ``AF_UNIX``/``SOCK_SEQPACKET``: one record is one frame,
   so framing is the kernel's job and a short or long record is malformed.
 * A frame is one type byte followed by the fixed fields of that type, packed
-  with no padding, little-endian.  Only ``SPAWN``, ``SPAWN_PART`` and
-  ``CGROUP`` carry a variable tail after the fixed fields.
+  with no padding, little-endian.  Only ``SPAWN``, ``SPAWN_PART``,
+  ``CGROUP`` and ``ATTRS`` carry a variable tail after the fixed fields.
+* ``ATTRS`` is sent only when the command would not inherit the caller's
+  attributes from its shepherd: at most one, before ``SPAWN``; its tail is
+  exactly ``nrlimits`` entries of ``ATTRS_RLIMIT_SIZE`` bytes, then the CPU
+  affinity mask when ``ATTR_AFFINITY`` is set and nothing otherwise.
 * A frame whose length differs from its type's fixed size (or, for the tails,
   is shorter) is malformed; the receiver never reads past the record.
 """
@@ -23,7 +27,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 #: C type name -> (struct code, size in bytes)
 FIELD_TYPES: dict[str, tuple[str, int]] = {
@@ -106,6 +110,22 @@ MESSAGES: tuple[Message, ...] = (
         ),
     ),
     Message(
+        "C_ATTRS", 0x16, "to_shepherd",
+        (("flags", "u32"), ("umask", "u32"), ("nice", "i32"), ("nrlimits", "u32")),
+        tail=True,
+        doc=(
+            "Before SPAWN (at most one): the attributes the command is to have where they differ "
+            "from its shepherd's, applied by the clone child right before execve. ATTR_UMASK: umask "
+            "(0-0777); ATTR_NICE: nice (-20..19; a refused lowering, EACCES, is ignored); "
+            "ATTR_AFFINITY: the tail ends with a CPU affinity mask (1..AFFINITY_MAX_BYTES bytes, "
+            "CPU n is bit n%8 of byte n/8; EINVAL, no CPU of its cpuset, is ignored). A "
+            "field whose flag is clear is 0. The tail starts with nrlimits (at most MAX_RLIMITS) "
+            "resource limits of ATTRS_RLIMIT_SIZE bytes each: u32 resource, u64 soft, u64 hard "
+            "(RLIM_INFINITY as 2**64-1), set with prlimit. A failure is S_EXEC_FAILED with "
+            "STAGE_ATTRS."
+        ),
+    ),
+    Message(
         "C_SIGNAL", 0x12, "to_shepherd", (("signo", "u32"),),
         doc="Send a signal to the command's process group (ignored once the command is reaped).",
     ),
@@ -160,6 +180,12 @@ STAGE_SETUP = 1  # dup2, setpgid, prctl, signal reset
 STAGE_CHDIR = 2
 STAGE_EXEC = 3
 STAGE_CGROUP = 4  # joining a cgroup (opening or writing its cgroup.procs)
+STAGE_ATTRS = 5  # giving the command the attributes of a C_ATTRS record
+
+# C_ATTRS flags
+ATTR_UMASK = 0x1  # the umask field is the command's umask
+ATTR_NICE = 0x2  # the nice field is the command's nice value
+ATTR_AFFINITY = 0x4  # the tail ends with the command's CPU affinity mask
 
 # C_CGROUP roles and flags
 CGROUP_V2 = 1  # the command's cgroup-v2 directory (at most one)
@@ -196,6 +222,14 @@ MAX_RECORD = 65536
 MAX_CGROUPS = 32
 #: Longest C_CGROUP path, its NUL included (PATH_MAX).
 CGROUP_PATH_MAX = 4096
+#: Most resource limits in one C_ATTRS record.
+MAX_RLIMITS = 64
+#: Size of one resource limit in a C_ATTRS tail: u32 resource, u64 soft, u64 hard.
+ATTRS_RLIMIT_SIZE = 20
+#: Longest CPU affinity mask in a C_ATTRS tail (8192 CPUs).
+AFFINITY_MAX_BYTES = 1024
+#: RLIM_INFINITY as a C_ATTRS resource limit (Python spells it resource.RLIM_INFINITY, -1).
+RLIM_INFINITY = 2**64 - 1
 #: Number of fds attached to Z_FORK (the control socket).
 ZYGOTE_FDS = 1
 #: Number of fds attached to C_SPAWN: stdin, stdout, stderr, working directory.
@@ -212,6 +246,10 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("STAGE_CHDIR", STAGE_CHDIR),
     ("STAGE_EXEC", STAGE_EXEC),
     ("STAGE_CGROUP", STAGE_CGROUP),
+    ("STAGE_ATTRS", STAGE_ATTRS),
+    ("ATTR_UMASK", ATTR_UMASK),
+    ("ATTR_NICE", ATTR_NICE),
+    ("ATTR_AFFINITY", ATTR_AFFINITY),
     ("CGROUP_V2", CGROUP_V2),
     ("CGROUP_V1", CGROUP_V1),
     ("CGROUP_MEMORY_V1", CGROUP_MEMORY_V1),
@@ -235,6 +273,9 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("MAX_RECORD", MAX_RECORD),
     ("MAX_CGROUPS", MAX_CGROUPS),
     ("CGROUP_PATH_MAX", CGROUP_PATH_MAX),
+    ("MAX_RLIMITS", MAX_RLIMITS),
+    ("ATTRS_RLIMIT_SIZE", ATTRS_RLIMIT_SIZE),
+    ("AFFINITY_MAX_BYTES", AFFINITY_MAX_BYTES),
     ("ZYGOTE_FDS", ZYGOTE_FDS),
     ("SPAWN_FDS", SPAWN_FDS),
     ("STARTED_FDS", STARTED_FDS),

@@ -9,6 +9,11 @@ with ``waitpid(pid, __WALL)``. One shepherd is always forked ahead of need
 (the *spare*): a command is started by one ``sendmsg`` to it, and its
 replacement is forked while the command runs.
 
+Each zygote keeps the attributes its shepherds inherit (umask, resource
+limits, nice, CPU affinity: ``_io/attrs.py``), read when it has started;
+:func:`take_shepherd` hands them out with the shepherd, so that a spawn sends
+the command what differs from them at the call.
+
 Invariants: one zygote per process (a forked child starts its own); replies
 are read in request order under a lock; a zygote that died is replaced once,
 transparently; at most one spare and one pending request exist.
@@ -24,8 +29,9 @@ import threading
 import time
 
 from .._core import codec, wire
+from .._core.attrs import Attrs
 from .._errors import ShepherdError
-from . import fds
+from . import attrs, fds
 from .shepherd import find_shepherd
 
 __all__ = ["take_shepherd", "current_pid", "helper_pids", "shutdown"]
@@ -36,12 +42,15 @@ _ENV_PREFIXES = ("ASAN_", "UBSAN_", "LSAN_", "MSAN_", "LD_")
 
 
 class _Zygote:
-    __slots__ = ("pid", "sock")
+    __slots__ = ("pid", "sock", "baseline")
+
+    baseline: Attrs
 
     def __init__(self) -> None:
         path = find_shepherd()
         ours, theirs = fds.socketpair()
         moved = devnull = -1
+        umask_before = attrs.current_umask()
         try:
             devnull = fds.open_fd(os.devnull, os.O_RDWR, "/dev/null")
             child_fd = theirs.fileno()
@@ -97,6 +106,11 @@ class _Zygote:
                 f"(digest {hello.digest:#010x}), this netrunner needs {wire.PROTOCOL_VERSION} "
                 f"(digest {wire.PROTOCOL_DIGEST:#010x}); rebuild with `pip install -e .` or reinstall"
             )
+        # Its setup is over (the hello comes last): what it has now, every
+        # shepherd it forks has. A umask changed by another thread while it
+        # started is unknown, and sent with every spawn.
+        umask_after = attrs.current_umask()
+        self.baseline = attrs.of_zygote(self.pid, umask_before if umask_before == umask_after else None)
 
     def _receive(self) -> codec.Event:
         try:
@@ -173,9 +187,10 @@ _spare: tuple[int, socket.socket] | None = None
 _pending: socket.socket | None = None
 
 
-def take_shepherd() -> tuple[int, socket.socket]:
+def take_shepherd() -> tuple[int, socket.socket, Attrs]:
     """An idle shepherd (its pid and our end of its control socket), ready to
-    receive a spawn request. Call :func:`replenish` once it has its request."""
+    receive a spawn request, and the attributes it has (its zygote's). Call
+    :func:`replenish` once it has its request."""
     global _zygote, _spare, _pending
     with _lock:
         for attempt in (1, 2):
@@ -200,8 +215,8 @@ def take_shepherd() -> tuple[int, socket.socket]:
                         except BaseException:
                             fds.close_socket(sock)
                             raise
-                taken, _spare = _spare, None
-                return taken
+                (pid, sock), _spare = _spare, None
+                return pid, sock, _zygote.baseline
             except ShepherdError:
                 _discard_zygote()
                 if attempt == 2:
