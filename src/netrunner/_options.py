@@ -51,8 +51,8 @@ SUBPROCESS_WAY: dict[str, str] = {
             "'--init-groups', ...]",
     "group": "run the command through a program that switches, e.g. ['setpriv', '--regid=GROUP', ...]",
     "extra_groups": "run the command through a program that switches, e.g. ['setpriv', '--groups=G1,G2', ...]",
-    "umask": "run the command through a shell that sets it, e.g. "
-             "['sh', '-c', 'umask 077 && exec \"$0\" \"$@\"', program, arg, ...]",
+    "umask": "a command gets the interpreter's umask as it is at the call (os.umask() before it), or run "
+             "it through a shell that sets one, e.g. ['sh', '-c', 'umask 077 && exec \"$0\" \"$@\"', program, ...]",
     "pipesize": "netrunner sizes its pipes itself; leave it out",
     "startupinfo": "a Windows option; netrunner runs on Linux",
     "creationflags": "a Windows option; netrunner runs on Linux",
