@@ -168,17 +168,7 @@ def current(thread: Thread | None = None) -> Attrs:
     """The caller's attributes now: the process's umask and resource limits,
     and the nice value and CPU affinity of ``thread`` (from
     :func:`thread_attrs`) or else of the calling thread."""
-    if thread is None:  # thread_attrs(), inline: this runs at every spawn
-        try:
-            nice: int | None = _getpriority(_PRIO_PROCESS, 0)
-        except OSError:
-            nice = None
-        try:
-            cpus: AbstractSet[int] | None = _getaffinity(0)
-        except OSError:
-            cpus = None
-    else:
-        nice, cpus = thread
+    nice, cpus = thread if thread is not None else thread_attrs()
     return Attrs(_umask_in(_status.read(512)), nice, cpus, RESOURCES, current_limits())
 
 
