@@ -69,7 +69,7 @@ OPTIONS: dict[str, _Option] = {
 DAEMON_OPTIONS: dict[str, _Option] = {
     "on_output": _Option(
         "discard", "'discard' | 'log' | Callable[[bytes | str], object]",
-        "where the output goes: dropped, logged line by line to 'netrunner.daemon', or a callable",
+        "dropped, logged line by line to 'netrunner.daemon', or a callable taking each chunk (str in text mode)",
     ),
     "restart": _Option(
         "on-failure", "'never' | 'no' | 'on-failure' | 'always'",
@@ -99,17 +99,26 @@ def options_of(entry: str) -> list[str]:
     return own + [name for name in OPTIONS if name in names]
 
 
-def _option(entry: str, name: str) -> _Option:
-    opt = DAEMON_OPTIONS.get(name) or OPTIONS[name]
+#: ``input`` of the asyncio twins.
+_ASYNC_INPUT = _Option(
+    None, "bytes | str | Iterable[bytes | str] | AsyncIterable[bytes | str] | binary file | None",
+    "fed to stdin as the command reads it (an async iterable, an aio.Stream too), then stdin is closed",
+)
+
+
+def _option(entry: str, name: str, aio: bool = False) -> _Option:
+    opt = _ASYNC_INPUT if aio and name == "input" else DAEMON_OPTIONS.get(name) or OPTIONS[name]
     return opt._replace(
         default=_DEFAULTS.get((entry, name), opt.default), meaning=_MEANINGS.get((entry, name), opt.meaning)
     )
 
 
-def document(fn: Any, entry: str, head: list[inspect.Parameter], returns: object, *, doc_of: Any = None) -> None:
+def document(
+    fn: Any, entry: str, head: list[inspect.Parameter], returns: object, *, doc_of: Any = None, aio: bool = False
+) -> None:
     """Give ``fn`` the signature ``head`` + the keyword-only options of
     ``entry`` -> ``returns``, and append the "Options" section to the
-    docstring of ``doc_of`` (default: ``fn``)."""
+    docstring of ``doc_of`` (default: ``fn``); ``aio`` for the asyncio twins."""
     names = options_of(entry)
     options = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_option(entry, name).default)
@@ -122,7 +131,7 @@ def document(fn: Any, entry: str, head: list[inspect.Parameter], returns: object
     width = max(len(name) for name in names)
     lines = ["", "", "Options (keyword-only; default, accepted values, meaning):", ""]
     for name in names:
-        opt = _option(entry, name)
+        opt = _option(entry, name, aio)
         lines.append(f"    {name.ljust(width)} = {opt.default!r}: {opt.type}")
         lines.append(f"    {'':{width}}   {opt.meaning}")
     target.__doc__ = inspect.cleandoc(target.__doc__) + "\n".join(lines)
