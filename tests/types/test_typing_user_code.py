@@ -14,6 +14,7 @@ value of the wrong type (flagged).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import textwrap
@@ -250,7 +251,7 @@ def checked(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[s
         [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--strict", "--no-incremental",
          "--cache-dir", "/dev/null", "--show-error-codes", "--no-error-summary", "--no-pretty",
          "--hide-error-context", "user_code.py"],
-        cwd=where, env={k: v for k, v in __import__("os").environ.items() if k != "MYPYPATH"},
+        cwd=where, env={k: v for k, v in os.environ.items() if k != "MYPYPATH"},
         timeout=300, text=True,
     )
     assert result.returncode in (0, 1), result.stderr + result.stdout
@@ -317,6 +318,28 @@ def test_every_entry_point_and_option_is_exercised() -> None:
     for entry in ENTRY_OPTIONS:
         assert entry in {e for _, e, _, _ in CALLS}
     assert set(GOOD) == set(BAD) == set(ALL_OPTIONS) | set(DAEMON_OWN)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_python_examples_of_readme_and_pty_docs_type_check(tmp_path: Path) -> None:
+    """The README's examples, and the PTY page's, pass ``mypy --strict``."""
+    files = []
+    for doc in ("README.md", "docs/pty.md"):
+        blocks = re.findall(r"```python\n(.*?)```", (ROOT / doc).read_text(), re.S)
+        assert blocks, doc
+        for i, block in enumerate(blocks):
+            name = f"{Path(doc).stem.lower()}_{i}.py"
+            (tmp_path / name).write_text(block)
+            files.append(name)
+    (tmp_path / "mypy.ini").write_text("[mypy]\n")
+    result = netrunner.run(
+        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--strict", "--no-incremental",
+         "--cache-dir", "/dev/null", "--show-error-codes", "--no-error-summary", *files],
+        cwd=tmp_path, timeout=300, text=True,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 def test_the_script_parses(tmp_path: Path) -> None:
