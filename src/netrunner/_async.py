@@ -29,6 +29,7 @@ from ._daemon import DaemonBase
 from ._drivers import AsyncWaiter, adrive
 from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._options import is_async_input
+from ._pipeline import handle_for
 from ._results import Result
 
 __all__ = ["run", "stream", "start", "Process", "Stream", "Daemon"]
@@ -146,7 +147,7 @@ async def run(cmd: Any, **options: Any) -> Result:
     may also be an async iterable (an ``aio.Stream`` too), consumed only as
     the command reads."""
     args, argv, opts = resolve("run", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     waiter = AsyncWaiter()
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
@@ -172,7 +173,7 @@ async def run(cmd: Any, **options: Any) -> Result:
 async def start(cmd: Any, **options: Any) -> Process:
     """Start ``cmd``; return an :class:`aio.Process <Process>` once it has exec'd."""
     args, argv, opts = resolve("start", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=True, drain_stderr=True)
+    h = handle_for(args, argv, opts, keep_stdin=True, drain_stderr=True)
     waiter = AsyncWaiter()
     try:
         await adrive(h.flow_started(), waiter)
@@ -332,8 +333,8 @@ class Stream(StreamBase):
     async def _ensure_started(self) -> Handle:
         if self._h is not None:
             return self._h
-        h = Handle(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None, lazy_reap=True,
-                   stream_pipe=True)
+        h = handle_for(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None, lazy_reap=True,
+                       stream_pipe=True)
         try:
             await adrive(h.flow_started(), self._waiter)
         except BaseException:

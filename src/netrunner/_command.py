@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._options import Options, argv_of, validate
+from ._pipeline import Pipeline, _join, resolve_pipeline
 
 
 def _freeze(value: Any) -> Any:
@@ -78,14 +79,25 @@ class Command:
         opts = "".join(f", {k}={v!r}" for k, v in self._options.items())
         return f"Command({list(self._argv)!r}{opts})"
 
+    def __or__(self, other: Any) -> Pipeline:
+        """``Command | Command``: a pipeline (see :func:`netrunner.pipe`)."""
+        return _join(self, other)
+
+    def __ror__(self, other: Any) -> Pipeline:
+        return _join(other, self)
+
     def __setattr__(self, name: str, value: Any) -> None:
         if hasattr(self, "_options"):
             raise AttributeError("Command is immutable: use cmd(*args) or cmd.with_options(...)")
         object.__setattr__(self, name, value)
 
 
-def resolve(entry: str, cmd: Any, options: dict[str, Any]) -> tuple[tuple[Any, ...], list[bytes], Options]:
-    """(args as given, encoded argv, validated options) for a call of ``entry``."""
+def resolve(entry: str, cmd: Any, options: dict[str, Any]) -> tuple[tuple[Any, ...], Any, Options]:
+    """(args as given, encoded argv, validated options) for a call of
+    ``entry``; for a pipeline, every stage's args and the plan of its stages
+    in place of the argv (``_pipeline.handle_for`` starts either)."""
+    if isinstance(cmd, Pipeline):
+        return resolve_pipeline(entry, cmd, options)
     if isinstance(cmd, Command):
         options = {**cmd._options, **options}
         cmd = cmd._argv

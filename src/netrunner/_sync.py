@@ -25,6 +25,7 @@ from ._drivers import drive, hub
 from ._engine import Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._io import fds
 from ._options import refuse_async_input
+from ._pipeline import handle_for
 from ._results import Result
 
 __all__ = ["run", "stream", "start", "Process", "Stream", "Daemon"]
@@ -53,7 +54,7 @@ def run(cmd: Any, **options: Any) -> Result:
     """
     args, argv, opts = resolve("run", cmd, options)
     refuse_async_input("run", opts)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
     try:
@@ -73,7 +74,7 @@ def run(cmd: Any, **options: Any) -> Result:
 def start(cmd: Any, **options: Any) -> Process:
     """Start ``cmd`` and return a :class:`Process` once it has exec'd."""
     args, argv, opts = resolve("start", cmd, options)
-    return Process._start(Handle(args, argv, opts, keep_stdin=True, drain_stderr=True))
+    return Process._start(handle_for(args, argv, opts, keep_stdin=True, drain_stderr=True))
 
 
 def stream(cmd: Any, **options: Any) -> Stream:
@@ -81,7 +82,7 @@ def stream(cmd: Any, **options: Any) -> Stream:
     only as the consumer asks for them."""
     args, argv, opts = resolve("stream", cmd, options)
     refuse_async_input("stream", opts)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True, stream_pipe=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True, stream_pipe=True)
     try:
         drive(h.flow_started())
     except BaseException:
