@@ -211,8 +211,8 @@ class PipelineCore(ProcessCore):
         self.observes_in = self.observes_out = self.observes_err = True
         self.err_dropped = 0
 
-    @property  # type: ignore[override]
-    def phase(self) -> Phase:
+    @property
+    def phase(self) -> Phase:  # type: ignore[override]
         phases = [s.phase for s in self.stages]
         for busy in (Phase.STARTING, Phase.RUNNING):
             if busy in phases:
@@ -222,8 +222,8 @@ class PipelineCore(ProcessCore):
                 return bad
         return Phase.EXITED
 
-    @property  # type: ignore[override]
-    def status(self) -> int | None:
+    @property
+    def status(self) -> int | None:  # type: ignore[override]
         statuses = [s.status for s in self.stages]
         if None in statuses:
             return None
@@ -233,21 +233,21 @@ class PipelineCore(ProcessCore):
                 return status
         return statuses[-1]
 
-    @property  # type: ignore[override]
-    def t_end(self) -> float | None:
+    @property
+    def t_end(self) -> float | None:  # type: ignore[override]
         ends = [s.t_end for s in self.stages]
         return None if None in ends else max(ends)  # type: ignore[type-var]
 
-    @property  # type: ignore[override]
-    def pid(self) -> int | None:
+    @property
+    def pid(self) -> int | None:  # type: ignore[override]
         return self.stages[-1].pid  # as a shell's $!
 
-    @property  # type: ignore[override]
-    def exec_error(self) -> codec.ExecFailed | None:
+    @property
+    def exec_error(self) -> codec.ExecFailed | None:  # type: ignore[override]
         return next((s.exec_error for s in self.stages if s.exec_error is not None), None)
 
-    @property  # type: ignore[override]
-    def fault(self) -> str | None:
+    @property
+    def fault(self) -> str | None:  # type: ignore[override]
         return next((s.fault for s in self.stages if s.fault is not None), None)
 
     @property
@@ -333,6 +333,7 @@ class PipelineHandle(Handle):
                 ours.append(stderr)
             last = len(plan.stages) - 1
             for i, (stage_args, argv, stage_opts) in enumerate(plan.stages):
+                out: str | int
                 if i < last:
                     next_stdin, out = fds.pipe()
                     ours += (next_stdin, out)
@@ -364,8 +365,8 @@ class PipelineHandle(Handle):
     def control_fds(self) -> tuple[int, ...]:
         return tuple(h.ctl_fd for h in self.stages if h.ctl_open)
 
-    @property  # type: ignore[override]
-    def ctl_open(self) -> bool:
+    @property
+    def ctl_open(self) -> bool:  # type: ignore[override]
         return any(h.ctl_open for h in self.stages)
 
     @property
