@@ -81,7 +81,13 @@ def conclude(
     core = h.core
     assert core.returncode is not None
     assert core.exit_status is not None
-    result: Result[Any] = Result(h.args, stdout, stderr, core.returncode, core.exit_status, core.signal, stats)
+    if h.staged:  # a pipeline: every stage's status and statistics too
+        result: Result[Any] = Result(
+            h.args, stdout, stderr, core.returncode, core.exit_status, core.signal, stats,
+            core.pipestatus, h.stage_stats(),  # type: ignore[attr-defined]
+        )
+    else:
+        result = Result(h.args, stdout, stderr, core.returncode, core.exit_status, core.signal, stats)
     if check and result.returncode != 0:
         raise ProcessError(
             result.returncode, list(h.args), stdout, stderr,
@@ -150,6 +156,16 @@ class ProcessBase:
     def returncode(self) -> int | None:
         """``subprocess``'s convention: exit code, or -N for signal N; None while running."""
         return self._h.core.returncode
+
+    @property
+    def pipestatus(self) -> tuple[int, ...] | None:
+        """Every stage's returncode, in order (one for a single command),
+        once all have exited; else None."""
+        h = self._h
+        if h.staged:
+            return h.core.pipestatus  # type: ignore[attr-defined, no-any-return]
+        rc = h.core.returncode
+        return None if rc is None else (rc,)
 
     @property
     def exit_status(self) -> int | None:

@@ -32,6 +32,7 @@ from ._drivers import AsyncWaiter, adrive
 from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._help import document, params
 from ._options import is_async_input
+from ._pipeline import handle_for
 from ._results import Result
 
 if TYPE_CHECKING:
@@ -298,7 +299,7 @@ async def run(cmd: Any, **options: Any) -> Result[Any]:
     may also be an async iterable (an ``aio.Stream`` too), consumed only as
     the command reads."""
     args, argv, opts = resolve("run", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     waiter = AsyncWaiter()
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
@@ -423,7 +424,7 @@ async def start(
 async def start(cmd: Any, **options: Any) -> Process[Any]:
     """Start ``cmd``; return an :class:`aio.Process <Process>` once it has exec'd."""
     args, argv, opts = resolve("start", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=True, drain_stderr=True)
+    h = handle_for(args, argv, opts, keep_stdin=True, drain_stderr=True)
     waiter = AsyncWaiter()
     try:
         await adrive(h.flow_started(), waiter)
@@ -716,8 +717,8 @@ class Stream(StreamBase[OutT]):
     async def _ensure_started(self) -> Handle:
         if self._h is not None:
             return self._h
-        h = Handle(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None, lazy_reap=True,
-                   stream_pipe=True)
+        h = handle_for(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None, lazy_reap=True,
+                       stream_pipe=True)
         try:
             await adrive(h.flow_started(), self._waiter)
         except BaseException:

@@ -8,16 +8,19 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, overload
 
 from ._help import document, params
 from ._options import Options, argv_of, validate
+from ._pipeline import Pipeline, _join, resolve_pipeline
 
 if TYPE_CHECKING:
     from ._types import (
         Arg,
+        Argv,
         AsyncInput,
         CgroupSpec,
         Env,
         Leftovers,
         OutT,
         Pty,
+        Stage,
         StderrTarget,
         StdinTarget,
         StdoutTarget,
@@ -307,6 +310,13 @@ class Command(Generic[OutT]):
         opts = "".join(f", {k}={v!r}" for k, v in self._options.items())
         return f"Command({list(self._argv)!r}{opts})"
 
+    def __or__(self, other: Stage) -> Pipeline[bytes]:
+        """``Command | Command``: a pipeline (see :func:`netrunner.pipe`)."""
+        return _join(self, other)
+
+    def __ror__(self, other: Argv) -> Pipeline[bytes]:
+        return _join(other, self)
+
     def __setattr__(self, name: str, value: Any) -> None:
         if hasattr(self, "_options"):
             raise AttributeError("Command is immutable: use cmd(*args) or cmd.with_options(...)")
@@ -317,8 +327,12 @@ document(Command.__init__, "Command", params("self", "executable", args=()), ins
 document(Command.with_options, "Command", params("self"), "Command")
 
 
-def resolve(entry: str, cmd: Any, options: dict[str, Any]) -> tuple[tuple[Any, ...], list[bytes], Options]:
-    """(args as given, encoded argv, validated options) for a call of ``entry``."""
+def resolve(entry: str, cmd: Any, options: dict[str, Any]) -> tuple[tuple[Any, ...], Any, Options]:
+    """(args as given, encoded argv, validated options) for a call of
+    ``entry``; for a pipeline, every stage's args and the plan of its stages
+    in place of the argv (``_pipeline.handle_for`` starts either)."""
+    if isinstance(cmd, Pipeline):
+        return resolve_pipeline(entry, cmd, options)
     if isinstance(cmd, Command):
         options = {**cmd._options, **options}
         cmd = cmd._argv

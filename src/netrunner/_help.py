@@ -85,16 +85,26 @@ DAEMON_OPTIONS: dict[str, _Option] = {
 #: Defaults that depend on the entry point.
 _DEFAULTS: dict[tuple[str, str], object] = {
     ("stream", "check"): True,
+    ("pipe", "check"): None,
     ("Daemon", "stderr"): "redirect",
 }
 _MEANINGS: dict[tuple[str, str], str] = {
+    ("pipe", "check"): "raise ProcessError when a stage exits non-zero; None: the entry point's default",
+    ("pipe", "stdin"): "where the first stage's stdin comes from when it is not `input`",
+    ("pipe", "stdout"): "where the last stage's stdout goes ('capture': read by netrunner)",
+    ("pipe", "stderr"): "every stage's: captured (all stages' merged), 'redirect' (each into its stdout), ...",
+    ("pipe", "env"): "every stage's environment, unless its Command sets one",
+    ("pipe", "cwd"): "every stage's working directory, unless its Command sets one",
     ("Daemon", "stderr"): "merged into the output by default; 'capture' keeps its last 64 KiB for on_exit",
 }
 
 
 def options_of(entry: str) -> list[str]:
     """The option names of ``entry``, in the signature's order."""
-    names = ALL_OPTIONS if entry == "Command" else ENTRY_OPTIONS[entry]
+    if entry == "pipe":  # what run and stream take, less what one command alone can have
+        names = (ENTRY_OPTIONS["run"] | ENTRY_OPTIONS["stream"]) - {"pty", "cgroup"}
+    else:
+        names = ALL_OPTIONS if entry == "Command" else ENTRY_OPTIONS[entry]
     own = list(DAEMON_OPTIONS) if entry == "Daemon" else []
     return own + [name for name in OPTIONS if name in names]
 

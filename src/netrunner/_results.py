@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal as _signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic
 
@@ -67,6 +67,11 @@ class Result(Generic[OutT]):
 
     Generic in its output type: ``Result[bytes]`` (the default), or
     ``Result[str]`` in text mode (``text=True``, ``encoding=...``).
+
+    For a pipeline (:func:`netrunner.pipe`), ``args`` holds each stage's
+    argv, ``returncode`` is the rightmost non-zero stage's (``pipefail``),
+    ``pipestatus`` every stage's in order and ``stage_stats`` every stage's
+    statistics (``stats`` is the total). For one command they have one item.
     """
 
     args: tuple[Arg, ...]
@@ -76,6 +81,14 @@ class Result(Generic[OutT]):
     exit_status: int
     signal: _signal.Signals | int | None
     stats: Stats
+    pipestatus: tuple[int, ...] = ()
+    stage_stats: tuple[Stats, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.pipestatus:
+            object.__setattr__(self, "pipestatus", (self.returncode,))
+        if not self.stage_stats:
+            object.__setattr__(self, "stage_stats", (self.stats,))
 
     @property
     def ok(self) -> bool:

@@ -28,6 +28,7 @@ from ._engine import Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._help import document, params
 from ._io import fds
 from ._options import refuse_async_input
+from ._pipeline import handle_for
 from ._results import Result
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ def run(cmd: Any, **options: Any) -> Result[Any]:
     """
     args, argv, opts = resolve("run", cmd, options)
     refuse_async_input("run", opts)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
     try:
@@ -324,7 +325,7 @@ def start(
 def start(cmd: Any, **options: Any) -> Process[Any]:
     """Start ``cmd`` and return a :class:`Process` once it has exec'd."""
     args, argv, opts = resolve("start", cmd, options)
-    return Process._start(Handle(args, argv, opts, keep_stdin=True, drain_stderr=True))
+    return Process._start(handle_for(args, argv, opts, keep_stdin=True, drain_stderr=True))
 
 
 @overload
@@ -461,7 +462,7 @@ def stream(cmd: Any, **options: Any) -> Stream[Any]:
     only as the consumer asks for them."""
     args, argv, opts = resolve("stream", cmd, options)
     refuse_async_input("stream", opts)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True, stream_pipe=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True, stream_pipe=True)
     try:
         drive(h.flow_started())
     except BaseException:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from ._cgroup import Cgroup
     from ._command import Command
+    from ._pipeline import Pipeline
     from ._results import Result
 
     #: The output type: ``bytes``, or ``str`` in text mode (``text=True``,
@@ -61,12 +62,16 @@ class BinaryReadable(Protocol):
 Arg: TypeAlias = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 #: A command as an argument vector (never a bare ``str``).
 Argv: TypeAlias = SequenceNotStr[Arg]
-#: Anything ``run``, ``stream``, ``start`` and ``Daemon`` accept as ``cmd``.
-Cmd: TypeAlias = Union[Argv, "Command[bytes]", "Command[str]"]
+#: Anything ``run``, ``stream`` and ``start`` accept as ``cmd`` (``Daemon``:
+#: not a pipeline, refused at run time).
+Cmd: TypeAlias = Union[Argv, "Command[bytes]", "Command[str]", "Pipeline[bytes]", "Pipeline[str]"]
 #: A command whose output is ``bytes`` unless a text option is given.
-BytesCmd: TypeAlias = Union[Argv, "Command[bytes]"]
-#: A template that sets text mode.
-TextCmd: TypeAlias = "Command[str]"
+BytesCmd: TypeAlias = Union[Argv, "Command[bytes]", "Pipeline[bytes]"]
+#: A template or pipeline that sets text mode.
+TextCmd: TypeAlias = Union["Command[str]", "Pipeline[str]"]
+#: A stage of a pipeline: an argv, a ``Command`` (which may not set text
+#: mode: that is the pipeline's), or a pipeline whose stages are spliced in.
+Stage: TypeAlias = Union[Argv, "Command[bytes]", "Pipeline[bytes]"]
 
 #: A path (``cwd``).
 StrOrBytesPath: TypeAlias = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]

@@ -138,6 +138,21 @@ reveal_type(netrunner.Command("ls"))  # R: netrunner._command.Command[bytes]
 reveal_type(netrunner.run(netrunner.Command("ls")).stdout)  # R: bytes
 reveal_type(netrunner.stream(netrunner.Command("ls", encoding="utf-8")))  # R: netrunner._sync.Stream[str]
 reveal_type(netrunner.Command("ls").with_options(cwd="/"))  # R: netrunner._command.Command[bytes]
+
+pl = netrunner.pipe(["ls"], ["sort"], netrunner.Command("head"))
+reveal_type(pl)  # R: netrunner._pipeline.Pipeline[bytes]
+reveal_type(netrunner.run(pl).stdout)  # R: bytes
+reveal_type(netrunner.run(pl).pipestatus)  # R: tuple[int, ...]
+reveal_type(netrunner.run(pl, text=True).stdout)  # R: str
+reveal_type(netrunner.run(netrunner.pipe(["ls"], ["sort"], text=True)).stdout)  # R: str
+reveal_type(netrunner.stream(netrunner.pipe(["ls"], ["sort"], encoding="utf-8")))  # R: netrunner._sync.Stream[str]
+reveal_type(netrunner.Command("ls") | netrunner.Command("sort"))  # R: netrunner._pipeline.Pipeline[bytes]
+reveal_type(["ls"] | netrunner.Command("sort") | ["head"])  # R: netrunner._pipeline.Pipeline[bytes]
+with netrunner.start(pl) as pp:
+    reveal_type(pp.pipestatus)  # R: tuple[int, ...] | None
+netrunner.pipe("ls", ["sort"])  # E: call-overload
+netrunner.pipe(["ls"], ["sort"], timeot=5)  # E: call-overload
+netrunner.pipe(["ls"], ["sort"], pty=True)  # E: call-overload
 reveal_type(template.with_options(cwd="/"))  # R: netrunner._command.Command[str]
 reveal_type(netrunner.Command("ls").with_options(errors="replace"))  # R: netrunner._command.Command[str]
 either = netrunner.Command("ls").with_options(text=flag)
