@@ -43,6 +43,9 @@ if TYPE_CHECKING:
         Cmd,
         Env,
         Leftovers,
+        OneBytesCmd,
+        OneCmd,
+        OneTextCmd,
         OnExitBytes,
         OnExitEither,
         OnExitText,
@@ -812,7 +815,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: TextCmd,
+        cmd: OneTextCmd,
         *,
         on_output: OnOutputText = "discard",
         restart: RestartPolicy = "on-failure",
@@ -834,7 +837,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: BytesCmd,
+        cmd: OneBytesCmd,
         *,
         on_output: OnOutputBytes = "discard",
         restart: RestartPolicy = "on-failure",
@@ -859,7 +862,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: Cmd,
+        cmd: OneCmd,
         *,
         on_output: OnOutputText = "discard",
         restart: RestartPolicy = "on-failure",
@@ -884,7 +887,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: Cmd,
+        cmd: OneCmd,
         *,
         on_output: OnOutputText = "discard",
         restart: RestartPolicy = "on-failure",
@@ -909,7 +912,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: Cmd,
+        cmd: OneCmd,
         *,
         on_output: OnOutputText = "discard",
         restart: RestartPolicy = "on-failure",
@@ -934,7 +937,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: Cmd,
+        cmd: OneCmd,
         *,
         on_output: OnOutputEither = "discard",
         restart: RestartPolicy = "on-failure",

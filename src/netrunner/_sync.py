@@ -39,6 +39,9 @@ if TYPE_CHECKING:
         Env,
         Input,
         Leftovers,
+        OneBytesCmd,
+        OneCmd,
+        OneTextCmd,
         OnExitBytes,
         OnExitEither,
         OnExitText,
@@ -690,7 +693,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: TextCmd,
+        cmd: OneTextCmd,
         *,
         on_output: OnOutputText = "discard",
         restart: RestartPolicy = "on-failure",
@@ -712,7 +715,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: BytesCmd,
+        cmd: OneBytesCmd,
         *,
         on_output: OnOutputBytes = "discard",
         restart: RestartPolicy = "on-failure",
@@ -737,7 +740,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: Cmd,
+        cmd: OneCmd,
         *,
         on_output: OnOutputText = "discard",
         restart: RestartPolicy = "on-failure",
@@ -762,7 +765,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: Cmd,
+        cmd: OneCmd,
         *,
         on_output: OnOutputText = "discard",
         restart: RestartPolicy = "on-failure",
@@ -787,7 +790,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: Cmd,
+        cmd: OneCmd,
         *,
         on_output: OnOutputText = "discard",
         restart: RestartPolicy = "on-failure",
@@ -812,7 +815,7 @@ class Daemon(DaemonBase):
     @overload
     def __init__(
         self,
-        cmd: Cmd,
+        cmd: OneCmd,
         *,
         on_output: OnOutputEither = "discard",
         restart: RestartPolicy = "on-failure",

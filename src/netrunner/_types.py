@@ -62,13 +62,16 @@ class BinaryReadable(Protocol):
 Arg: TypeAlias = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 #: A command as an argument vector (never a bare ``str``).
 Argv: TypeAlias = SequenceNotStr[Arg]
-#: Anything ``run``, ``stream`` and ``start`` accept as ``cmd`` (``Daemon``:
-#: not a pipeline, refused at run time).
+#: Anything ``run``, ``stream`` and ``start`` accept as ``cmd``.
 Cmd: TypeAlias = Union[Argv, "Command[bytes]", "Command[str]", "Pipeline[bytes]", "Pipeline[str]"]
 #: A command whose output is ``bytes`` unless a text option is given.
 BytesCmd: TypeAlias = Union[Argv, "Command[bytes]", "Pipeline[bytes]"]
 #: A template or pipeline that sets text mode.
 TextCmd: TypeAlias = Union["Command[str]", "Pipeline[str]"]
+#: One command, not a pipeline (``Daemon``), likewise in its three kinds.
+OneCmd: TypeAlias = Union[Argv, "Command[bytes]", "Command[str]"]
+OneBytesCmd: TypeAlias = Union[Argv, "Command[bytes]"]
+OneTextCmd: TypeAlias = "Command[str]"
 #: A stage of a pipeline: an argv, a ``Command`` (which may not set text
 #: mode: that is the pipeline's), or a pipeline whose stages are spliced in.
 Stage: TypeAlias = Union[Argv, "Command[bytes]", "Pipeline[bytes]"]

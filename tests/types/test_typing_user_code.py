@@ -153,6 +153,7 @@ with netrunner.start(pl) as pp:
 netrunner.pipe("ls", ["sort"])  # E: call-overload
 netrunner.pipe(["ls"], ["sort"], timeot=5)  # E: call-overload
 netrunner.pipe(["ls"], ["sort"], pty=True)  # E: call-overload
+netrunner.Daemon(netrunner.pipe(["ls"], ["sort"]))  # E: call-overload
 reveal_type(template.with_options(cwd="/"))  # R: netrunner._command.Command[str]
 reveal_type(netrunner.Command("ls").with_options(errors="replace"))  # R: netrunner._command.Command[str]
 either = netrunner.Command("ls").with_options(text=flag)
