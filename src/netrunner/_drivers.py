@@ -1,4 +1,5 @@
-"""The two drivers that run engine flows: blocking ``poll()`` and asyncio.
+"""The drivers that run engine flows: blocking ``poll()``, and the async
+waiters of asyncio and trio that :func:`adrive` uses.
 
 A flow yields ``(readers, writers, deadline)``; the driver waits until one of
 those fds is ready or the deadline (``time.monotonic()`` seconds) passes, and
@@ -120,8 +121,115 @@ class AsyncWaiter:
             remove(fd)
 
 
-async def adrive(flow: Flow, waiter: AsyncWaiter) -> Any:
-    """Run ``flow`` to completion on the running loop."""
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+#: Idle epoll instances of trio waits, reused (a new one costs two system calls).
+_idle_epolls: list[select.epoll] = []
+_IDLE_EPOLLS = 32
+
+
+class _TrioWait:
+    """One wait of a :class:`TrioWaiter`: its epoll instance, the fds
+    registered in it, and the cancel scope that ends it."""
+
+    __slots__ = ("ep", "fds", "ready", "scope", "clean")
+
+    def __init__(self, ep: select.epoll) -> None:
+        self.ep = ep
+        self.fds: list[int] = []
+        self.ready: set[int] = set()
+        self.scope: Any = None
+        self.clean = True  # every fd unregistered: the instance can be reused
+
+    def drop(self, fd: int) -> None:
+        """``fd`` is about to be closed: unregister it and end the wait."""
+        self.ready.add(fd)
+        try:
+            self.fds.remove(fd)
+            self.ep.unregister(fd)
+        except (ValueError, OSError):
+            self.clean = False
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class TrioWaiter:
+    """Waits for fds under trio. trio waits for one fd per task, and for a
+    given fd and direction one task at a time; a flow waits for several fds
+    at once, and several tasks may wait on the same fd (a ``read`` and a
+    ``wait`` both watch the control socket). So each wait registers its fds
+    in an epoll instance of its own (taken from a small pool) and waits for
+    that one fd, in a cancel scope whose deadline is the flow's, on trio's
+    clock. As with asyncio, the fds are registered only while the wait lasts."""
+
+    __slots__ = ("_waits", "_trio")
+
+    def __init__(self) -> None:
+        import trio  # running: imported already
+
+        self._trio = trio
+        self._waits: dict[int, dict[_TrioWait, None]] = {}
+
+    def forget(self, fd: int) -> None:
+        """``fd`` is about to be closed: wake whoever waits on it."""
+        waits = self._waits.pop(fd, None)
+        if waits:
+            for w in list(waits):
+                w.drop(fd)
+
+    async def wait(self, readers: tuple[int, ...], writers: tuple[int, ...], deadline: float | None) -> set[int]:
+        trio = self._trio
+        ep = _idle_epolls.pop() if _idle_epolls else fds.epoll("the epoll instance of a wait under trio")
+        w = _TrioWait(ep)
+        table = self._waits
+        try:
+            for fd in readers:
+                ep.register(fd, _EPOLLIN)
+                w.fds.append(fd)
+                table.setdefault(fd, {})[w] = None
+            for fd in writers:
+                if fd in w.fds:
+                    ep.modify(fd, _EPOLLIN | _EPOLLOUT)
+                    continue
+                ep.register(fd, _EPOLLOUT)
+                w.fds.append(fd)
+                table.setdefault(fd, {})[w] = None
+            if deadline is None:
+                w.scope = scope = trio.CancelScope()
+            else:
+                w.scope = scope = trio.CancelScope(deadline=trio.current_time() + (deadline - time.monotonic()))
+            with scope:
+                await trio.lowlevel.wait_readable(ep)
+            ready = w.ready
+            for fd, _ in ep.poll(0):
+                ready.add(fd)
+            return ready
+        finally:
+            for fd in w.fds:
+                waits = table.get(fd)
+                if waits is not None:
+                    waits.pop(w, None)
+                    if not waits:
+                        del table[fd]
+                try:
+                    ep.unregister(fd)
+                except OSError:
+                    w.clean = False
+            if w.clean and len(_idle_epolls) < _IDLE_EPOLLS:
+                _idle_epolls.append(ep)
+            else:
+                fds.close_epoll(ep)
+
+
+def _forget_idle_epolls() -> None:
+    _idle_epolls.clear()  # closed in the child with every netrunner fd
+
+
+fds.on_fork_in_child(_forget_idle_epolls)
+
+
+async def adrive(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
+    """Run ``flow`` to completion with an async library's waiter."""
     ready: Any = None
     try:
         while True:
