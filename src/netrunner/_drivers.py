@@ -201,8 +201,11 @@ class TrioWaiter:
             with scope:
                 await trio.lowlevel.wait_readable(ep)
             ready = w.ready
-            for fd, _ in ep.poll(0):
-                ready.add(fd)
+            if len(w.fds) == 1 and not scope.cancelled_caught:
+                ready.add(w.fds[0])  # the only fd: no need to ask which
+            else:
+                for fd, _ in ep.poll(0):
+                    ready.add(fd)
             return ready
         finally:
             for fd in w.fds:
