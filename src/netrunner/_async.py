@@ -125,7 +125,7 @@ def _feeding(h: Handle, opts: Any, waiter: Waiter, lib: Library) -> tuple[Feeder
 
 
 async def run(cmd: Any, **options: Any) -> Result:
-    """Run ``cmd`` to completion; the asyncio twin of :func:`netrunner.run`.
+    """Run ``cmd`` to completion; the async twin of :func:`netrunner.run`.
     Cancelling the awaiting task stops the tree, then re-raises. ``input``
     may also be an async iterable (an ``aio.Stream`` too), consumed only as
     the command reads."""
