@@ -184,9 +184,10 @@ class TrioWaiter:
         table = self._waits
         try:
             for fd in readers:
-                ep.register(fd, _EPOLLIN)
-                w.fds.append(fd)
-                table.setdefault(fd, {})[w] = None
+                if fd not in w.fds:
+                    ep.register(fd, _EPOLLIN)
+                    w.fds.append(fd)
+                    table.setdefault(fd, {})[w] = None
             for fd in writers:
                 if fd in w.fds:
                     ep.modify(fd, _EPOLLIN | _EPOLLOUT)

@@ -6,6 +6,7 @@ input in trio, guest mode, and an owner running trio that is SIGKILLed."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import signal
@@ -336,3 +337,58 @@ def test_owner_running_trio_sigkilled(tmp_path: Path, marker: str) -> None:
         if owner.stdout is not None:
             owner.stdout.close()
     assert wait_until(lambda: not pids_with_marker(marker), timeout=10.0), "the trees outlived their owner"
+
+
+# --------------------------------------------------------------- fds
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_sequential_runs_leave_the_fd_count_unchanged() -> None:
+    async def main() -> tuple[int, int]:
+        async def some() -> None:
+            for _ in range(50):
+                await aio.run(["true"])
+            async with trio.open_nursery() as nursery:
+                for _ in range(40):  # more waits at once than idle epoll instances are kept
+                    nursery.start_soon(aio.run, ["sleep", "0.1"])
+
+        await some()
+        before = _open_fds()
+        for _ in range(5):
+            await some()
+        return before, _open_fds()
+
+    before, after = trun(main, timeout=120)
+    assert after == before
+
+
+def _still_open_in_a_fork(fds: list[int]) -> list[int]:
+    """Fork; the child reports which of ``fds`` it has open."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        still = [fd for fd in fds if os.path.exists(f"/proc/self/fd/{fd}")]
+        os.write(w, repr(still).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        report = f.read()
+    os.waitpid(pid, 0)
+    return list(ast.literal_eval(report.decode()))
+
+
+def test_a_forked_child_keeps_no_epoll_instance() -> None:
+    from netrunner import _drivers
+
+    async def main() -> tuple[list[int], list[int]]:
+        await aio.run(["true"])
+        ours = [ep.fileno() for ep in _drivers._idle_epolls]
+        assert ours, "a wait under trio left no idle epoll instance to reuse"
+        return ours, _still_open_in_a_fork(ours)  # forked inside the trio run
+
+    ours, left_in_child = trun(main)
+    assert left_in_child == []
+    assert all(os.path.exists(f"/proc/self/fd/{fd}") for fd in ours)
