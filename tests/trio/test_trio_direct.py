@@ -293,6 +293,20 @@ def test_daemon_left_running_when_trio_run_ends_is_stopped(tmp_path: Path, marke
     assert wait_until(lambda: not pids_with_marker(marker), timeout=5.0)
 
 
+def test_a_dropped_process_is_stopped_without_the_loop(tmp_path: Path, marker: str) -> None:
+    """The finalizer hands the stop to the shepherd: no trio call is needed,
+    during the run or after it."""
+
+    async def main() -> None:
+        procs = [await aio.start(tree(tmp_path / "pid"))]
+        await await_file(tmp_path / "pid")
+        with pytest.warns(ResourceWarning, match="dropped while still running"):
+            procs.clear()  # the last reference
+
+    trun(main)
+    assert wait_until(lambda: not pids_with_marker(marker), timeout=10.0)
+
+
 # --------------------------------------------------------------- owner SIGKILLed
 
 
