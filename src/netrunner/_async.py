@@ -346,14 +346,19 @@ class Stream(StreamBase):
             raise StopAsyncIteration
         h = await self._ensure_started()
         h.own()
+        waiter = self._waiter
+        assert waiter is not None
+        if waiter.schedules:  # trio: a checkpoint, even with a chunk waiting
+            await waiter.before()
         while not self._done:
             chunk = self._chunk_waiting(h)
             if chunk is not None:
+                if waiter.schedules:
+                    await waiter.after()
                 return chunk
             try:
                 data = await adrive(
-                    h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline),
-                    self._waiter,  # type: ignore[arg-type]  # set by _ensure_started
+                    h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline), waiter
                 )
             except WaitTimeout:
                 await self.aclose()

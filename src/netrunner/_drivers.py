@@ -65,10 +65,19 @@ class AsyncWaiter:
 
     __slots__ = ("_readers", "_writers", "_loop")
 
+    #: asyncio has no convention that every call yields to the loop.
+    schedules = False
+
     def __init__(self) -> None:
         self._readers: dict[int, dict[asyncio.Future[None], set[int]]] = {}
         self._writers: dict[int, dict[asyncio.Future[None], set[int]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def before(self) -> None:
+        """Not called (``schedules`` is False): the trio waiter's twin."""
+
+    async def after(self) -> None:
+        """Not called (``schedules`` is False): the trio waiter's twin."""
 
     def forget(self, fd: int) -> None:
         """``fd`` is about to be closed: wake whoever waits on it and drop
@@ -164,11 +173,24 @@ class TrioWaiter:
 
     __slots__ = ("_waits", "_trio")
 
+    #: trio's convention: every async call notices a cancellation and lets
+    #: other tasks run, even when it finds what it needs without waiting.
+    schedules = True
+
     def __init__(self) -> None:
         import trio  # running: imported already
 
         self._trio = trio
         self._waits: dict[int, dict[_TrioWait, None]] = {}
+
+    async def before(self) -> None:
+        """Before an operation: raise if the task is cancelled already."""
+        await self._trio.lowlevel.checkpoint_if_cancelled()
+
+    async def after(self) -> None:
+        """After an operation that did not wait: let the others run (without
+        raising: what the operation did, a read, is not lost)."""
+        await self._trio.lowlevel.cancel_shielded_checkpoint()
 
     def forget(self, fd: int) -> None:
         """``fd`` is about to be closed: wake whoever waits on it."""
@@ -233,13 +255,20 @@ fds.on_fork_in_child(_forget_idle_epolls)
 
 
 async def adrive(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
-    """Run ``flow`` to completion with an async library's waiter."""
+    """Run ``flow`` to completion with an async library's waiter. Under trio
+    it is a checkpoint, as trio's own calls are: a cancellation is noticed
+    before the flow starts, and a flow that ends without waiting still lets
+    the other tasks run."""
     ready: Any = None
     try:
+        if waiter.schedules:
+            await waiter.before()
         while True:
             readers, writers, deadline = flow.send(ready)
             ready = await waiter.wait(readers, writers, deadline)
     except StopIteration as stop:
+        if ready is None and waiter.schedules:
+            await waiter.after()
         return stop.value
     finally:
         flow.close()

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ if sys.version_info < (3, 11):
 
 import pytest
 import trio
+import trio.testing
 from conftest import wait_until
 from libs_helpers import await_file, await_until, pid_alive, pids_with_marker, py, tree
 
@@ -161,6 +163,49 @@ def test_cancelled_waits_leave_the_process_usable() -> None:
                 await p.wait()
             await p.write(b"ok\n")
             assert await p.readline() == b"ok\n"
+
+    trun(main)
+
+
+def test_every_call_is_a_checkpoint_even_without_waiting() -> None:
+    """trio's convention: a call notices a cancellation and lets other tasks
+    run even when what it needs is there already (data in the pipe, room
+    to write); a chunk read is never lost to the cancellation."""
+
+    async def main() -> None:
+        async with await aio.start(["cat"]) as p:
+            with trio.testing.assert_checkpoints():
+                await p.write(b"one\ntwo\n")  # the pipe has room: no wait
+            assert await p.readline() == b"one\n"
+            assert await await_until(lambda: p.stats.bytes_out == 8)
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await p.read()
+            assert scope.cancelled_caught
+            with trio.testing.assert_checkpoints():
+                assert await p.read() == b"two\n"  # nothing was taken by the cancelled read
+        async with aio.stream(["head", "-c", "1000000", "/dev/zero"]) as s:
+            first = await s.__anext__()
+            await trio.sleep(0.2)  # the producer fills the pipe: the next chunk is there already
+            with trio.testing.assert_checkpoints():
+                second = await s.__anext__()
+            assert first + second == bytes(len(first) + len(second))
+
+    trun(main)
+
+
+def _work_on(chunk: bytes) -> None:
+    time.sleep(0.001)  # slower than the producer: the pipe stays full
+
+
+def test_a_deadline_reaches_a_consumer_that_never_empties_the_pipe(marker: str) -> None:
+    async def main() -> None:
+        with trio.move_on_after(0.5) as scope:
+            async with aio.stream(["cat", "/dev/zero"]) as s:
+                async for chunk in s:
+                    _work_on(chunk)
+        assert scope.cancelled_caught
+        assert not pids_with_marker(marker)
 
     trun(main)
 
