@@ -4,8 +4,10 @@
 
 Each checkout runs in a worker interpreter of its own (``python -S`` with
 ``PYTHONPATH`` at its ``src`` and ``NETRUNNER_SHEPHERD`` at its binary),
-which keeps one asyncio loop and, when told to, times a scenario on it. The
-driver alternates between the two workers (which goes first changes every
+which keeps one asyncio loop and, when told to, times a scenario on it; both
+workers, and everything they start, are pinned to one CPU (``--no-pin`` to
+leave them free), which steadies the figures on a busy machine. The driver
+alternates between the two workers (which goes first changes every
 round), so a noisy neighbour hits both alike, and prints the median of each
 scenario and the ratio new/old:
 
@@ -27,7 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 WORKER = r"""
-import asyncio, sys, time
+import asyncio, os, sys, time
+if os.environ.get("AB_AIO_CPU"):  # before netrunner starts its zygote: every child inherits it
+    os.sched_setaffinity(0, {int(os.environ["AB_AIO_CPU"])})
 from netrunner import aio
 
 loop = asyncio.new_event_loop()
@@ -81,9 +85,11 @@ SCENARIOS = [
 
 
 class Worker:
-    def __init__(self, src: str, shepherd: str) -> None:
+    def __init__(self, src: str, shepherd: str, cpu: int | None) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NETRUNNER_SHEPHERD")}
         env.update(PYTHONPATH=src, NETRUNNER_SHEPHERD=shepherd)
+        if cpu is not None:
+            env["AB_AIO_CPU"] = str(cpu)
         self.proc = subprocess.Popen(
             [sys.executable, "-S", "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
         )
@@ -109,10 +115,16 @@ def main() -> None:
     parser.add_argument("new_shepherd", nargs="?", default=str(ROOT / "build" / "cp311" / "netrunner-shepherd"))
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--only", default="", help="only the scenarios whose name contains this")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin both workers (and their children) to one CPU")
     args = parser.parse_args()
     scenarios = [s for s in SCENARIOS if args.only in s[0]]
     print(f"old: {args.old_src} {args.old_shepherd}\nnew: {args.new_src} {args.new_shepherd}")
-    workers = {"old": Worker(args.old_src, args.old_shepherd), "new": Worker(args.new_src, args.new_shepherd)}
+    cpu = None if args.no_pin else min(os.sched_getaffinity(0))
+    print(f"both workers and their commands pinned to CPU {cpu}" if cpu is not None else "not pinned")
+    workers = {
+        "old": Worker(args.old_src, args.old_shepherd, cpu),
+        "new": Worker(args.new_src, args.new_shepherd, cpu),
+    }
     try:
         samples: dict[tuple[str, str], list[float]] = {(name, key): [] for name, *_ in scenarios for key in workers}
         for i in range(args.rounds):
