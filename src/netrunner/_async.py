@@ -344,7 +344,9 @@ class Stream(StreamBase):
     async def __anext__(self) -> Any:
         if self._done:
             raise StopAsyncIteration
-        h = await self._ensure_started()
+        h = self._h
+        if h is None:
+            h = await self._ensure_started()
         h.own()
         waiter = self._waiter
         assert waiter is not None

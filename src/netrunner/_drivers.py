@@ -14,6 +14,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._engine import Flow
@@ -73,10 +74,12 @@ class AsyncWaiter:
         self._writers: dict[int, dict[asyncio.Future[None], set[int]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def before(self) -> None:
+    @staticmethod
+    async def before() -> None:
         """Not called (``schedules`` is False): the trio waiter's twin."""
 
-    async def after(self) -> None:
+    @staticmethod
+    async def after() -> None:
         """Not called (``schedules`` is False): the trio waiter's twin."""
 
     def forget(self, fd: int) -> None:
@@ -171,7 +174,7 @@ class TrioWaiter:
     that one fd, in a cancel scope whose deadline is the flow's, on trio's
     clock. As with asyncio, the fds are registered only while the wait lasts."""
 
-    __slots__ = ("_waits", "_trio")
+    __slots__ = ("_waits", "_trio", "before", "after")
 
     #: trio's convention: every async call notices a cancellation and lets
     #: other tasks run, even when it finds what it needs without waiting.
@@ -182,15 +185,11 @@ class TrioWaiter:
 
         self._trio = trio
         self._waits: dict[int, dict[_TrioWait, None]] = {}
-
-    async def before(self) -> None:
-        """Before an operation: raise if the task is cancelled already."""
-        await self._trio.lowlevel.checkpoint_if_cancelled()
-
-    async def after(self) -> None:
-        """After an operation that did not wait: let the others run (without
-        raising: what the operation did, a read, is not lost)."""
-        await self._trio.lowlevel.cancel_shielded_checkpoint()
+        #: Before an operation: raise if the task is cancelled already.
+        self.before: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint_if_cancelled
+        #: After an operation that did not wait: let the others run, without
+        #: raising (what the operation did, a read, must not be lost).
+        self.after: Callable[[], Awaitable[None]] = trio.lowlevel.cancel_shielded_checkpoint
 
     def forget(self, fd: int) -> None:
         """``fd`` is about to be closed: wake whoever waits on it."""
