@@ -230,7 +230,9 @@ class Process(ProcessBase):
         self._h.own()
         check_size(max_bytes)
         deadline = deadline_of(timeout)
-        if not await self._lib.acquire(lock, timeout):
+        if timeout is None or not lock.locked():
+            await lock.acquire()  # the common case, without a call in between
+        elif not await self._lib.acquire(lock, timeout):
             raise TimeoutError(f"no output within {timeout} seconds")
         try:
             return await adrive(self._h.flow_read_output(which, max_bytes, deadline), self._waiter)
@@ -258,14 +260,17 @@ class Process(ProcessBase):
     async def _until(self, pattern: Any, timeout: float | None, max_bytes: int | None, *, eof_ok: bool) -> Any:
         find = self._finder(pattern, max_bytes)
         deadline = deadline_of(timeout)
-        if not await self._lib.acquire(self._out_lock, timeout):
+        lock = self._out_lock
+        if timeout is None or not lock.locked():
+            await lock.acquire()
+        elif not await self._lib.acquire(lock, timeout):
             raise self._until_timeout(timeout)
         try:
             return await adrive(self._h.flow_read_until(find, deadline, max_bytes, eof_ok), self._waiter)
         except self._UNTIL_ENDS as exc:
             raise self._until_failed(exc, pattern, timeout, max_bytes) from None
         finally:
-            self._out_lock.release()
+            lock.release()
 
     async def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
         """Write ``input``, close stdin, read both pipes to EOF and wait."""

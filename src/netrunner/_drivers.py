@@ -254,19 +254,32 @@ fds.on_fork_in_child(_forget_idle_epolls)
 
 
 async def adrive(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
-    """Run ``flow`` to completion with an async library's waiter. Under trio
-    it is a checkpoint, as trio's own calls are: a cancellation is noticed
-    before the flow starts, and a flow that ends without waiting still lets
-    the other tasks run."""
+    """Run ``flow`` to completion with an async library's waiter."""
+    if waiter.schedules:
+        return await _adrive_checkpoint(flow, waiter)
     ready: Any = None
     try:
-        if waiter.schedules:
-            await waiter.before()
         while True:
             readers, writers, deadline = flow.send(ready)
             ready = await waiter.wait(readers, writers, deadline)
     except StopIteration as stop:
-        if ready is None and waiter.schedules:
+        return stop.value
+    finally:
+        flow.close()
+
+
+async def _adrive_checkpoint(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
+    """:func:`adrive` as a trio checkpoint, like trio's own calls: a
+    cancellation is noticed before the flow starts, and a flow that ends
+    without waiting still lets the other tasks run."""
+    ready: Any = None
+    try:
+        await waiter.before()
+        while True:
+            readers, writers, deadline = flow.send(ready)
+            ready = await waiter.wait(readers, writers, deadline)
+    except StopIteration as stop:
+        if ready is None:
             await waiter.after()
         return stop.value
     finally:
