@@ -70,7 +70,7 @@ class _AsyncInput:
         self._h = h
         self._waiter = waiter
         self._lib = lib
-        self._task: Task = lib.spawn(self._feed, source, name=f"netrunner input of {h.core.pid}")
+        self._task: Task = lib.spawn(self._feed, source, name=f"netrunner input of {h.args[0]!r}")
 
     async def _feed(self, source: Any) -> None:
         h = self._h

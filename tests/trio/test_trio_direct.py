@@ -273,6 +273,22 @@ def test_200_runs_in_a_nursery() -> None:
     assert trun(main) == [0] * 200
 
 
+def test_a_pty_dialogue() -> None:
+    """On a PTY stdin is a copy of the terminal's master: both numbers of
+    one file in the same wait."""
+
+    async def main() -> None:
+        r = await aio.run(["cat"], pty=True, input=b"hello\n")
+        assert r.stdout == b"hello\r\nhello\r\n"
+        async with await aio.start(py("x = input('> '); print('got', x)"), pty=True) as p:
+            assert await p.read_until(b"> ") == b"> "
+            await p.write(b"abc\n")
+            assert (await p.read_until(b"got abc")).endswith(b"got abc")
+            assert await p.wait() == 0
+
+    trun(main)
+
+
 # --------------------------------------------------------------- input, Daemon
 
 
