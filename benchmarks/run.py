@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick    # smaller sizes and fewer rounds
     python benchmarks/run.py --cgroup   # only the cost a cgroup adds to a spawn
     python benchmarks/run.py --pty      # only pty=True against pexpect and ptyprocess
+    python benchmarks/run.py --trio     # only stream throughput under trio, against trio's own
 
 Contenders are interleaved round by round, so a noisy neighbour hits all of
 them alike; each figure is a median, and each line ends with the ratio the
@@ -154,6 +155,71 @@ def _throughput_pinned(size: int, rounds: int) -> None:
     for name, value in med.items():
         print(f"  {name:<48} {value / 2**20:8.0f} MiB/s   {value / base:5.2f}x")
     print("  targets: netrunner.stream >= 0.9x, netrunner.aio.stream >= 0.8x of the raw loop", flush=True)
+
+
+def _trio_aio_stream(size: int) -> float:
+    import trio
+
+    async def main() -> float:
+        total = 0
+        t0 = time.perf_counter()
+        async with aio.stream(_producer(size)) as s:
+            async for chunk in s:
+                total += len(chunk)
+        elapsed = time.perf_counter() - t0
+        assert total == size, total
+        return size / elapsed
+
+    return trio.run(main)
+
+
+def _trio_receive_some(size: int) -> float:
+    import trio
+
+    async def main() -> float:
+        p = await trio.lowlevel.open_process(_producer(size), stdout=subprocess.PIPE)
+        assert p.stdout is not None
+        total = 0
+        t0 = time.perf_counter()
+        while True:
+            data = await p.stdout.receive_some(65536)
+            if not data:
+                break
+            total += len(data)
+        elapsed = time.perf_counter() - t0
+        await p.wait()
+        await p.stdout.aclose()
+        assert total == size, total
+        return size / elapsed
+
+    return trio.run(main)
+
+
+def bench_trio_throughput(size: int, rounds: int) -> None:
+    # Pinned to one CPU in a fresh interpreter, as bench_throughput.
+    subprocess.run([sys.executable, __file__, "--trio-throughput", str(size), str(rounds)], check=True)
+
+
+def _trio_throughput_pinned(size: int, rounds: int) -> None:
+    try:
+        import trio  # noqa: F401
+    except ImportError:
+        print("\n## stream throughput under trio: skipped, trio is not installed (pip install trio)")
+        return
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    med = interleave(
+        {
+            "trio.lowlevel.open_process + receive_some": lambda: _trio_receive_some(size),
+            "netrunner.aio.stream under trio": lambda: _trio_aio_stream(size),
+        },
+        rounds,
+    )
+    base = med["trio.lowlevel.open_process + receive_some"]
+    print(f"\n## stream throughput under trio, {size >> 20} MiB, pinned to one CPU (median of {rounds})")
+    for name, value in med.items():
+        print(f"  {name:<48} {value / 2**20:8.0f} MiB/s   {value / base:5.2f}x")
+    print("  both make every read a trio checkpoint (a pass through trio's scheduler per chunk, some 3.5 us)",
+          flush=True)
 
 
 def bench_slow_consumer(size: int) -> None:
@@ -409,10 +475,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
     parser.add_argument("--cgroup", action="store_true", help="only the cgroup spawn cost")
     parser.add_argument("--pty", action="store_true", help="only pty=True against pexpect and ptyprocess")
+    parser.add_argument("--trio", action="store_true", help="only stream throughput under trio")
     parser.add_argument("--throughput", nargs=2, type=int, metavar=("BYTES", "ROUNDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--trio-throughput", nargs=2, type=int, metavar=("BYTES", "ROUNDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.throughput:
         _throughput_pinned(*args.throughput)
+        return
+    if args.trio_throughput:
+        _trio_throughput_pinned(*args.trio_throughput)
+        return
+    if args.trio:
+        bench_trio_throughput(1024 << 20, 7)
         return
     if args.cgroup:
         bench_cgroup(200)
@@ -424,6 +498,7 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     bench_latency(200 if quick else 1000)
     bench_throughput((256 if quick else 2048) << 20, 3 if quick else 5)
+    bench_trio_throughput((256 if quick else 2048) << 20, 3 if quick else 5)
     bench_slow_consumer((256 if quick else 1024) << 20)
     bench_concurrency(200, 2 if quick else 5)
     bench_shepherd_rss()

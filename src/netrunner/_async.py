@@ -1,14 +1,18 @@
-"""The asyncio API: the same names as the blocking one, on the running loop.
+"""The async API: the same names as the blocking one, on whatever async
+library runs the caller -- asyncio (any loop) or trio, directly or through
+anyio (``_backends`` finds which, docs/async-libraries.md).
 
-No thread and no child watcher: every wait is a reader or writer on the
-running loop, registered only while someone waits. Cleanup never needs the
-loop: a process dropped or left open when the loop closes is stopped by its
-shepherd, which sees its control socket hang up.
+No thread and no child watcher: every wait is a wait for fds (a reader or
+writer on the running asyncio loop, or trio's wait on an epoll instance),
+registered only while someone waits. Cleanup never needs the loop: a process
+dropped or left open when the loop closes is stopped by its shepherd, which
+sees its control socket hang up. Under trio, the cleanup that stops a tree
+after a cancellation runs shielded, so the tree is gone before the cancelled
+scope exits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 import re
@@ -24,11 +28,12 @@ from ._api import (
     deadline_of,
     encode_input,
 )
+from ._backends import Library, Lock, Task, current
 from ._command import resolve
 from ._core import codec
 from ._core.output import Capture, Lines, input_chunk
 from ._daemon import DaemonBase
-from ._drivers import AsyncWaiter, adrive
+from ._drivers import AsyncWaiter, TrioWaiter, adrive
 from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._help import document, params
 from ._options import is_async_input
@@ -67,62 +72,38 @@ else:
 __all__ = ["run", "stream", "start", "Process", "Stream", "Daemon"]
 
 
-async def _abort(h: Handle, waiter: AsyncWaiter) -> None:
-    """Stop the tree after an error or cancellation; if cancelled again,
-    leave the rest to the shepherd (release hangs up its socket)."""
+Waiter = AsyncWaiter | TrioWaiter
+
+
+async def _abort(h: Handle, waiter: Waiter, lib: Library) -> None:
+    """Stop the tree after an error or cancellation (shielded under trio);
+    if cancelled again, leave the rest to the shepherd (release hangs up
+    its socket)."""
     try:
-        await adrive(h.flow_stop(None), waiter)
+        with lib.shielded():
+            await adrive(h.flow_stop(None), waiter)
     except BaseException:
         pass
     finally:
         h.release()
 
 
-async def _acquire(lock: asyncio.Lock, timeout: float | None) -> bool:
-    """``lock.acquire()`` within ``timeout`` seconds; False if it did not come.
-
-    Not ``asyncio.wait_for``: before Python 3.12 it can swallow a cancellation
-    that arrives as the lock is granted, and the cancelled task runs on."""
-    if timeout is None or not lock.locked():
-        await lock.acquire()  # a free lock is taken without suspending
-        return True
-    acquiring = asyncio.ensure_future(lock.acquire())
-    try:
-        done, _ = await asyncio.wait([acquiring], timeout=timeout)
-    except BaseException:
-        _forgo(lock, acquiring)
-        raise
-    if done:
-        return True
-    _forgo(lock, acquiring)
-    return False
-
-
-def _forgo(lock: asyncio.Lock, acquiring: asyncio.Future[Any]) -> None:
-    """Give up a pending acquisition; if it was granted meanwhile, hand the
-    lock back."""
-    acquiring.cancel()
-
-    def _release_if_granted(fut: asyncio.Future[Any]) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            lock.release()
-
-    acquiring.add_done_callback(_release_if_granted)
-
-
 class _AsyncInput:
     """An async iterable ``input`` (an ``aio.Stream`` too), written to stdin by
-    a task of its own: the next item is taken only once the last one is
-    written, so the source is consumed as the command reads. When the command
-    stops reading, the rest is dropped; the source is closed at the end
-    (``aclose``: an ``aio.Stream``'s tree is stopped)."""
+    a background task (``Library.spawn``): the next item is taken only once
+    the last one is written, so the source is consumed as the command reads.
+    When the command stops reading, the rest is dropped; the source is closed
+    at the end (``aclose``: an ``aio.Stream``'s tree is stopped). The task
+    never outlives the command's ``run``/``Stream``: every way out of them
+    ends it (:meth:`finish`, :meth:`abandon`) and waits for its end."""
 
-    __slots__ = ("_h", "_waiter", "_task")
+    __slots__ = ("_h", "_waiter", "_lib", "_task")
 
-    def __init__(self, source: Any, h: Handle, waiter: AsyncWaiter) -> None:
+    def __init__(self, source: Any, h: Handle, waiter: Waiter, lib: Library) -> None:
         self._h = h
         self._waiter = waiter
-        self._task = asyncio.get_running_loop().create_task(self._feed(source))
+        self._lib = lib
+        self._task: Task = lib.spawn(self._feed, source, name=f"netrunner input of {h.args[0]!r}")
 
     async def _feed(self, source: Any) -> None:
         h = self._h
@@ -147,16 +128,19 @@ class _AsyncInput:
                 h.close_stdin()
             aclose = getattr(source, "aclose", None)
             if aclose is not None:
-                await aclose()
+                with self._lib.shielded():
+                    await aclose()
 
     async def finish(self) -> None:
         """The tree is gone: stop feeding; raise what the source raised."""
         task = self._task
         if not task.done():
             task.cancel()
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        with self._lib.shielded():
+            await task.settled()
+        failure = task.failure()
+        if failure is not None:
+            raise failure
 
     async def abandon(self) -> None:
         """Stop feeding after an error elsewhere: its own outcome is dropped."""
@@ -166,10 +150,10 @@ class _AsyncInput:
             pass
 
 
-def _feeding(h: Handle, opts: Any, waiter: AsyncWaiter) -> tuple[Feeder | None, _AsyncInput | None]:
+def _feeding(h: Handle, opts: Any, waiter: Waiter, lib: Library) -> tuple[Feeder | None, _AsyncInput | None]:
     """What writes ``input``: the engine's feeder, or a task for an async iterable."""
     if is_async_input(opts.input):
-        return None, _AsyncInput(opts.input, h, waiter)
+        return None, _AsyncInput(opts.input, h, waiter, lib)
     return feeder_for(h, opts), None
 
 
@@ -297,16 +281,17 @@ async def run(
     check: bool = False,
 ) -> Result[bytes] | Result[str]: ...
 async def run(cmd: Any, **options: Any) -> Result[Any]:
-    """Run ``cmd`` to completion; the asyncio twin of :func:`netrunner.run`.
+    """Run ``cmd`` to completion; the async twin of :func:`netrunner.run`.
     Cancelling the awaiting task stops the tree, then re-raises. ``input``
     may also be an async iterable (an ``aio.Stream`` too), consumed only as
     the command reads."""
     args, argv, opts = resolve("run", cmd, options)
+    lib = current()
     h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
-    waiter = AsyncWaiter()
+    waiter = lib.waiter()
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
-    feeder, fed = _feeding(h, opts, waiter)
+    feeder, fed = _feeding(h, opts, waiter, lib)
     try:
         stopped = await adrive(
             h.flow_collect(feeder, out, err, deadline_of(opts.timeout), stop_on_timeout=True), waiter
@@ -316,7 +301,7 @@ async def run(cmd: Any, **options: Any) -> Result[Any]:
     except BaseException:
         if fed is not None:
             await fed.abandon()
-        await _abort(h, waiter)
+        await _abort(h, waiter, lib)
         raise
     try:
         return conclude(h, out, err, stopped, check=opts.check)
@@ -427,14 +412,15 @@ async def start(
 async def start(cmd: Any, **options: Any) -> Process[Any]:
     """Start ``cmd``; return an :class:`aio.Process <Process>` once it has exec'd."""
     args, argv, opts = resolve("start", cmd, options)
+    lib = current()
     h = handle_for(args, argv, opts, keep_stdin=True, drain_stderr=True)
-    waiter = AsyncWaiter()
+    waiter = lib.waiter()
     try:
         await adrive(h.flow_started(), waiter)
     except BaseException:
-        await _abort(h, waiter)
+        await _abort(h, waiter, lib)
         raise
-    return Process._make(h, waiter)
+    return Process._make(h, waiter, lib)
 
 
 @overload
@@ -577,26 +563,28 @@ def stream(cmd: Any, **options: Any) -> Stream[Any]:
 
 
 class Process(ProcessBase, Generic[OutT]):
-    """A started command on the running loop; an async context manager."""
+    """A started command under the running async library; an async context manager."""
 
-    __slots__ = ("_waiter", "_out_lock", "_err_lock", "_in_lock")
+    __slots__ = ("_waiter", "_lib", "_out_lock", "_err_lock", "_in_lock")
 
-    _waiter: AsyncWaiter
-    _out_lock: asyncio.Lock
-    _err_lock: asyncio.Lock
-    _in_lock: asyncio.Lock
+    _waiter: Waiter
+    _lib: Library
+    _out_lock: Lock
+    _err_lock: Lock
+    _in_lock: Lock
 
     def __init__(self) -> None:
         raise TypeError("aio.Process objects come from `await netrunner.aio.start()`")
 
     @classmethod
-    def _make(cls, h: Handle, waiter: AsyncWaiter) -> Process[Any]:
+    def _make(cls, h: Handle, waiter: Waiter, lib: Library) -> Process[Any]:
         proc = object.__new__(cls)
         proc._h = h
         proc._waiter = waiter
-        proc._out_lock = asyncio.Lock()
-        proc._err_lock = asyncio.Lock()
-        proc._in_lock = asyncio.Lock()
+        proc._lib = lib
+        proc._out_lock = lib.lock()
+        proc._err_lock = lib.lock()
+        proc._in_lock = lib.lock()
         proc._comm = None
         proc._finalizer = finalize_on_drop(proc, h, warn=True)
         return proc
@@ -622,11 +610,13 @@ class Process(ProcessBase, Generic[OutT]):
         async with self._in_lock:
             await adrive(self._h.flow_write(payload), self._waiter)
 
-    async def _read(self, which: int, lock: asyncio.Lock, max_bytes: int, timeout: float | None) -> Any:
+    async def _read(self, which: int, lock: Lock, max_bytes: int, timeout: float | None) -> Any:
         self._h.own()
         check_size(max_bytes)
         deadline = deadline_of(timeout)
-        if not await _acquire(lock, timeout):
+        if timeout is None or not lock.locked():
+            await lock.acquire()  # the common case, without a call in between
+        elif not await self._lib.acquire(lock, timeout):
             raise TimeoutError(f"no output within {timeout} seconds")
         try:
             return await adrive(self._h.flow_read_output(which, max_bytes, deadline), self._waiter)
@@ -656,14 +646,17 @@ class Process(ProcessBase, Generic[OutT]):
     async def _until(self, pattern: Any, timeout: float | None, max_bytes: int | None, *, eof_ok: bool) -> Any:
         find = self._finder(pattern, max_bytes)
         deadline = deadline_of(timeout)
-        if not await _acquire(self._out_lock, timeout):
+        lock = self._out_lock
+        if timeout is None or not lock.locked():
+            await lock.acquire()
+        elif not await self._lib.acquire(lock, timeout):
             raise self._until_timeout(timeout)
         try:
             return await adrive(self._h.flow_read_until(find, deadline, max_bytes, eof_ok), self._waiter)
         except self._UNTIL_ENDS as exc:
             raise self._until_failed(exc, pattern, timeout, max_bytes) from None
         finally:
-            self._out_lock.release()
+            lock.release()
 
     async def communicate(
         self, input: bytes | str | None = None, timeout: float | None = None
@@ -695,12 +688,14 @@ class Process(ProcessBase, Generic[OutT]):
 
     async def aclose(self) -> None:
         """``stop()`` if still running, then release every fd. Idempotent.
-        In a forked child it raises: the command is the parent's."""
+        In a forked child it raises: the command is the parent's. Under trio
+        the stop is shielded: leaving a cancelled scope, the tree is gone."""
         h = self._h
         h.own()
         try:
             if not h.finished:
-                await adrive(h.flow_stop(None), self._waiter)
+                with self._lib.shielded():
+                    await adrive(h.flow_stop(None), self._waiter)
         finally:
             h.release()
             self._finalizer.detach()
@@ -712,7 +707,8 @@ class Stream(StreamBase[OutT]):
     def __init__(self, args: tuple[Any, ...], argv: list[bytes], opts: Any) -> None:
         self._init_stream(args, opts)
         self._argv = argv
-        self._waiter = AsyncWaiter()
+        self._waiter: Waiter | None = None  # and _lib: on start, under the library running then
+        self._lib: Library | None = None
         self._feeder: Feeder | None = None
         self._fed: _AsyncInput | None = None
         self._finalizer: Any = None
@@ -720,16 +716,18 @@ class Stream(StreamBase[OutT]):
     async def _ensure_started(self) -> Handle:
         if self._h is not None:
             return self._h
+        lib = self._lib = current()
+        waiter = self._waiter = lib.waiter()
         h = handle_for(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None, lazy_reap=True,
                        stream_pipe=True)
         try:
-            await adrive(h.flow_started(), self._waiter)
+            await adrive(h.flow_started(), waiter)
         except BaseException:
             self._done = True
-            await _abort(h, self._waiter)
+            await _abort(h, waiter, lib)
             raise
         self._attach(h)
-        self._feeder, self._fed = _feeding(h, self._opts, self._waiter)
+        self._feeder, self._fed = _feeding(h, self._opts, waiter, lib)
         self._finalizer = finalize_on_drop(self, h)
         return h
 
@@ -739,16 +737,23 @@ class Stream(StreamBase[OutT]):
     async def __anext__(self) -> OutT:
         if self._done:
             raise StopAsyncIteration
-        h = await self._ensure_started()
+        h = self._h
+        if h is None:
+            h = await self._ensure_started()
         h.own()
+        waiter = self._waiter
+        assert waiter is not None
+        if waiter.schedules:  # trio: a checkpoint, even with a chunk waiting
+            await waiter.before()
         while not self._done:
             chunk: OutT | None = self._chunk_waiting(h)
             if chunk is not None:
+                if waiter.schedules:
+                    await waiter.after()
                 return chunk
             try:
                 data = await adrive(
-                    h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline),
-                    self._waiter,
+                    h.flow_next_chunk(self._feeder, self._opts.chunk_size, self._err, self._deadline), waiter
                 )
             except WaitTimeout:
                 await self.aclose()
@@ -795,22 +800,28 @@ class Stream(StreamBase[OutT]):
             self._done = True
             return
         self._done = True
+        lib = self._lib
+        assert lib is not None
+        assert self._waiter is not None
         try:
             if self._fed is not None:
                 await self._fed.abandon()
             if not h.finished:
-                await adrive(h.flow_stop(None), self._waiter)
+                with lib.shielded():
+                    await adrive(h.flow_stop(None), self._waiter)
         finally:
             h.release()
             self._finalizer.detach()
 
 
 class Daemon(DaemonBase):
-    """A supervised long-running command on the running loop; the asyncio
-    twin of :class:`netrunner.Daemon`. Its supervision is a task on the
-    loop; the callbacks run on the loop. ``async with`` starts and stops it;
-    ``await d.run()`` supervises it until it ends, and cancelling that (a
-    ``TaskGroup`` that fails, ``asyncio.timeout``) stops its tree."""
+    """A supervised long-running command under the running async library;
+    the async twin of :class:`netrunner.Daemon`. Its supervision is a
+    background task (a task on the asyncio loop; under trio a system task,
+    see docs/async-libraries.md); the callbacks run in it. ``async with``
+    starts and stops it; ``await d.run()`` supervises it until it ends, and
+    cancelling that (a ``TaskGroup`` that fails, ``asyncio.timeout``, a trio
+    cancel scope) stops its tree."""
 
     @overload
     def __init__(
@@ -961,9 +972,10 @@ class Daemon(DaemonBase):
     ) -> None: ...
     def __init__(self, cmd: Any, **options: Any) -> None:
         super().__init__(cmd, **options)
-        self._waiter = AsyncWaiter()
-        self._task: asyncio.Task[Any] | None = None
-        self._in_lock: asyncio.Lock | None = None
+        self._lib: Library | None = None  # and _waiter: set by start()
+        self._waiter: Waiter | None = None
+        self._task: Task | None = None
+        self._in_lock: Lock | None = None
 
     async def start(self) -> Daemon:
         """Start the first run and return once it has exec'd (an exec error
@@ -971,16 +983,19 @@ class Daemon(DaemonBase):
         supervised is left as it is; one that has stopped starts afresh."""
         if self._state == "supervised":
             return self
+        lib = current()
+        if lib is not self._lib:
+            self._lib, self._waiter, self._in_lock = lib, lib.waiter(), None
+        waiter = self._waiter
+        assert waiter is not None
         h = self._spawn()
         try:
-            await adrive(h.flow_started(), self._waiter)
+            await adrive(h.flow_started(), waiter)
         except BaseException:
-            await _abort(h, self._waiter)
+            await _abort(h, waiter, lib)
             raise
         self._begin(h)
-        self._task = asyncio.get_running_loop().create_task(
-            adrive(self._flow_supervise(), self._waiter), name=f"netrunner daemon {self.name}"
-        )
+        self._task = lib.spawn(adrive, self._flow_supervise(), waiter, name=f"netrunner daemon {self.name}")
         return self
 
     async def stop(self, kill_timeout: float | None = None) -> None:
@@ -990,7 +1005,7 @@ class Daemon(DaemonBase):
         waits, the stop goes on without it."""
         self._request_stop(kill_timeout)
         if self._task is not None:
-            await asyncio.shield(self._task)
+            await self._task.joined()
 
     async def wait(self) -> None:
         """Wait until the daemon has stopped for good (``stop()``, giving up,
@@ -998,7 +1013,7 @@ class Daemon(DaemonBase):
         stop the daemon (``run()`` does)."""
         if self._task is None:
             raise RuntimeError("Daemon.wait(): the daemon was never started")
-        await asyncio.shield(self._task)
+        await self._task.joined()
 
     async def run(self) -> None:
         """Start (unless supervised already) and wait until the daemon has
@@ -1015,9 +1030,11 @@ class Daemon(DaemonBase):
         the pipe is full. ``BrokenPipeError`` when no run is alive (between
         runs, after stop) or the run ends before reading it all."""
         h, payload = self._stdin_of_run(data)
+        assert self._lib is not None  # supervised: started
+        assert self._waiter is not None
         try:
             if self._in_lock is None:
-                self._in_lock = asyncio.Lock()
+                self._in_lock = self._lib.lock()
             async with self._in_lock:
                 await adrive(h.flow_write(payload), self._waiter)
         finally:
@@ -1032,11 +1049,17 @@ class Daemon(DaemonBase):
 
 
 async def _stop_even_if_cancelled(d: Daemon) -> None:
-    """``d.stop()``; if this task is cancelled again meanwhile, the current
-    run is handed to its shepherd (which stops the tree) instead."""
-    try:
+    """``d.stop()``, shielded under trio; if this task is cancelled again
+    meanwhile (asyncio), the current run is handed to its shepherd (which
+    stops the tree) instead."""
+    lib = d._lib
+    if lib is None:  # never started
         await d.stop()
-    except asyncio.CancelledError:
+        return
+    try:
+        with lib.shielded():
+            await d.stop()
+    except lib.cancelled:
         if d._task is not None and not d._task.done():
             d._task.cancel()  # the flow's end releases the run: its shepherd stops the tree
         raise

@@ -1,4 +1,5 @@
-"""The two drivers that run engine flows: blocking ``poll()`` and asyncio.
+"""The drivers that run engine flows: blocking ``poll()``, and the async
+waiters of asyncio and trio that :func:`adrive` uses.
 
 A flow yields ``(readers, writers, deadline)``; the driver waits until one of
 those fds is ready or the deadline (``time.monotonic()`` seconds) passes, and
@@ -13,6 +14,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._engine import Flow
@@ -64,10 +66,21 @@ class AsyncWaiter:
 
     __slots__ = ("_readers", "_writers", "_loop")
 
+    #: asyncio has no convention that every call yields to the loop.
+    schedules = False
+
     def __init__(self) -> None:
         self._readers: dict[int, dict[asyncio.Future[None], set[int]]] = {}
         self._writers: dict[int, dict[asyncio.Future[None], set[int]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @staticmethod
+    async def before() -> None:
+        """Not called (``schedules`` is False): the trio waiter's twin."""
+
+    @staticmethod
+    async def after() -> None:
+        """Not called (``schedules`` is False): the trio waiter's twin."""
 
     def forget(self, fd: int) -> None:
         """``fd`` is about to be closed: wake whoever waits on it and drop
@@ -120,14 +133,154 @@ class AsyncWaiter:
             remove(fd)
 
 
-async def adrive(flow: Flow, waiter: AsyncWaiter) -> Any:
-    """Run ``flow`` to completion on the running loop."""
+_EPOLLIN = select.EPOLLIN
+_EPOLLOUT = select.EPOLLOUT
+#: Idle epoll instances of trio waits, reused (a new one costs two system calls).
+_idle_epolls: list[select.epoll] = []
+_IDLE_EPOLLS = 32
+
+
+class _TrioWait:
+    """One wait of a :class:`TrioWaiter`: its epoll instance, the fds
+    registered in it, and the cancel scope that ends it."""
+
+    __slots__ = ("ep", "fds", "ready", "scope", "clean")
+
+    def __init__(self, ep: select.epoll) -> None:
+        self.ep = ep
+        self.fds: list[int] = []
+        self.ready: set[int] = set()
+        self.scope: Any = None
+        self.clean = True  # every fd unregistered: the instance can be reused
+
+    def drop(self, fd: int) -> None:
+        """``fd`` is about to be closed: unregister it and end the wait."""
+        self.ready.add(fd)
+        try:
+            self.fds.remove(fd)
+            self.ep.unregister(fd)
+        except (ValueError, OSError):
+            self.clean = False
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class TrioWaiter:
+    """Waits for fds under trio. trio waits for one fd per task, and for a
+    given fd and direction one task at a time; a flow waits for several fds
+    at once, and several tasks may wait on the same fd (a ``read`` and a
+    ``wait`` both watch the control socket). So each wait registers its fds
+    in an epoll instance of its own (taken from a small pool) and waits for
+    that one fd, in a cancel scope whose deadline is the flow's, on trio's
+    clock. As with asyncio, the fds are registered only while the wait lasts."""
+
+    __slots__ = ("_waits", "_trio", "before", "after")
+
+    #: trio's convention: every async call notices a cancellation and lets
+    #: other tasks run, even when it finds what it needs without waiting.
+    schedules = True
+
+    def __init__(self) -> None:
+        import trio  # running: imported already
+
+        self._trio = trio
+        self._waits: dict[int, dict[_TrioWait, None]] = {}
+        #: Before an operation: raise if the task is cancelled already.
+        self.before: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint_if_cancelled
+        #: After an operation that did not wait: let the others run, without
+        #: raising (what the operation did, a read, must not be lost).
+        self.after: Callable[[], Awaitable[None]] = trio.lowlevel.cancel_shielded_checkpoint
+
+    def forget(self, fd: int) -> None:
+        """``fd`` is about to be closed: wake whoever waits on it."""
+        waits = self._waits.pop(fd, None)
+        if waits:
+            for w in list(waits):
+                w.drop(fd)
+
+    async def wait(self, readers: tuple[int, ...], writers: tuple[int, ...], deadline: float | None) -> set[int]:
+        trio = self._trio
+        ep = _idle_epolls.pop() if _idle_epolls else fds.epoll("the epoll instance of a wait under trio")
+        w = _TrioWait(ep)
+        table = self._waits
+        try:
+            for fd in readers:
+                if fd not in w.fds:
+                    ep.register(fd, _EPOLLIN)
+                    w.fds.append(fd)
+                    table.setdefault(fd, {})[w] = None
+            for fd in writers:
+                if fd in w.fds:
+                    ep.modify(fd, _EPOLLIN | _EPOLLOUT)
+                    continue
+                ep.register(fd, _EPOLLOUT)
+                w.fds.append(fd)
+                table.setdefault(fd, {})[w] = None
+            if deadline is None:
+                w.scope = scope = trio.CancelScope()
+            else:
+                w.scope = scope = trio.CancelScope(deadline=trio.current_time() + (deadline - time.monotonic()))
+            with scope:
+                await trio.lowlevel.wait_readable(ep)
+            ready = w.ready
+            if len(w.fds) == 1 and not scope.cancelled_caught:
+                ready.add(w.fds[0])  # the only fd: no need to ask which
+            else:
+                for fd, _ in ep.poll(0):
+                    ready.add(fd)
+            return ready
+        finally:
+            for fd in w.fds:
+                waits = table.get(fd)
+                if waits is not None:
+                    waits.pop(w, None)
+                    if not waits:
+                        del table[fd]
+                try:
+                    ep.unregister(fd)
+                except OSError:
+                    w.clean = False
+            if w.clean and len(_idle_epolls) < _IDLE_EPOLLS:
+                _idle_epolls.append(ep)
+            else:
+                fds.close_epoll(ep)
+
+
+def _forget_idle_epolls() -> None:
+    _idle_epolls.clear()  # closed in the child with every netrunner fd
+
+
+fds.on_fork_in_child(_forget_idle_epolls)
+
+
+async def adrive(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
+    """Run ``flow`` to completion with an async library's waiter."""
+    if waiter.schedules:
+        return await _adrive_checkpoint(flow, waiter)
     ready: Any = None
     try:
         while True:
             readers, writers, deadline = flow.send(ready)
             ready = await waiter.wait(readers, writers, deadline)
     except StopIteration as stop:
+        return stop.value
+    finally:
+        flow.close()
+
+
+async def _adrive_checkpoint(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
+    """:func:`adrive` as a trio checkpoint, like trio's own calls: a
+    cancellation is noticed before the flow starts, and a flow that ends
+    without waiting still lets the other tasks run."""
+    ready: Any = None
+    try:
+        await waiter.before()
+        while True:
+            readers, writers, deadline = flow.send(ready)
+            ready = await waiter.wait(readers, writers, deadline)
+    except StopIteration as stop:
+        if ready is None:
+            await waiter.after()
         return stop.value
     finally:
         flow.close()

@@ -11,7 +11,8 @@ So every netrunner fd is created and closed through this module, under
 :data:`lock`, which ``os.register_at_fork(before=...)`` also takes: a fork
 happens either before an fd exists or after it is registered, never between.
 In the child, every registered fd is closed; socket objects are detached
-first, so they cannot close the number again later.
+first, so they cannot close the number again later, and epoll objects are
+closed through the object for the same reason.
 
 Invariants: the lock is only ever held around non-blocking system calls; a
 netrunner fd is never closed except through :func:`close` or
@@ -25,20 +26,24 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import socket
 import threading
 from collections.abc import Callable
 
-__all__ = ["lock", "pipe", "eventfd", "socketpair", "open_fd", "adopt", "close", "close_socket", "after_fork_in_child"]
+__all__ = [
+    "lock", "pipe", "eventfd", "epoll", "socketpair", "open_fd", "adopt", "close", "close_socket", "close_epoll",
+    "after_fork_in_child",
+]
 
 #: Held around every creation and close of a netrunner fd, and across fork().
 lock = threading.RLock()
-#: fd -> the socket object owning it, or None for a plain fd
-_owned: dict[int, socket.socket | None] = {}
+#: fd -> the socket or epoll object owning it, or None for a plain fd
+_owned: dict[int, socket.socket | select.epoll | None] = {}
 _child_hooks: list[Callable[[], None]] = []
 
 
-def _register(fd: int, sock: socket.socket | None = None) -> None:
+def _register(fd: int, sock: socket.socket | select.epoll | None = None) -> None:
     _owned[fd] = sock
 
 
@@ -116,6 +121,32 @@ def eventfd(what: str) -> int:
             raise _explain(exc, what) from None
         _register(fd)
     return fd
+
+
+def epoll(what: str) -> select.epoll:
+    """A close-on-exec epoll instance, registered (close it with
+    :func:`close_epoll`)."""
+    with lock:
+        try:
+            ep = select.epoll()
+            if ep.fileno() <= 2:
+                try:
+                    moved = _copy_above_stdio(ep.fileno(), what)
+                finally:
+                    ep.close()
+                ep = select.epoll.fromfd(moved)
+        except OSError as exc:
+            raise _explain(exc, what) from None
+        _register(ep.fileno(), ep)
+    return ep
+
+
+def close_epoll(ep: select.epoll) -> None:
+    """Close a registered epoll object (idempotent)."""
+    with lock:
+        if not ep.closed:
+            _owned.pop(ep.fileno(), None)
+        ep.close()
 
 
 def socketpair() -> tuple[socket.socket, socket.socket]:
@@ -229,6 +260,10 @@ def after_fork_in_child() -> None:
     """Close every netrunner fd in a forked child and forget them."""
     global lock
     for fd, sock in list(_owned.items()):
+        if isinstance(sock, select.epoll):
+            if not sock.closed and sock.fileno() == fd:
+                sock.close()  # through the object: it must never close the number again
+            continue
         if sock is not None:
             if sock.fileno() != fd:
                 continue  # closed directly, not through close_socket: not ours any more

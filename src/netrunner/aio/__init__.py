@@ -1,4 +1,6 @@
-"""netrunner for asyncio: the names of :mod:`netrunner`, as coroutines.
+"""netrunner for async code: the names of :mod:`netrunner`, as coroutines, on
+asyncio (any loop), trio or anyio -- whichever runs the caller
+(docs/async-libraries.md).
 
 ``run`` and ``start`` are awaited; ``stream`` is not (use ``async with``);
 ``Process`` has coroutine ``write``/``read``/``read_stderr``/``wait``/``stop``/
