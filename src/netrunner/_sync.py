@@ -7,7 +7,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ._api import (
@@ -267,14 +267,14 @@ class Stream(StreamBase):
 
     def lines(self) -> Iterator[Any]:
         """Iterate over lines (newline kept), whatever the chunk boundaries."""
-        # Each chunk is split into a list at once; chain hands the lines out
-        # in C, so a line costs no Python-level step of its own.
+        # A Python step per chunk, none per line: chain hands out the lines
+        # of each chunk's split in C.
         return itertools.chain.from_iterable(self._line_batches())
 
-    def _line_batches(self) -> Iterator[list[Any]]:
+    def _line_batches(self) -> Iterator[Iterable[Any]]:
         splitter = Lines(self._opts.encoding is not None)
         for chunk in self:
-            yield splitter.feed(chunk)
+            yield splitter.split(chunk)
         yield splitter.finish()
 
     def __enter__(self) -> Stream:

@@ -151,6 +151,8 @@ def test_lines_match_a_plain_split_whatever_the_chunks(seed: int) -> None:
     got = [line for chunk in chunks for line in s.feed(chunk)] + s.finish()
     assert got == _reference_lines(data)
     assert b"".join(got) == data
+    lazy = Lines(text=False)
+    assert [line for chunk in chunks for line in lazy.split(chunk)] + lazy.finish() == got
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -165,6 +167,8 @@ def test_text_lines_end_at_newline_only(seed: int) -> None:
     got = [line for chunk in chunks for line in s.feed(chunk)] + s.finish()
     expected = [line.decode("utf-8") for line in _reference_lines(text.encode("utf-8"))]
     assert got == expected
+    lazy = Lines(text=True)
+    assert [line for chunk in chunks for line in lazy.split(chunk)] + lazy.finish() == expected
 
 
 def test_lines_other_breaks_stay_inside_a_line() -> None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import codecs
 import io
+import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 
@@ -155,10 +156,11 @@ def finder(pattern: Any, text: bool) -> Callable[[Any, int], tuple[int, int]]:
 class Lines:
     """Split a stream of chunks (bytes or str) into lines, newline kept.
 
-    A chunk is split by C code in one call (``BytesIO.readlines``, or
-    ``StringIO.readlines`` with ``newline="\\n"``: both end lines at
-    ``\\n`` only, unlike ``splitlines``), so the cost per line is that of
-    making its object. The line under way across chunks is kept as a list
+    Each chunk is split by C code: bytes by iterating a ``BytesIO`` over it
+    (lines end at ``\\n`` only, and are made one at a time, as they are
+    consumed), text by ``str.splitlines`` once a few scans have ruled out
+    the other characters it ends lines at (else ``StringIO`` with
+    ``newline="\\n"``). The line under way across chunks is kept as a list
     of pieces and joined once, when its newline comes: linear in its length.
     """
 
@@ -172,20 +174,40 @@ class Lines:
 
     def feed(self, chunk: Any) -> list[Any]:
         """Add ``chunk``; return the lines it completed."""
+        lines = self.split(chunk)
+        return lines if isinstance(lines, list) else list(lines)
+
+    def split(self, chunk: Any) -> Iterable[Any]:
+        """Add ``chunk``; the lines it completed, as an iterable to consume
+        before the next call (for bytes, an iterator that makes each line
+        only when it is asked for)."""
         pieces = self._pieces
-        if self._nl not in chunk:  # no line ends here (also an empty chunk)
+        nl = self._nl
+        first = chunk.find(nl)
+        if first < 0:  # no line ends here (also an empty chunk)
             if chunk:
                 pieces.append(chunk)
-            return []
-        lines = _split_text(chunk) if self._text else io.BytesIO(chunk).readlines()
-        rest = None if chunk[-1:] == self._nl else lines.pop()
-        if pieces:
-            pieces.append(lines[0])
-            lines[0] = self._empty.join(pieces)
+            return ()
+        last = chunk.rfind(nl) + 1
+        head = None
+        if pieces:  # the first newline ends the line under way
+            pieces.append(chunk[: first + 1])
+            head = self._empty.join(pieces)
             pieces.clear()
-        if rest is not None:
-            pieces.append(rest)
-        return lines
+            first += 1
+        else:
+            first = 0
+        if last < len(chunk):
+            pieces.append(chunk[last:])
+        body = chunk[first:last]  # whole lines only (the chunk itself when it is all of them)
+        if self._text:
+            lines = _split_text(body) if body else []
+            if head is not None:
+                lines.insert(0, head)
+            return lines
+        if head is None:
+            return io.BytesIO(body)
+        return itertools.chain((head,), io.BytesIO(body)) if body else (head,)
 
     def finish(self) -> list[Any]:
         """The last line, if the stream did not end with a newline."""
