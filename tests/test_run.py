@@ -239,6 +239,16 @@ def test_timeout_text_partial_output_stays_bytes() -> None:
     assert ei.value.stdout == "é\n".encode()
 
 
+
+def test_timeout_bulk_text_partial_output_is_every_byte() -> None:
+    # Megabytes of two-byte characters, then a hang: the partial output is all
+    # of it, as bytes, whatever the read boundaries split
+    with pytest.raises(netrunner.Timeout) as ei:
+        netrunner.run(["sh", "-c", "yes é | head -c 3000001; exec sleep 100"], timeout=2, text=True)
+    expected = ("é\n".encode() * 1_000_001)[:3_000_001]  # ends with half a character
+    assert ei.value.stdout == expected
+    assert ei.value.stats.bytes_out == len(expected)
+
 def test_timeout_not_hit() -> None:
     result = netrunner.run(["sh", "-c", "echo quick"], timeout=10)
     assert result.stdout == b"quick\n"
