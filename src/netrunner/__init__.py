@@ -21,6 +21,7 @@ from ._errors import (
     Timeout,
     UnknownSignal,
 )
+from ._pipeline import Pipeline, pipe
 from ._results import Result, Stats
 from ._sync import Daemon, Process, Stream, run, start, stream
 
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidCommand",
     "NetRunnerError",
     "OutputLimitExceeded",
+    "Pipeline",
     "Process",
     "ProcessError",
     "Result",
@@ -45,6 +47,7 @@ __all__ = [
     "Stream",
     "Timeout",
     "UnknownSignal",
+    "pipe",
     "run",
     "signals",
     "start",

@@ -3,9 +3,10 @@ and turning a finished handle into a ``Result`` or the right error."""
 
 from __future__ import annotations
 
+import signal as _signal
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from ._core import codec
 from ._core.output import Capture, InputSource, Lines, Tail, decode_all, finder
@@ -16,6 +17,11 @@ from ._io import fds
 from ._options import Options
 from ._results import Result, Stats
 from .signals import resolve as resolve_signal
+
+if TYPE_CHECKING:
+    from ._types import Arg, OutT
+else:
+    from ._types import OutT
 
 
 def deadline_of(timeout: float | None, name: str = "timeout") -> float | None:
@@ -54,7 +60,7 @@ def encode_input(data: Any, opts: Options) -> bytes:
 
 def conclude(
     h: Handle, out: Capture | None, err: Capture | Tail | None, stopped: str | None, *, check: bool
-) -> Result:
+) -> Result[Any]:
     """The ``Result`` of a command whose tree is gone, or the error it earned."""
     opts = h.opts
     if h.core.phase is Phase.FAILED:
@@ -75,7 +81,13 @@ def conclude(
     core = h.core
     assert core.returncode is not None
     assert core.exit_status is not None
-    result = Result(h.args, stdout, stderr, core.returncode, core.exit_status, core.signal, stats)
+    if h.staged:  # a pipeline: every stage's status and statistics too
+        result: Result[Any] = Result(
+            h.args, stdout, stderr, core.returncode, core.exit_status, core.signal, stats,
+            core.pipestatus, h.stage_stats(),  # type: ignore[attr-defined]
+        )
+    else:
+        result = Result(h.args, stdout, stderr, core.returncode, core.exit_status, core.signal, stats)
     if check and result.returncode != 0:
         raise ProcessError(
             result.returncode, list(h.args), stdout, stderr,
@@ -110,7 +122,7 @@ class ProcessBase:
         return f"<{type(self).__name__} pid={self.pid} {state} args={list(self._h.args)!r}>"
 
     @property
-    def args(self) -> tuple[Any, ...]:
+    def args(self) -> tuple[Arg, ...]:
         """The argv as given."""
         return self._h.args
 
@@ -146,12 +158,22 @@ class ProcessBase:
         return self._h.core.returncode
 
     @property
+    def pipestatus(self) -> tuple[int, ...] | None:
+        """Every stage's returncode, in order (one for a single command),
+        once all have exited; else None."""
+        h = self._h
+        if h.staged:
+            return h.core.pipestatus  # type: ignore[attr-defined, no-any-return]
+        rc = h.core.returncode
+        return None if rc is None else (rc,)
+
+    @property
     def exit_status(self) -> int | None:
         """The shell's convention: exit code, or 128+N for signal N; None while running."""
         return self._h.core.exit_status
 
     @property
-    def signal(self) -> Any:
+    def signal(self) -> _signal.Signals | int | None:
         """The signal that killed the command, else None."""
         return self._h.core.signal
 
@@ -161,7 +183,7 @@ class ProcessBase:
         stats: Stats = self._h.stats()
         return stats
 
-    def send_signal(self, sig: Any) -> None:
+    def send_signal(self, sig: int | str | _signal.Signals) -> None:
         """Send ``sig`` to the command's whole process group (a no-op after exit)."""
         signo = resolve_signal(sig)
         h = self._h
@@ -272,7 +294,7 @@ class ProcessBase:
         return Timeout(list(self._h.args), timeout or 0.0, stats=self._h.stats())
 
 
-class StreamBase:
+class StreamBase(Generic[OutT]):
     """State of ``Stream`` and ``aio.Stream`` that does not wait."""
 
     _h: Handle | None
@@ -280,7 +302,7 @@ class StreamBase:
     _args: tuple[Any, ...]
     _err: Tail | None
     _lines: Lines | None
-    result: Result | None
+    result: Result[OutT] | None
 
     def _init_stream(self, args: tuple[Any, ...], opts: Options) -> None:
         self._args = args

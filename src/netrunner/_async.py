@@ -9,9 +9,11 @@ shepherd, which sees its control socket hang up.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
+import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
 
 from ._api import (
     ProcessBase,
@@ -28,8 +30,39 @@ from ._core.output import Capture, Lines, input_chunk
 from ._daemon import DaemonBase
 from ._drivers import AsyncWaiter, adrive
 from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
+from ._help import document, params
 from ._options import is_async_input
+from ._pipeline import handle_for
 from ._results import Result
+
+if TYPE_CHECKING:
+    from ._types import (
+        AsyncInput,
+        BytesCmd,
+        CgroupSpec,
+        Cmd,
+        Env,
+        Leftovers,
+        OneBytesCmd,
+        OneCmd,
+        OneTextCmd,
+        OnExitBytes,
+        OnExitEither,
+        OnExitText,
+        OnOutputBytes,
+        OnOutputEither,
+        OnOutputText,
+        OutT,
+        Pty,
+        RestartPolicy,
+        StderrTarget,
+        StdinTarget,
+        StdoutTarget,
+        StrOrBytesPath,
+        TextCmd,
+    )
+else:
+    from ._types import OutT
 
 __all__ = ["run", "stream", "start", "Process", "Stream", "Daemon"]
 
@@ -140,13 +173,136 @@ def _feeding(h: Handle, opts: Any, waiter: AsyncWaiter) -> tuple[Feeder | None, 
     return feeder_for(h, opts), None
 
 
-async def run(cmd: Any, **options: Any) -> Result:
+@overload
+async def run(
+    cmd: TextCmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[str]: ...
+@overload
+async def run(
+    cmd: BytesCmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[False] = False,
+    encoding: None = None,
+    errors: None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[bytes]: ...
+@overload
+async def run(
+    cmd: Cmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[True],
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[str]: ...
+@overload
+async def run(
+    cmd: Cmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[str]: ...
+@overload
+async def run(
+    cmd: Cmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[str]: ...
+@overload
+async def run(
+    cmd: Cmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[bytes] | Result[str]: ...
+async def run(cmd: Any, **options: Any) -> Result[Any]:
     """Run ``cmd`` to completion; the asyncio twin of :func:`netrunner.run`.
     Cancelling the awaiting task stops the tree, then re-raises. ``input``
     may also be an async iterable (an ``aio.Stream`` too), consumed only as
     the command reads."""
     args, argv, opts = resolve("run", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     waiter = AsyncWaiter()
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
@@ -169,10 +325,109 @@ async def run(cmd: Any, **options: Any) -> Result:
         h.release()
 
 
-async def start(cmd: Any, **options: Any) -> Process:
+@overload
+async def start(
+    cmd: TextCmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[str]: ...
+@overload
+async def start(
+    cmd: BytesCmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[False] = False,
+    encoding: None = None,
+    errors: None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[bytes]: ...
+@overload
+async def start(
+    cmd: Cmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[True],
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[str]: ...
+@overload
+async def start(
+    cmd: Cmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[str]: ...
+@overload
+async def start(
+    cmd: Cmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[str]: ...
+@overload
+async def start(
+    cmd: Cmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[bytes] | Process[str]: ...
+async def start(cmd: Any, **options: Any) -> Process[Any]:
     """Start ``cmd``; return an :class:`aio.Process <Process>` once it has exec'd."""
     args, argv, opts = resolve("start", cmd, options)
-    h = Handle(args, argv, opts, keep_stdin=True, drain_stderr=True)
+    h = handle_for(args, argv, opts, keep_stdin=True, drain_stderr=True)
     waiter = AsyncWaiter()
     try:
         await adrive(h.flow_started(), waiter)
@@ -182,7 +437,136 @@ async def start(cmd: Any, **options: Any) -> Process:
     return Process._make(h, waiter)
 
 
-def stream(cmd: Any, **options: Any) -> Stream:
+@overload
+def stream(
+    cmd: TextCmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[str]: ...
+@overload
+def stream(
+    cmd: BytesCmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[False] = False,
+    encoding: None = None,
+    errors: None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[bytes]: ...
+@overload
+def stream(
+    cmd: Cmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[True],
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[str]: ...
+@overload
+def stream(
+    cmd: Cmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[str]: ...
+@overload
+def stream(
+    cmd: Cmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[str]: ...
+@overload
+def stream(
+    cmd: Cmd,
+    *,
+    input: AsyncInput = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[bytes] | Stream[str]: ...
+def stream(cmd: Any, **options: Any) -> Stream[Any]:
     """An async iterator of stdout chunks and an async context manager.
 
     Not awaited: arguments are checked here; the command starts on ``async
@@ -192,7 +576,7 @@ def stream(cmd: Any, **options: Any) -> Stream:
     return Stream(args, argv, opts)
 
 
-class Process(ProcessBase):
+class Process(ProcessBase, Generic[OutT]):
     """A started command on the running loop; an async context manager."""
 
     __slots__ = ("_waiter", "_out_lock", "_err_lock", "_in_lock")
@@ -206,7 +590,7 @@ class Process(ProcessBase):
         raise TypeError("aio.Process objects come from `await netrunner.aio.start()`")
 
     @classmethod
-    def _make(cls, h: Handle, waiter: AsyncWaiter) -> Process:
+    def _make(cls, h: Handle, waiter: AsyncWaiter) -> Process[Any]:
         proc = object.__new__(cls)
         proc._h = h
         proc._waiter = waiter
@@ -217,7 +601,7 @@ class Process(ProcessBase):
         proc._finalizer = finalize_on_drop(proc, h, warn=True)
         return proc
 
-    async def __aenter__(self) -> Process:
+    async def __aenter__(self) -> Process[OutT]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -251,21 +635,23 @@ class Process(ProcessBase):
         finally:
             lock.release()
 
-    async def read(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Any:
+    async def read(self, max_bytes: int = 65536, *, timeout: float | None = None) -> OutT:
         """The next available stdout bytes (at most ``max_bytes``); b"" at EOF."""
-        return await self._read(1, self._out_lock, max_bytes, timeout)
+        return cast("OutT", await self._read(1, self._out_lock, max_bytes, timeout))
 
-    async def read_stderr(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Any:
+    async def read_stderr(self, max_bytes: int = 65536, *, timeout: float | None = None) -> OutT:
         """Like :meth:`read`, for stderr (``stderr="capture"`` only)."""
-        return await self._read(self._stderr_stream(), self._err_lock, max_bytes, timeout)
+        return cast("OutT", await self._read(self._stderr_stream(), self._err_lock, max_bytes, timeout))
 
-    async def readline(self, *, timeout: float | None = None) -> Any:
+    async def readline(self, *, timeout: float | None = None) -> OutT:
         """The next line of stdout, newline kept; see :meth:`netrunner.Process.readline`."""
-        return await self._until(self._newline(), timeout, None, eof_ok=True)
+        return cast("OutT", await self._until(self._newline(), timeout, None, eof_ok=True))
 
-    async def read_until(self, pattern: Any, *, timeout: float | None = None, max_bytes: int | None = None) -> Any:
+    async def read_until(
+        self, pattern: OutT | re.Pattern[OutT], *, timeout: float | None = None, max_bytes: int | None = None
+    ) -> OutT:
         """stdout up to and including ``pattern``; see :meth:`netrunner.Process.read_until`."""
-        return await self._until(pattern, timeout, max_bytes, eof_ok=False)
+        return cast("OutT", await self._until(pattern, timeout, max_bytes, eof_ok=False))
 
     async def _until(self, pattern: Any, timeout: float | None, max_bytes: int | None, *, eof_ok: bool) -> Any:
         find = self._finder(pattern, max_bytes)
@@ -279,7 +665,9 @@ class Process(ProcessBase):
         finally:
             self._out_lock.release()
 
-    async def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
+    async def communicate(
+        self, input: bytes | str | None = None, timeout: float | None = None
+    ) -> tuple[OutT, OutT]:
         """Write ``input``, close stdin, read both pipes to EOF and wait."""
         self._h.own()
         deadline = deadline_of(timeout)
@@ -318,7 +706,7 @@ class Process(ProcessBase):
             self._finalizer.detach()
 
 
-class Stream(StreamBase):
+class Stream(StreamBase[OutT]):
     """``async with aio.stream(cmd) as s: async for chunk in s: ...``"""
 
     def __init__(self, args: tuple[Any, ...], argv: list[bytes], opts: Any) -> None:
@@ -332,8 +720,8 @@ class Stream(StreamBase):
     async def _ensure_started(self) -> Handle:
         if self._h is not None:
             return self._h
-        h = Handle(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None, lazy_reap=True,
-                   stream_pipe=True)
+        h = handle_for(self._args, self._argv, self._opts, keep_stdin=self._opts.input is not None, lazy_reap=True,
+                       stream_pipe=True)
         try:
             await adrive(h.flow_started(), self._waiter)
         except BaseException:
@@ -345,16 +733,16 @@ class Stream(StreamBase):
         self._finalizer = finalize_on_drop(self, h)
         return h
 
-    def __aiter__(self) -> Stream:
+    def __aiter__(self) -> Stream[OutT]:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> OutT:
         if self._done:
             raise StopAsyncIteration
         h = await self._ensure_started()
         h.own()
         while not self._done:
-            chunk = self._chunk_waiting(h)
+            chunk: OutT | None = self._chunk_waiting(h)
             if chunk is not None:
                 return chunk
             try:
@@ -381,7 +769,7 @@ class Stream(StreamBase):
                 return chunk
         raise StopAsyncIteration
 
-    async def lines(self) -> AsyncIterator[Any]:
+    async def lines(self) -> AsyncIterator[OutT]:
         """Iterate over lines (newline kept), whatever the chunk boundaries."""
         splitter = Lines(self._opts.encoding is not None)
         async for chunk in self:
@@ -390,7 +778,7 @@ class Stream(StreamBase):
         for line in splitter.finish():
             yield line
 
-    async def __aenter__(self) -> Stream:
+    async def __aenter__(self) -> Stream[OutT]:
         await self._ensure_started()
         return self
 
@@ -424,6 +812,153 @@ class Daemon(DaemonBase):
     ``await d.run()`` supervises it until it ends, and cancelling that (a
     ``TaskGroup`` that fails, ``asyncio.timeout``) stops its tree."""
 
+    @overload
+    def __init__(
+        self,
+        cmd: OneTextCmd,
+        *,
+        on_output: OnOutputText = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitText = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        cmd: OneBytesCmd,
+        *,
+        on_output: OnOutputBytes = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitBytes = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        text: Literal[False] = False,
+        encoding: None = None,
+        errors: None = None,
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        cmd: OneCmd,
+        *,
+        on_output: OnOutputText = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitText = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        text: Literal[True],
+        encoding: str | None = None,
+        errors: str | None = None,
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        cmd: OneCmd,
+        *,
+        on_output: OnOutputText = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitText = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        text: bool = False,
+        encoding: str,
+        errors: str | None = None,
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        cmd: OneCmd,
+        *,
+        on_output: OnOutputText = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitText = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        text: bool = False,
+        encoding: str | None = None,
+        errors: str,
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        cmd: OneCmd,
+        *,
+        on_output: OnOutputEither = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitEither = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        text: bool = False,
+        encoding: str | None = None,
+        errors: str | None = None,
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
     def __init__(self, cmd: Any, **options: Any) -> None:
         super().__init__(cmd, **options)
         self._waiter = AsyncWaiter()
@@ -505,3 +1040,9 @@ async def _stop_even_if_cancelled(d: Daemon) -> None:
         if d._task is not None and not d._task.done():
             d._task.cancel()  # the flow's end releases the run: its shepherd stops the tree
         raise
+
+
+document(run, "run", params("cmd"), "Result", aio=True)
+document(stream, "stream", params("cmd"), "Stream", aio=True)
+document(start, "start", params("cmd"), "Process", aio=True)
+document(Daemon.__init__, "Daemon", params("self", "cmd"), inspect.Signature.empty, doc_of=Daemon, aio=True)

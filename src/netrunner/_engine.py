@@ -83,6 +83,9 @@ class Handle:
         "_err_lock", "pending", "placement", "tty", "last_in", "attrs_sent", "__weakref__",
     )
 
+    #: A pipeline's handle (``_pipeline.PipelineHandle``) says so.
+    staged = False
+
     stdin_fd: int | None
     stdout_fd: int | None
     stderr_fd: int | None
@@ -175,6 +178,14 @@ class Handle:
         self.ctl_fd = self.ctl.fileno()
         self.ctl_open = True
         self.reaped = False
+        _lifetime.register(self)
+        self.ctl.setblocking(False)
+        self._init_io(keep_stdin, drain_stderr)
+        zygote.replenish()
+
+    def _init_io(self, keep_stdin: bool, drain_stderr: bool) -> None:
+        """The Python side of stdin, stdout and stderr, once their fds are set."""
+        opts = self.opts
         self.out_eof = self.stdout_fd is None
         self.err_eof = self.stderr_fd is None
         self.stdin_closed_by_user = False
@@ -190,14 +201,11 @@ class Handle:
         core.observes_out = self.stdout_fd is not None
         core.observes_err = self.stderr_fd is not None or opts.stderr == "redirect" or self.tty  # 0 of its own
         core.observes_in = opts.stdin == "pipe"
-        _lifetime.register(self)
-        self.ctl.setblocking(False)
         for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
             if fd is not None:
                 os.set_blocking(fd, False)
         if not keep_stdin:
             self.close_stdin()
-        zygote.replenish()
 
     def _given_target(self, mode: str | int, std: int, flags: int, child_fds: list[int]) -> int | None:
         """The fd to hand over for one of stdin/stdout/stderr, or None when
@@ -236,6 +244,10 @@ class Handle:
         return os.getpid() != self.owner_pid
 
     # --- control socket ---------------------------------------------------
+
+    def control_fds(self) -> tuple[int, ...]:
+        """The control sockets to wait on for news of the command."""
+        return (self.ctl_fd,) if self.ctl_open else ()
 
     @property
     def finished(self) -> bool:
@@ -475,9 +487,7 @@ class Handle:
             fds.append(self.stdout_fd)
         if err and not self.err_eof and self.stderr_fd is not None:
             fds.append(self.stderr_fd)
-        if self.ctl_open:
-            fds.append(self.ctl_fd)
-        return tuple(fds)
+        return (*fds, *self.control_fds())
 
     # --- flows --------------------------------------------------------------
 
@@ -571,9 +581,9 @@ class Handle:
             if deadline is not None and _monotonic() >= deadline:
                 raise WaitTimeout
             if which == 1:
-                yield from self._wait((fd, self.ctl_fd), (), deadline)
+                yield from self._wait((fd, *self.control_fds()), (), deadline)
             else:  # reading stderr itself
-                yield ((fd, self.ctl_fd), (), deadline)
+                yield ((fd, *self.control_fds()), (), deadline)
 
     def flow_read_output(self, which: int, size: int, deadline: float | None, *, ahead: bool = True) -> Flow:
         """:meth:`flow_read`, decoded in text mode (a character split across
@@ -646,7 +656,7 @@ class Handle:
                 break
             if deadline is not None and _monotonic() >= deadline:
                 raise WaitTimeout
-            yield from self._wait((self.ctl_fd,), (), deadline)
+            yield from self._wait(self.control_fds(), (), deadline)
         if self.core.phase is Phase.LOST and not lost_before:
             raise self.shepherd_error()
         return self.core.returncode
@@ -657,7 +667,7 @@ class Handle:
         if not self.core.done:
             self.send(codec.encode_stop(kill_timeout))
         while not self.finished:
-            yield from self._wait((self.ctl_fd,), (), None)
+            yield from self._wait(self.control_fds(), (), None)
             self.pump_control()
         return self.core.returncode
 
@@ -677,11 +687,9 @@ class Handle:
         if self.err_backlog is not None and err is not None and len(self.err_backlog):
             with self._err_lock:
                 err.add(self.err_backlog.take(len(self.err_backlog)))
-        ready: set[int] | None = None
         size = READ_SIZE
         while True:
-            if ready is None or self.ctl_fd in ready:  # records come only when it is readable
-                self.pump_control()
+            self.pump_control()
             if self.core.done:
                 self.drain(1, out)
                 self.drain(2, err)
@@ -694,7 +702,6 @@ class Handle:
                 return stopped
             writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
             ready = yield (self.readers(), writers, None if stopped else deadline)  # type: ignore[misc]
-            assert ready is not None
             if self.stdout_fd in ready:
                 data = self.read_once(1, size)
                 if data and out is not None and out.add(data) and stopped is None:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import signal as _signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from ._errors import ProcessError
 from .signals import to_signals
+
+if TYPE_CHECKING:
+    from ._types import Arg, OutT
+else:
+    from ._types import OutT
 
 
 def decode_status(status: int) -> tuple[int, int, _signal.Signals | int | None]:
@@ -49,7 +54,7 @@ class Stats:
     oom_killed: bool | None = None
     bytes_err_dropped: int | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | float | bool | str | None]:
         """The fields as JSON-friendly values (``started_at`` in ISO 8601)."""
         out: dict[str, Any] = {name: getattr(self, name) for name in self.__dataclass_fields__}
         out["started_at"] = self.started_at.isoformat()
@@ -57,23 +62,40 @@ class Stats:
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
-    """The outcome of :func:`netrunner.run`; duck-types ``subprocess.CompletedProcess``."""
+class Result(Generic[OutT]):
+    """The outcome of :func:`netrunner.run`; duck-types ``subprocess.CompletedProcess``.
 
-    args: tuple[Any, ...]
-    stdout: bytes | str
-    stderr: bytes | str
+    Generic in its output type: ``Result[bytes]`` (the default), or
+    ``Result[str]`` in text mode (``text=True``, ``encoding=...``).
+
+    For a pipeline (:func:`netrunner.pipe`), ``args`` holds each stage's
+    argv, ``returncode`` is the rightmost non-zero stage's (``pipefail``),
+    ``pipestatus`` every stage's in order and ``stage_stats`` every stage's
+    statistics (``stats`` is the total). For one command they have one item.
+    """
+
+    args: tuple[Arg, ...]
+    stdout: OutT
+    stderr: OutT
     returncode: int
     exit_status: int
     signal: _signal.Signals | int | None
     stats: Stats
+    pipestatus: tuple[int, ...] = ()
+    stage_stats: tuple[Stats, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.pipestatus:
+            object.__setattr__(self, "pipestatus", (self.returncode,))
+        if not self.stage_stats:
+            object.__setattr__(self, "stage_stats", (self.stats,))
 
     @property
     def ok(self) -> bool:
         """``True`` when the command exited with status 0."""
         return self.returncode == 0
 
-    def check(self) -> Result:
+    def check(self) -> Result[OutT]:
         """Return ``self``, or raise :class:`ProcessError` for a non-zero exit."""
         if self.returncode != 0:
             raise ProcessError(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import atexit
+import inspect
 import itertools
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
 
 from ._api import (
     ProcessBase,
@@ -24,9 +26,40 @@ from ._core.output import Capture, Lines
 from ._daemon import DaemonBase
 from ._drivers import drive, hub
 from ._engine import Handle, WaitTimeout, feeder_for, finalize_on_drop
+from ._help import document, params
 from ._io import fds
 from ._options import refuse_async_input
+from ._pipeline import handle_for
 from ._results import Result
+
+if TYPE_CHECKING:
+    from ._types import (
+        BytesCmd,
+        CgroupSpec,
+        Cmd,
+        Env,
+        Input,
+        Leftovers,
+        OneBytesCmd,
+        OneCmd,
+        OneTextCmd,
+        OnExitBytes,
+        OnExitEither,
+        OnExitText,
+        OnOutputBytes,
+        OnOutputEither,
+        OnOutputText,
+        OutT,
+        Pty,
+        RestartPolicy,
+        StderrTarget,
+        StdinTarget,
+        StdoutTarget,
+        StrOrBytesPath,
+        TextCmd,
+    )
+else:
+    from ._types import OutT
 
 __all__ = ["run", "stream", "start", "Process", "Stream", "Daemon"]
 
@@ -42,7 +75,130 @@ def _abort(h: Handle) -> None:
         h.release()
 
 
-def run(cmd: Any, **options: Any) -> Result:
+@overload
+def run(
+    cmd: TextCmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[str]: ...
+@overload
+def run(
+    cmd: BytesCmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[False] = False,
+    encoding: None = None,
+    errors: None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[bytes]: ...
+@overload
+def run(
+    cmd: Cmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[True],
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[str]: ...
+@overload
+def run(
+    cmd: Cmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[str]: ...
+@overload
+def run(
+    cmd: Cmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[str]: ...
+@overload
+def run(
+    cmd: Cmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = False,
+) -> Result[bytes] | Result[str]: ...
+def run(cmd: Any, **options: Any) -> Result[Any]:
     """Run ``cmd`` to completion and return its :class:`Result`.
 
     stdout (and stderr, by default) are captured; ``input`` is fed as the
@@ -54,7 +210,7 @@ def run(cmd: Any, **options: Any) -> Result:
     """
     args, argv, opts = resolve("run", cmd, options)
     refuse_async_input("run", opts)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
     try:
@@ -71,18 +227,246 @@ def run(cmd: Any, **options: Any) -> Result:
         h.release()
 
 
-def start(cmd: Any, **options: Any) -> Process:
+@overload
+def start(
+    cmd: TextCmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[str]: ...
+@overload
+def start(
+    cmd: BytesCmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[False] = False,
+    encoding: None = None,
+    errors: None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[bytes]: ...
+@overload
+def start(
+    cmd: Cmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[True],
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[str]: ...
+@overload
+def start(
+    cmd: Cmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[str]: ...
+@overload
+def start(
+    cmd: Cmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[str]: ...
+@overload
+def start(
+    cmd: Cmd,
+    *,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+) -> Process[bytes] | Process[str]: ...
+def start(cmd: Any, **options: Any) -> Process[Any]:
     """Start ``cmd`` and return a :class:`Process` once it has exec'd."""
     args, argv, opts = resolve("start", cmd, options)
-    return Process._start(Handle(args, argv, opts, keep_stdin=True, drain_stderr=True))
+    return Process._start(handle_for(args, argv, opts, keep_stdin=True, drain_stderr=True))
 
 
-def stream(cmd: Any, **options: Any) -> Stream:
+@overload
+def stream(
+    cmd: TextCmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[str]: ...
+@overload
+def stream(
+    cmd: BytesCmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[False] = False,
+    encoding: None = None,
+    errors: None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[bytes]: ...
+@overload
+def stream(
+    cmd: Cmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: Literal[True],
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[str]: ...
+@overload
+def stream(
+    cmd: Cmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[str]: ...
+@overload
+def stream(
+    cmd: Cmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[str]: ...
+@overload
+def stream(
+    cmd: Cmd,
+    *,
+    input: Input = None,
+    stdin: StdinTarget = None,
+    stdout: StdoutTarget = "capture",
+    stderr: StderrTarget = "capture",
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    leftovers: Leftovers = "kill",
+    pty: Pty = False,
+    kill_timeout: float = 5.0,
+    timeout: float | None = None,
+    max_output_size: int | None = None,
+    chunk_size: int = 65536,
+    cgroup: CgroupSpec = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Env = None,
+    check: bool = True,
+) -> Stream[bytes] | Stream[str]: ...
+def stream(cmd: Any, **options: Any) -> Stream[Any]:
     """Start ``cmd`` and return a :class:`Stream` of its stdout chunks, read
     only as the consumer asks for them."""
     args, argv, opts = resolve("stream", cmd, options)
     refuse_async_input("stream", opts)
-    h = Handle(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True, stream_pipe=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True, stream_pipe=True)
     try:
         drive(h.flow_started())
     except BaseException:
@@ -91,7 +475,7 @@ def stream(cmd: Any, **options: Any) -> Stream:
     return Stream(h)
 
 
-class Process(ProcessBase):
+class Process(ProcessBase, Generic[OutT]):
     """A started command. Thread-safe; a context manager whose exit stops the
     tree (if still running) and releases every fd."""
 
@@ -105,7 +489,7 @@ class Process(ProcessBase):
         raise TypeError("Process objects come from netrunner.start()")
 
     @classmethod
-    def _start(cls, h: Handle) -> Process:
+    def _start(cls, h: Handle) -> Process[Any]:
         try:
             drive(h.flow_started())
         except BaseException:
@@ -120,7 +504,7 @@ class Process(ProcessBase):
         proc._finalizer = finalize_on_drop(proc, h, warn=True)
         return proc
 
-    def __enter__(self) -> Process:
+    def __enter__(self) -> Process[OutT]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -147,30 +531,32 @@ class Process(ProcessBase):
         finally:
             lock.release()
 
-    def read(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Any:
+    def read(self, max_bytes: int = 65536, *, timeout: float | None = None) -> OutT:
         """The next available stdout bytes (at most ``max_bytes``); b"" at EOF;
         ``TimeoutError`` if nothing arrives within ``timeout`` seconds."""
-        return self._read(1, self._out_lock, max_bytes, timeout)
+        return cast("OutT", self._read(1, self._out_lock, max_bytes, timeout))
 
-    def read_stderr(self, max_bytes: int = 65536, *, timeout: float | None = None) -> Any:
+    def read_stderr(self, max_bytes: int = 65536, *, timeout: float | None = None) -> OutT:
         """Like :meth:`read`, for stderr (``stderr="capture"`` only)."""
-        return self._read(self._stderr_stream(), self._err_lock, max_bytes, timeout)
+        return cast("OutT", self._read(self._stderr_stream(), self._err_lock, max_bytes, timeout))
 
-    def readline(self, *, timeout: float | None = None) -> Any:
+    def readline(self, *, timeout: float | None = None) -> OutT:
         """The next line of stdout, newline kept (``b""``/``""`` at the end,
         the last line as it is if it has none); no length limit.
         :class:`netrunner.Timeout` carries what was read so far, which stays
         buffered for the next read."""
-        return self._until(self._newline(), timeout, None, eof_ok=True)
+        return cast("OutT", self._until(self._newline(), timeout, None, eof_ok=True))
 
-    def read_until(self, pattern: Any, *, timeout: float | None = None, max_bytes: int | None = None) -> Any:
+    def read_until(
+        self, pattern: OutT | re.Pattern[OutT], *, timeout: float | None = None, max_bytes: int | None = None
+    ) -> OutT:
         """Read stdout until ``pattern`` (bytes/str, or a compiled regex) has
         appeared; return everything up to and including it. What follows
         stays buffered for the next read. On timeout, :class:`netrunner.Timeout`
         carries what was read so far (still buffered); past ``max_bytes``
         without a match, :class:`netrunner.OutputLimitExceeded` (the process
         runs on); at the end of output without a match, ``EOFError``."""
-        return self._until(pattern, timeout, max_bytes, eof_ok=False)
+        return cast("OutT", self._until(pattern, timeout, max_bytes, eof_ok=False))
 
     def _until(self, pattern: Any, timeout: float | None, max_bytes: int | None, *, eof_ok: bool) -> Any:
         find = self._finder(pattern, max_bytes)
@@ -184,7 +570,7 @@ class Process(ProcessBase):
         finally:
             self._out_lock.release()
 
-    def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
+    def communicate(self, input: bytes | str | None = None, timeout: float | None = None) -> tuple[OutT, OutT]:
         """Write ``input``, close stdin, read stdout and stderr to EOF and wait.
         Raises :class:`netrunner.Timeout` (tree left running) if it takes
         longer than ``timeout``; call again to go on collecting."""
@@ -227,7 +613,7 @@ class Process(ProcessBase):
             self._finalizer.detach()
 
 
-class Stream(StreamBase):
+class Stream(StreamBase[OutT]):
     """An iterator of stdout chunks and a context manager; closing it (or
     dropping it) stops the tree if it is still running."""
 
@@ -237,15 +623,15 @@ class Stream(StreamBase):
         self._feeder = feeder_for(h, h.opts)
         self._finalizer = finalize_on_drop(self, h)
 
-    def __iter__(self) -> Stream:
+    def __iter__(self) -> Stream[OutT]:
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> OutT:
         h = self._h
         assert h is not None
         h.own()
         while not self._done:
-            chunk = self._chunk_waiting(h)
+            chunk: OutT | None = self._chunk_waiting(h)
             if chunk is not None:
                 return chunk
             try:
@@ -265,7 +651,7 @@ class Stream(StreamBase):
                 return chunk
         raise StopIteration
 
-    def lines(self) -> Iterator[Any]:
+    def lines(self) -> Iterator[OutT]:
         """Iterate over lines (newline kept), whatever the chunk boundaries."""
         # A Python step per chunk, none per line: chain hands out the lines
         # of each chunk's split in C.
@@ -277,7 +663,7 @@ class Stream(StreamBase):
             yield splitter.split(chunk)
         yield splitter.finish()
 
-    def __enter__(self) -> Stream:
+    def __enter__(self) -> Stream[OutT]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -310,6 +696,153 @@ class Daemon(DaemonBase):
     thread, which also runs the ``on_output`` and ``on_exit`` callbacks:
     keep them short, as on an event loop. Thread-safe."""
 
+    @overload
+    def __init__(
+        self,
+        cmd: OneTextCmd,
+        *,
+        on_output: OnOutputText = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitText = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        cmd: OneBytesCmd,
+        *,
+        on_output: OnOutputBytes = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitBytes = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        text: Literal[False] = False,
+        encoding: None = None,
+        errors: None = None,
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        cmd: OneCmd,
+        *,
+        on_output: OnOutputText = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitText = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        text: Literal[True],
+        encoding: str | None = None,
+        errors: str | None = None,
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        cmd: OneCmd,
+        *,
+        on_output: OnOutputText = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitText = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        text: bool = False,
+        encoding: str,
+        errors: str | None = None,
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        cmd: OneCmd,
+        *,
+        on_output: OnOutputText = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitText = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        text: bool = False,
+        encoding: str | None = None,
+        errors: str,
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        cmd: OneCmd,
+        *,
+        on_output: OnOutputEither = "discard",
+        restart: RestartPolicy = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        backoff: tuple[float, float] = (0.1, 30.0),
+        on_exit: OnExitEither = None,
+        name: str | None = None,
+        stdin: StdinTarget = None,
+        stdout: StdoutTarget = "capture",
+        stderr: StderrTarget = "redirect",
+        text: bool = False,
+        encoding: str | None = None,
+        errors: str | None = None,
+        leftovers: Leftovers = "kill",
+        pty: Pty = False,
+        kill_timeout: float = 5.0,
+        cgroup: CgroupSpec = None,
+        cwd: StrOrBytesPath | None = None,
+        env: Env = None,
+    ) -> None: ...
     def __init__(self, cmd: Any, **options: Any) -> None:
         super().__init__(cmd, **options)
         self._over_event = threading.Event()
@@ -403,6 +936,11 @@ def _stop_daemons_at_exit() -> None:
     for d in daemons:
         d._over_event.wait(max(0.0, deadline - time.monotonic()))
 
+
+document(run, "run", params("cmd"), "Result")
+document(stream, "stream", params("cmd"), "Stream")
+document(start, "start", params("cmd"), "Process")
+document(Daemon.__init__, "Daemon", params("self", "cmd"), inspect.Signature.empty, doc_of=Daemon)
 
 atexit.register(_stop_daemons_at_exit)
 fds.on_fork_in_child(_daemons.clear)  # a forked child's exit must not touch the parent's daemons

@@ -13,8 +13,8 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import signal as _signal
 from datetime import datetime
-from typing import Any
 
 from .._results import Stats, decode_status
 from . import codec, wire
@@ -114,7 +114,7 @@ class ProcessCore:
         return None if self.status is None else decode_status(self.status)[1]
 
     @property
-    def signal(self) -> Any:
+    def signal(self) -> _signal.Signals | int | None:
         return None if self.status is None else decode_status(self.status)[2]
 
     def stats(self, now: float) -> Stats:

@@ -1,0 +1,123 @@
+"""Pipelines: stops, timeouts, exec failures and cancellations colliding with
+the stages' own exits. Only true outcomes are accepted: each stage's real
+status or the stop netrunner sent, never ``ShepherdError``, never a hang;
+no stage and no fd is left behind. ``NETRUNNER_STRESS=1`` makes each loop
+ten times longer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import pids_with_marker
+
+import netrunner
+import netrunner.aio
+from netrunner import pipe
+
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent / "hardening") not in sys.path:
+    sys.path.append(str(HERE.parent / "hardening"))
+from _stress import iterations  # noqa: E402
+
+STOPPED = -signal.SIGTERM
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def pipefail(statuses: tuple[int, ...]) -> int:
+    return next((s for s in reversed(statuses) if s != 0), 0)
+
+
+def test_exit_against_stop() -> None:
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    seen = set()
+    netrunner.run(pipe(["true"], ["true"]))
+    fds_before = open_fds()
+    for i in range(iterations(300)):
+        with netrunner.start(pipe(["true"], ["cat"], ["cat"])) as p:
+            time.sleep(rnd.random() * 0.004)
+            rc = p.stop()
+            status = p.pipestatus
+        assert status is not None, (seed, i)
+        assert all(s in (0, STOPPED) for s in status), (seed, i, status)
+        assert rc == p.returncode == pipefail(status), (seed, i, rc, status)
+        seen.add(status)
+    assert open_fds() == fds_before
+    assert seen  # which outcomes occurred depends on the machine; each was a true one
+
+
+def test_timeout_at_the_moment_of_exit() -> None:
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    outcomes = {"result": 0, "timeout": 0}
+    for i in range(iterations(150)):
+        delay = 0.02 + rnd.random() * 0.01
+        timed_out: netrunner.Timeout | None = None
+        try:
+            r = netrunner.run(pipe(["sleep", "0.025"], ["cat"]), timeout=delay, kill_timeout=5)
+        except netrunner.Timeout as exc:  # anything else is a false outcome and fails the test
+            timed_out = exc
+        if timed_out is not None:
+            assert timed_out.stdout == b"", (seed, i)
+            outcomes["timeout"] += 1
+        else:
+            assert r.pipestatus == (0, 0), (seed, i, r.pipestatus)
+            outcomes["result"] += 1
+    assert sum(outcomes.values()) == iterations(150)
+
+
+@pytest.mark.parametrize("failing", [0, 1, 2])
+def test_exec_failure_against_the_others_exiting(failing: int) -> None:
+    fds_before = open_fds()
+    for i in range(iterations(100)):
+        stages: list[list[str]] = [["true"], ["true"], ["true"]]
+        stages[failing] = ["netrunner-no-such-program"]
+        with pytest.raises(FileNotFoundError) as info:
+            netrunner.run(pipe(*stages))
+        assert info.value.filename == "netrunner-no-such-program", i
+        with pytest.raises(FileNotFoundError):
+            netrunner.start(pipe(*stages))
+    assert open_fds() == fds_before
+
+
+def test_signal_against_exit() -> None:
+    for i in range(iterations(200)):
+        with netrunner.start(pipe(["true"], ["cat"])) as p:
+            p.send_signal(signal.SIGUSR1)
+            p.wait(timeout=30)
+            status = p.pipestatus
+        assert status is not None
+        assert all(s in (0, -signal.SIGUSR1) for s in status), (i, status)
+
+
+def test_aio_cancelled_at_random_moments(marker: str) -> None:
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+
+    async def main() -> None:
+        for i in range(iterations(150)):
+            task = asyncio.ensure_future(netrunner.aio.run(pipe(["sleep", "0.01"], ["cat"], ["cat"])))
+            await asyncio.sleep(rnd.random() * 0.02)
+            task.cancel()
+            try:
+                r = await task
+            except asyncio.CancelledError:
+                pass
+            else:
+                assert r.pipestatus == (0, 0, 0), (seed, i, r.pipestatus)
+            assert not pids_with_marker(marker), (seed, i)  # stopped before the cancellation surfaced
+
+    netrunner.run(pipe(["true"], ["true"]))
+    fds_before = open_fds()
+    asyncio.run(main())
+    assert open_fds() == fds_before
