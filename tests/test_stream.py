@@ -124,7 +124,8 @@ def test_lines_is_lazy_and_shares_the_stream() -> None:
         assert next(lines) == b"two\n"
         with pytest.raises(StopIteration):
             next(lines)
-        assert s.result is not None and s.result.returncode == 0
+        assert s.result is not None
+        assert s.result.returncode == 0
 
 def test_chunks_arrive_as_produced() -> None:
     """A chunk is delivered as soon as it is written, not when the child exits."""

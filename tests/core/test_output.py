@@ -146,7 +146,7 @@ def test_lines_match_a_plain_split_whatever_the_chunks(seed: int) -> None:
     if seed % 4 == 0:
         data += b"x" * 5000  # a long last line without a newline
     cuts = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, rng.randrange(0, 60))))
-    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     s = Lines(text=False)
     got = [line for chunk in chunks for line in s.feed(chunk)] + s.finish()
     assert got == _reference_lines(data)
@@ -162,7 +162,7 @@ def test_text_lines_end_at_newline_only(seed: int) -> None:
     alphabet = "ab\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029é😀"
     text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 400)))
     cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randrange(0, 60))))
-    chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     s = Lines(text=True)
     got = [line for chunk in chunks for line in s.feed(chunk)] + s.finish()
     expected = [line.decode("utf-8") for line in _reference_lines(text.encode("utf-8"))]
