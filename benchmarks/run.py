@@ -5,6 +5,7 @@
     python benchmarks/run.py --cgroup   # only the cost a cgroup adds to a spawn
     python benchmarks/run.py --pty      # only pty=True against pexpect and ptyprocess
     python benchmarks/run.py --trio     # only stream throughput under trio, against trio's own
+    python benchmarks/run.py --output   # only capture memory, lines and text (--quick: smaller)
 
 Contenders are interleaved round by round, so a noisy neighbour hits all of
 them alike; each figure is a median, and each line ends with the ratio the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import statistics
 import subprocess
@@ -34,6 +36,27 @@ def interleave(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[
         for name, fn in contenders.items():
             samples[name].append(fn())
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def interleave_cpu(
+    contenders: dict[str, Callable[[], float]], rounds: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`interleave`, and the median CPU time this interpreter spent in
+    each contender (steadier than wall time on a busy machine; the command's
+    own CPU time is not in it)."""
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+
+    def measured(name: str, fn: Callable[[], float]) -> Callable[[], float]:
+        def run() -> float:
+            c0 = time.process_time()
+            value = fn()
+            cpu[name].append(time.process_time() - c0)
+            return value
+
+        return run
+
+    med = interleave({name: measured(name, fn) for name, fn in contenders.items()}, rounds)
+    return med, {name: statistics.median(values) for name, values in cpu.items()}
 
 
 def timed(fn: Callable[[], object]) -> Callable[[], float]:
@@ -244,6 +267,223 @@ print((hwm() - base) / 2**20)
     growth = float(out.stdout.strip())
     print(f"\n## slow consumer of {size >> 20} MiB through netrunner.stream")
     print(f"  peak RSS growth {growth:.1f} MiB   (target < 32 MiB)")
+
+
+_CAPTURE_CHILD = """
+import resource, sys, time
+which, text, size = sys.argv[1], sys.argv[2] == "text", int(sys.argv[3])
+cmd = ["head", "-c", str(size), "/dev/zero"]
+if which == "netrunner":
+    import netrunner
+    netrunner.run(["true"])
+    capture = lambda: netrunner.run(cmd, text=text)
+else:
+    import subprocess
+    subprocess.run(["true"], capture_output=True)
+    capture = lambda: subprocess.run(cmd, capture_output=True, text=text)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+out = capture().stdout
+elapsed = time.perf_counter() - t0
+assert len(out) == size
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, elapsed)
+"""
+
+
+def bench_capture(size: int, rounds: int) -> None:
+    """Peak memory and time of one capture of ``size`` bytes, each in a fresh
+    interpreter (ru_maxrss is a high-water mark: one capture per process)."""
+
+    def child(which: str, mode: str) -> Callable[[], float]:
+        def run() -> float:
+            out = subprocess.run([sys.executable, "-c", _CAPTURE_CHILD, which, mode, str(size)],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            before, peak, elapsed = int(out[0]) << 10, int(out[1]) << 10, float(out[2])
+            run.samples.append((peak, peak - before, elapsed))  # type: ignore[attr-defined]
+            return elapsed
+
+        run.samples = []  # type: ignore[attr-defined]
+        return run
+
+    for mode in ("bytes", "text"):
+        contenders = {"subprocess.run(capture_output=True)": child("subprocess", mode),
+                      "netrunner.run": child("netrunner", mode)}
+        interleave(contenders, rounds)
+        med = {name: [statistics.median(col) for col in zip(*fn.samples, strict=True)]  # type: ignore[attr-defined]
+               for name, fn in contenders.items()}
+        base = med["subprocess.run(capture_output=True)"]
+        flag = ", text=True" if mode == "text" else ""
+        print(f"\n## capture of {size >> 20} MiB{flag}: peak RSS of a fresh interpreter (median of {rounds})")
+        for name, (peak, growth, elapsed) in med.items():
+            print(f"  {name:<40} peak {peak / 2**20:6.0f} MiB {peak / base[0]:5.2f}x   "
+                  f"growth {growth / 2**20:6.0f} MiB {growth / base[1]:5.2f}x   "
+                  f"{elapsed:6.3f} s {elapsed / base[2]:5.2f}x")
+        nr = med["netrunner.run"]
+        print(f"  target: peak RSS <= 1.1x subprocess's: {nr[0] / base[0]:.2f}x", flush=True)
+
+
+def _line_producer(n: int) -> list[str]:
+    return ["sh", "-c", f"yes 0123456789 | head -n {n}"]
+
+
+def _popen_lines(n: int, **text: object) -> Callable[[], float]:
+    def run() -> float:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(_line_producer(n), stdout=subprocess.PIPE, **text)  # type: ignore[call-overload]
+        count = 0
+        for _ in p.stdout:
+            count += 1
+        p.wait()
+        p.stdout.close()
+        assert count == n, count
+        return time.perf_counter() - t0
+
+    return run
+
+
+def _textio_lines(n: int) -> Callable[[], float]:
+    def run() -> float:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(_line_producer(n), stdout=subprocess.PIPE)
+        assert p.stdout is not None
+        count = 0
+        with io.TextIOWrapper(p.stdout, encoding="utf-8", newline="\n") as f:
+            for _ in f:
+                count += 1
+        p.wait()
+        assert count == n, count
+        return time.perf_counter() - t0
+
+    return run
+
+
+def _nr_lines(n: int, text: bool) -> Callable[[], float]:
+    def run() -> float:
+        t0 = time.perf_counter()
+        count = 0
+        with netrunner.stream(_line_producer(n), text=text) as s:
+            for _ in s.lines():
+                count += 1
+        assert count == n, count
+        return time.perf_counter() - t0
+
+    return run
+
+
+def _aio_lines(n: int, text: bool) -> Callable[[], float]:
+    async def main() -> int:
+        count = 0
+        async with aio.stream(_line_producer(n), text=text) as s:
+            async for _ in s.lines():
+                count += 1
+        return count
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        count = asyncio.run(main())
+        assert count == n, count
+        return time.perf_counter() - t0
+
+    return run
+
+
+def _asyncio_lines(n: int) -> Callable[[], float]:
+    async def main() -> int:
+        p = await asyncio.create_subprocess_exec(*_line_producer(n), stdout=asyncio.subprocess.PIPE)
+        assert p.stdout is not None
+        count = 0
+        async for _ in p.stdout:
+            count += 1
+        await p.wait()
+        return count
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        count = asyncio.run(main())
+        assert count == n, count
+        return time.perf_counter() - t0
+
+    return run
+
+
+def _report_lines(title: str, n: int, rounds: int, med: tuple[dict[str, float], dict[str, float]],
+                  base_name: str) -> None:
+    wall, cpu = med
+    print(f"\n## {title}: {n / 1e6:g} M lines of 11 bytes (median of {rounds}; speed relative to {base_name})")
+    for name, value in wall.items():
+        print(f"  {name:<52} {value:7.3f} s {n / value / 1e6:6.1f} M lines/s {wall[base_name] / value:5.2f}x"
+              f"   CPU {cpu[name]:6.3f} s {cpu[base_name] / cpu[name]:5.2f}x")
+
+
+def bench_lines(n: int, rounds: int) -> None:
+    """Iterating lines of a command's stdout, as ``for line in Popen(...).stdout``
+    does. netrunner never translates newlines and ends lines at \\n only: in
+    text mode the like-for-like comparison is a TextIOWrapper with newline="\\n";
+    Popen(text=True), which also translates \\r\\n, is shown too."""
+    popen, nr = "for line in Popen(...).stdout", "netrunner.stream(...).lines()"
+    wall, cpu = med = interleave_cpu({popen: _popen_lines(n), nr: _nr_lines(n, False)}, rounds)
+    _report_lines("lines, bytes", n, rounds, med, popen)
+    print(f"  target: {nr} >= 1.0x the speed of Popen iteration: {wall[popen] / wall[nr]:.2f}x "
+          f"(CPU {cpu[popen] / cpu[nr]:.2f}x)")
+
+    popen_text = "for line in Popen(..., text=True).stdout"
+    wrapper = "for line in TextIOWrapper(Popen.stdout, newline='\\n')"
+    nr_text = "netrunner.stream(..., text=True).lines()"
+    wall, cpu = med = interleave_cpu({popen_text: _popen_lines(n, text=True), wrapper: _textio_lines(n),
+                                      nr_text: _nr_lines(n, True)}, rounds)
+    _report_lines("lines, text (UTF-8)", n, rounds, med, popen_text)
+    print(f"  target: >= 1.0x the speed of Popen(text=True) iteration: {wall[popen_text] / wall[nr_text]:.2f}x "
+          f"(CPU {cpu[popen_text] / cpu[nr_text]:.2f}x; of the like-for-like TextIOWrapper: "
+          f"{wall[wrapper] / wall[nr_text]:.2f}x, CPU {cpu[wrapper] / cpu[nr_text]:.2f}x)")
+
+    small = max(1, n // 10)  # asyncio's StreamReader is an order of magnitude slower
+    reader, aio_nr = "async for line in asyncio StreamReader", "async for line in aio.stream(...).lines()"
+    wall, cpu = med = interleave_cpu({reader: _asyncio_lines(small), aio_nr: _aio_lines(small, False),
+                                      "... aio.stream(..., text=True).lines()": _aio_lines(small, True),
+                                      popen: _popen_lines(small)}, rounds)
+    _report_lines("lines, asyncio", small, rounds, med, reader)
+    print(f"  {aio_nr}: {wall[popen] / wall[aio_nr]:.2f}x the speed of sync Popen iteration "
+          f"(an async for step costs more than a for step)", flush=True)
+
+
+def bench_text_chunks(size: int, rounds: int) -> None:
+    """Text-mode chunks (incremental UTF-8 decoding) against reading
+    Popen(text=True).stdout 64 KiB at a time."""
+    producer = ["sh", "-c", f"yes 'é€😀 ✓ text' | head -c {size}"]
+
+    def popen_read() -> float:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(producer, stdout=subprocess.PIPE, text=True, encoding="utf-8")
+        assert p.stdout is not None
+        total = 0
+        while chunk := p.stdout.read(65536):
+            total += len(chunk)
+        p.wait()
+        p.stdout.close()
+        assert total > 0
+        return time.perf_counter() - t0
+
+    def nr(text: bool) -> Callable[[], float]:
+        def run() -> float:
+            t0 = time.perf_counter()
+            total = 0
+            with netrunner.stream(producer, text=text) as s:
+                for chunk in s:
+                    total += len(chunk)
+            assert total > 0
+            return time.perf_counter() - t0
+
+        return run
+
+    popen, nr_text = "Popen(text=True).stdout.read(65536) loop", "netrunner.stream(..., text=True)"
+    wall, cpu = interleave_cpu({popen: popen_read, nr_text: nr(True), "netrunner.stream(...) (bytes)": nr(False)},
+                               rounds)
+    print(f"\n## text chunks, {size >> 20} MiB of UTF-8 (median of {rounds}; speed relative to {popen})")
+    for name, value in wall.items():
+        print(f"  {name:<52} {size / value / 2**20:7.0f} MiB/s {wall[popen] / value:5.2f}x"
+              f"   CPU {cpu[name]:6.3f} s {cpu[popen] / cpu[name]:5.2f}x")
+    print(f"  target: {nr_text} >= 1.0x: {wall[popen] / wall[nr_text]:.2f}x (CPU {cpu[popen] / cpu[nr_text]:.2f}x)",
+          flush=True)
 
 
 def bench_concurrency(n: int, rounds: int) -> None:
@@ -458,6 +698,13 @@ def bench_pty(size: int, rounds: int, concurrent: int) -> None:
         print(f"  {name:<48} {value:7.3f} s")
 
 
+def bench_output(quick: bool) -> None:
+    """The everyday output paths: capture, lines, text."""
+    bench_capture((128 if quick else 512) << 20, 3 if quick else 5)
+    bench_lines(3_000_000 if quick else 30_000_000, 3 if quick else 5)
+    bench_text_chunks((128 if quick else 512) << 20, 3 if quick else 5)
+
+
 def bench_shepherd_rss() -> None:
     with netrunner.start(["sleep", "30"]) as p:
         shepherd = p._h.shepherd_pid
@@ -476,6 +723,7 @@ def main() -> None:
     parser.add_argument("--cgroup", action="store_true", help="only the cgroup spawn cost")
     parser.add_argument("--pty", action="store_true", help="only pty=True against pexpect and ptyprocess")
     parser.add_argument("--trio", action="store_true", help="only stream throughput under trio")
+    parser.add_argument("--output", action="store_true", help="only capture memory, lines and text decoding")
     parser.add_argument("--throughput", nargs=2, type=int, metavar=("BYTES", "ROUNDS"), help=argparse.SUPPRESS)
     parser.add_argument("--trio-throughput", nargs=2, type=int, metavar=("BYTES", "ROUNDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -496,10 +744,14 @@ def main() -> None:
         return
     quick = args.quick
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    if args.output:
+        bench_output(quick)
+        return
     bench_latency(200 if quick else 1000)
     bench_throughput((256 if quick else 2048) << 20, 3 if quick else 5)
     bench_trio_throughput((256 if quick else 2048) << 20, 3 if quick else 5)
     bench_slow_consumer((256 if quick else 1024) << 20)
+    bench_output(quick)
     bench_concurrency(200, 2 if quick else 5)
     bench_shepherd_rss()
     bench_cgroup(100 if quick else 500)

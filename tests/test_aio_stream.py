@@ -186,6 +186,21 @@ def test_a_long_line_is_one_item() -> None:
     assert lines[1] == b"short\n"
 
 
+
+def test_lines_end_at_newline_only_and_come_in_order() -> None:
+    payload = "a\rb\r\nc\x0bd\x85e\u2028f\nlast\r"
+
+    async def main() -> tuple[list[str], list[bytes]]:
+        async with netrunner.aio.stream(["cat"], input=payload.encode(), text=True) as s:
+            text = [line async for line in s.lines()]
+        async with netrunner.aio.stream(["seq", "1", "200000"], timeout=60) as s:
+            many = [line async for line in s.lines()]
+        return text, many
+
+    text, many = arun(main())
+    assert text == ["a\rb\r\n", "c\x0bd\x85e\u2028f\n", "last\r"]
+    assert many == [b"%d\n" % i for i in range(1, 200001)]
+
 def test_text_mode_decodes_across_chunk_boundaries() -> None:
     text = "é€😀 mixed ✓\nsecond líne\n"
     code = f"import sys; sys.stdout.buffer.write({text.encode()!r})"

@@ -132,6 +132,42 @@ def test_large_output() -> None:
     assert result.stats.bytes_out == 20_000_000
 
 
+
+def test_bulk_output_arrives_whole_and_in_order() -> None:
+    # Enough to fill the pipe many times over (netrunner then reads it in larger
+    # pieces): every byte, in order, on both streams at once
+    code = (
+        "import os, threading\n"
+        "block = bytes(range(256)) * 4096\n"
+        "t = threading.Thread(target=lambda: [os.write(2, block[::-1]) for _ in range(8)])\n"
+        "t.start()\n"
+        "for i in range(24): os.write(1, bytes([i]) + block)\n"
+        "t.join()\n"
+    )
+    block = bytes(range(256)) * 4096
+    result = netrunner.run(py(code), timeout=60)
+    assert result.stdout == b"".join(bytes([i]) + block for i in range(24))
+    assert result.stderr == block[::-1] * 8
+    assert result.stats.bytes_out == len(result.stdout)
+
+
+def test_bulk_text_output_decoded_whole() -> None:
+    text = "é€😀 ✓ line\n" * 200_000
+    result = netrunner.run(["cat"], input=text.encode(), text=True, timeout=60)
+    assert result.stdout == text
+
+
+def test_max_output_size_exact_in_bulk_output() -> None:
+    # The limit falls inside a large read, far from where the reads start
+    code = "import os\nblock = bytes(range(256)) * 4096\nwhile True: os.write(1, block)\n"
+    for limit in (999_999, 1_048_576):
+        with pytest.raises(netrunner.OutputLimitExceeded) as ei:
+            netrunner.run(py(code), max_output_size=limit, timeout=60)
+        assert ei.value.stdout == (bytes(range(256)) * (limit // 256 + 1))[:limit]
+    with pytest.raises(netrunner.OutputLimitExceeded) as ei:
+        netrunner.run(py(code), max_output_size=300_001, text=True, timeout=60)
+    assert ei.value.stdout == (bytes(range(256)) * 1200)[:300_001]  # bytes: it may end inside a character
+
 def test_input_and_output_without_deadlock() -> None:
     data = os.urandom(4_000_000)
     result = netrunner.run(["cat"], input=data, timeout=60)
@@ -202,6 +238,16 @@ def test_timeout_text_partial_output_stays_bytes() -> None:
         netrunner.run(["sh", "-c", "echo é; exec sleep 100"], timeout=0.5, text=True)
     assert ei.value.stdout == "é\n".encode()
 
+
+
+def test_timeout_bulk_text_partial_output_is_every_byte() -> None:
+    # Megabytes of two-byte characters, then a hang: the partial output is all
+    # of it, as bytes, whatever the read boundaries split
+    with pytest.raises(netrunner.Timeout) as ei:
+        netrunner.run(["sh", "-c", "yes é | head -c 3000001; exec sleep 100"], timeout=2, text=True)
+    expected = ("é\n".encode() * 1_000_001)[:3_000_001]  # ends with half a character
+    assert ei.value.stdout == expected
+    assert ei.value.stats.bytes_out == len(expected)
 
 def test_timeout_not_hit() -> None:
     result = netrunner.run(["sh", "-c", "echo quick"], timeout=10)

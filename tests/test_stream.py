@@ -88,6 +88,45 @@ def test_text_mode_chunks_and_lines() -> None:
         assert list(s.lines()) == ["é\n", "ü"]
 
 
+
+def test_lines_end_at_newline_only() -> None:
+    # No newline translation, and none of the other characters str.splitlines()
+    # or bytes.splitlines() would end a line at
+    payload = "a\rb\r\nc\x0bd\x0ce\x1cf\x85g\u2028h\u2029i\nlast\r"
+    expected = ["a\rb\r\n", "c\x0bd\x0ce\x1cf\x85g\u2028h\u2029i\n", "last\r"]
+    with netrunner.stream(["cat"], input=payload.encode(), text=True) as s:
+        assert list(s.lines()) == expected
+    with netrunner.stream(["cat"], input=payload.encode()) as s:
+        assert list(s.lines()) == [line.encode() for line in expected]
+
+
+def test_text_lines_across_split_characters() -> None:
+    text = "é€😀 mixed ✓\nsecond líne\n\nlast ü"
+    for chunk_size in (1, 2, 3, 5, 65536):
+        with netrunner.stream(["cat"], input=text.encode(), text=True, chunk_size=chunk_size) as s:
+            assert list(s.lines()) == ["é€😀 mixed ✓\n", "second líne\n", "\n", "last ü"], chunk_size
+
+
+def test_many_lines_in_order() -> None:
+    # Hundreds of full chunks: every line, in order, whatever the reads' sizes
+    with netrunner.stream(["seq", "1", "300000"], timeout=60) as s:
+        lines = list(s.lines())
+    assert lines == [b"%d\n" % i for i in range(1, 300001)]
+    with netrunner.stream(["seq", "1", "300000"], text=True, timeout=60) as s:
+        assert list(s.lines()) == [f"{i}\n" for i in range(1, 300001)]
+
+
+def test_lines_is_lazy_and_shares_the_stream() -> None:
+    # lines() reads only as it is consumed; what it has not split is still the stream's
+    with netrunner.stream(["sh", "-c", "echo one; echo two"]) as s:
+        lines = s.lines()
+        assert next(lines) == b"one\n"
+        assert next(lines) == b"two\n"
+        with pytest.raises(StopIteration):
+            next(lines)
+        assert s.result is not None
+        assert s.result.returncode == 0
+
 def test_chunks_arrive_as_produced() -> None:
     """A chunk is delivered as soon as it is written, not when the child exits."""
     code = "import os, time; os.write(1, b'first\\n'); time.sleep(100)"

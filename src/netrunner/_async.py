@@ -778,7 +778,7 @@ class Stream(StreamBase[OutT]):
         """Iterate over lines (newline kept), whatever the chunk boundaries."""
         splitter = Lines(self._opts.encoding is not None)
         async for chunk in self:
-            for line in splitter.feed(chunk):
+            for line in splitter.split(chunk):
                 yield line
         for line in splitter.finish():
             yield line

@@ -687,6 +687,7 @@ class Handle:
         if self.err_backlog is not None and err is not None and len(self.err_backlog):
             with self._err_lock:
                 err.add(self.err_backlog.take(len(self.err_backlog)))
+        size = READ_SIZE
         while True:
             self.pump_control()
             if self.core.done:
@@ -702,10 +703,16 @@ class Handle:
             writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
             ready = yield (self.readers(), writers, None if stopped else deadline)  # type: ignore[misc]
             if self.stdout_fd in ready:
-                data = self.read_once(1, READ_SIZE)
+                data = self.read_once(1, size)
                 if data and out is not None and out.add(data) and stopped is None:
                     stopped = "stdout"
                     self.send(codec.encode_stop(None))
+                if data and len(data) == size < STREAM_PIPE_SIZE and self.stdout_fd is not None:
+                    # A full pipe: output in bulk. A larger pipe and larger
+                    # reads from now on, a quarter of the wake-ups; commands
+                    # with little output never pay for the pipe.
+                    _grow_pipe(self.stdout_fd)
+                    size = STREAM_PIPE_SIZE
             if self.stderr_fd in ready:
                 data = self.read_once(2, READ_SIZE)
                 if data and err is not None and err.add(data) and stopped is None:
@@ -829,7 +836,8 @@ _F_SETPIPE_SZ = 1031
 
 
 def _grow_pipe(fd: int) -> None:
-    """A larger stdout pipe for streams: the producer runs ahead by this much
+    """A larger stdout pipe (either end will do) for streams, and for a
+    ``run`` whose output comes in bulk: the producer runs ahead by this much
     before it blocks, so a consumer wakes up once per several chunks instead
     of once per chunk. Best effort (the per-user pipe budget may refuse)."""
     try:

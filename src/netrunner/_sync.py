@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import itertools
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
 
 from ._api import (
@@ -652,10 +653,15 @@ class Stream(StreamBase[OutT]):
 
     def lines(self) -> Iterator[OutT]:
         """Iterate over lines (newline kept), whatever the chunk boundaries."""
+        # A Python step per chunk, none per line: chain hands out the lines
+        # of each chunk's split in C.
+        return itertools.chain.from_iterable(self._line_batches())
+
+    def _line_batches(self) -> Iterator[Iterable[Any]]:
         splitter = Lines(self._opts.encoding is not None)
         for chunk in self:
-            yield from splitter.feed(chunk)
-        yield from splitter.finish()
+            yield splitter.split(chunk)
+        yield splitter.finish()
 
     def __enter__(self) -> Stream[OutT]:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 
 import pytest
 
@@ -106,3 +107,82 @@ def test_backlog_with_one_chunk_larger_than_the_limit() -> None:
     b = Backlog(limit=4)
     b.add(b"0123456789")
     assert b.take(10) == b"6789" and b.dropped == 6
+
+
+def test_capture_value_is_not_changed_by_later_adds() -> None:
+    # value() shares the capture's buffer; adding afterwards must copy it first
+    c = Capture()
+    c.add(b"abc")
+    first = c.value()
+    c.add(b"def")
+    assert first == b"abc"
+    assert c.value() == b"abcdef"
+    assert len(c) == 6
+
+
+def test_capture_limit_crossed_inside_a_large_chunk() -> None:
+    data = bytes(range(256)) * 1024
+    c = Capture(limit=100_000)
+    assert c.add(data[:60_000]) is False
+    assert c.add(data[60_000:]) is True
+    assert c.value() == data[:100_000]
+    assert len(c) == 100_000
+
+
+def _reference_lines(data: bytes) -> list[bytes]:
+    """Lines ended by b"\\n" only, newline kept, the last one as it is."""
+    out, start = [], 0
+    while (end := data.find(b"\n", start)) != -1:
+        out.append(data[start : end + 1])
+        start = end + 1
+    return [*out, data[start:]] if start < len(data) else out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_lines_match_a_plain_split_whatever_the_chunks(seed: int) -> None:
+    rng = random.Random(seed)
+    alphabet = b"ab\n\r\x0b\x0c\x1c\x1d\x1e\x85"
+    data = bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 400)))
+    if seed % 4 == 0:
+        data += b"x" * 5000  # a long last line without a newline
+    cuts = sorted(rng.sample(range(len(data) + 1), min(len(data) + 1, rng.randrange(0, 60))))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    s = Lines(text=False)
+    got = [line for chunk in chunks for line in s.feed(chunk)] + s.finish()
+    assert got == _reference_lines(data)
+    assert b"".join(got) == data
+    lazy = Lines(text=False)
+    assert [line for chunk in chunks for line in lazy.split(chunk)] + lazy.finish() == got
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_text_lines_end_at_newline_only(seed: int) -> None:
+    # str.splitlines() would also end lines at \r, \v, \f, \x1c-\x1e, \x85, \u2028, \u2029
+    rng = random.Random(seed)
+    alphabet = "ab\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029é😀"
+    text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 400)))
+    cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randrange(0, 60))))
+    chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    s = Lines(text=True)
+    got = [line for chunk in chunks for line in s.feed(chunk)] + s.finish()
+    expected = [line.decode("utf-8") for line in _reference_lines(text.encode("utf-8"))]
+    assert got == expected
+    lazy = Lines(text=True)
+    assert [line for chunk in chunks for line in lazy.split(chunk)] + lazy.finish() == expected
+
+
+def test_lines_other_breaks_stay_inside_a_line() -> None:
+    s = Lines(text=True)
+    assert s.feed("a\rb\r\nc\u2028d\x0be\n") == ["a\rb\r\n", "c\u2028d\x0be\n"]
+    assert s.feed("plain\nascii\n") == ["plain\n", "ascii\n"]
+    b = Lines(text=False)
+    assert b.feed(b"a\rb\r\nc\x0bd\n") == [b"a\rb\r\n", b"c\x0bd\n"]
+
+
+def test_lines_long_line_in_many_pieces_is_joined_once() -> None:
+    s = Lines(text=False)
+    pieces = [bytes([65 + i % 26]) * 1000 for i in range(2000)]
+    for piece in pieces:
+        assert s.feed(piece) == []
+    assert s.feed(b"\nnext") == [b"".join(pieces) + b"\n"]
+    assert s.finish() == [b"next"]

@@ -44,6 +44,14 @@ def test_output_of_the_last_stage() -> None:
     assert r.args == (("printf", "b\na\n"), ("sort",))
 
 
+
+def test_bulk_output_and_lines_of_the_last_stage() -> None:
+    # The pipeline's own stdout: read in bulk by run, split into lines by stream
+    r = netrunner.run(pipe(["seq", "1", "400000"], ["cat"]), timeout=60)
+    assert r.stdout == b"".join(b"%d\n" % i for i in range(1, 400001))
+    with netrunner.stream(pipe(["seq", "1", "400000"], ["cat"]), text=True, timeout=60) as s:
+        assert list(s.lines()) == [f"{i}\n" for i in range(1, 400001)]
+
 def test_pipestatus_and_pipefail_with_a_failing_middle_stage() -> None:
     r = netrunner.run(pipe(["sh", "-c", "echo a; exit 0"], ["sh", "-c", "cat; exit 3"], ["cat"]))
     assert r.pipestatus == (0, 3, 0)

@@ -6,47 +6,59 @@ Invariants:
 * :class:`Capture` never holds more than ``limit`` bytes and reports the
   first chunk that crosses it; its value is exactly the first ``limit`` bytes.
 * :class:`Tail` holds the last ``keep`` bytes of everything fed to it.
-* :class:`Lines` is linear in the bytes fed: it remembers how far it searched.
+* :class:`Lines` is linear in the bytes fed: a line split across chunks is
+  joined once.
 * :class:`InputSource` pulls from the user's iterable or file only when asked.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
+import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 
 class Capture:
-    """All the bytes of one stream, up to an optional limit."""
+    """All the bytes of one stream, up to an optional limit.
 
-    __slots__ = ("_buf", "limit", "exceeded")
+    The bytes go into one ``io.BytesIO``, which grows its single buffer in
+    place (``realloc``: for a large buffer the kernel moves pages, it does
+    not copy them) and hands that very buffer out as the ``bytes`` of
+    :meth:`value`, without a copy. So a capture of N bytes peaks at about N
+    bytes, where a list of chunks joined at the end peaks at 2N."""
+
+    __slots__ = ("_buf", "_size", "limit", "exceeded")
 
     def __init__(self, limit: int | None = None) -> None:
-        self._buf = bytearray()
+        self._buf = io.BytesIO()
+        self._size = 0
         self.limit = limit
         self.exceeded = False
+
+    def __len__(self) -> int:
+        return self._size
 
     def add(self, data: bytes) -> bool:
         """Append ``data``; return True the first time the limit is crossed."""
         if self.exceeded:
             return False
-        self._buf += data
-        if self.limit is not None and len(self._buf) > self.limit:
-            del self._buf[self.limit :]
+        size = self._size + len(data)
+        if self.limit is not None and size > self.limit:
+            self._buf.write(memoryview(data)[: self.limit - self._size])
+            self._size = self.limit
             self.exceeded = True
             return True
+        self._buf.write(data)
+        self._size = size
         return False
 
     def value(self) -> bytes:
-        return bytes(self._buf)
-
-    def take(self) -> bytes:
-        """Return everything captured so far and start empty."""
-        data = bytes(self._buf)
-        self._buf.clear()
-        return data
+        """Everything captured, as ``bytes`` sharing the capture's buffer (a
+        later :meth:`add` copies the buffer first: the value never changes)."""
+        return self._buf.getvalue()
 
 
 class Tail:
@@ -142,33 +154,81 @@ def finder(pattern: Any, text: bool) -> Callable[[Any, int], tuple[int, int]]:
 
 
 class Lines:
-    """Split a stream of chunks (bytes or str) into lines, newline kept."""
+    """Split a stream of chunks (bytes or str) into lines, newline kept.
 
-    __slots__ = ("_buf", "_searched", "_nl")
+    Each chunk is split by C code: bytes by iterating a ``BytesIO`` over it
+    (lines end at ``\\n`` only, and are made one at a time, as they are
+    consumed), text by ``str.splitlines`` once a few scans have ruled out
+    the other characters it ends lines at (else ``StringIO`` with
+    ``newline="\\n"``). The line under way across chunks is kept as a list
+    of pieces and joined once, when its newline comes: linear in its length.
+    """
+
+    __slots__ = ("_pieces", "_text", "_nl", "_empty")
 
     def __init__(self, text: bool) -> None:
-        self._buf: Any = "" if text else b""
-        self._searched = 0
+        self._pieces: list[Any] = []  # the line under way, not yet ended by a newline
+        self._text = text
         self._nl: Any = "\n" if text else b"\n"
+        self._empty: Any = "" if text else b""
 
     def feed(self, chunk: Any) -> list[Any]:
         """Add ``chunk``; return the lines it completed."""
-        buf = self._buf + chunk if self._buf else chunk
-        out = []
-        start = 0
-        pos = buf.find(self._nl, self._searched)
-        while pos != -1:
-            out.append(buf[start : pos + 1])
-            start = pos + 1
-            pos = buf.find(self._nl, start)
-        self._buf = buf[start:]
-        self._searched = len(self._buf)
-        return out
+        lines = self.split(chunk)
+        return lines if isinstance(lines, list) else list(lines)
+
+    def split(self, chunk: Any) -> Iterable[Any]:
+        """Add ``chunk``; the lines it completed, as an iterable to consume
+        before the next call (for bytes, an iterator that makes each line
+        only when it is asked for)."""
+        pieces = self._pieces
+        nl = self._nl
+        first = chunk.find(nl)
+        if first < 0:  # no line ends here (also an empty chunk)
+            if chunk:
+                pieces.append(chunk)
+            return ()
+        last = chunk.rfind(nl) + 1
+        head = None
+        if pieces:  # the first newline ends the line under way
+            pieces.append(chunk[: first + 1])
+            head = self._empty.join(pieces)
+            pieces.clear()
+            first += 1
+        else:
+            first = 0
+        if last < len(chunk):
+            pieces.append(chunk[last:])
+        body = chunk[first:last]  # whole lines only (the chunk itself when it is all of them)
+        if self._text:
+            lines = _split_text(body) if body else []
+            if head is not None:
+                lines.insert(0, head)
+            return lines
+        if head is None:
+            return io.BytesIO(body)
+        return itertools.chain((head,), io.BytesIO(body)) if body else (head,)
 
     def finish(self) -> list[Any]:
         """The last line, if the stream did not end with a newline."""
-        rest, self._buf, self._searched = self._buf, self._buf[:0], 0
+        rest = self._empty.join(self._pieces)
+        self._pieces.clear()
         return [rest] if rest else []
+
+
+#: What ``str.splitlines`` ends lines at besides a newline; the last three are not ASCII.
+_OTHER_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+def _split_text(chunk: str) -> list[str]:
+    """``chunk`` split after each ``\\n``: by ``splitlines`` (the fastest)
+    unless the chunk holds another character it would end a line at, which
+    a few C-speed scans rule out; else by ``StringIO``."""
+    breaks = _OTHER_BREAKS[:6] if chunk.isascii() else _OTHER_BREAKS
+    for ch in breaks:
+        if ch in chunk:
+            return io.StringIO(chunk, newline="\n").readlines()
+    return chunk.splitlines(True)
 
 
 class InputSource:
