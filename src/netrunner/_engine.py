@@ -80,7 +80,7 @@ class Handle:
         "args", "opts", "core", "ctl", "ctl_fd", "stdin_fd", "stdout_fd", "stderr_fd",
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
         "_lock", "text_out", "text_err", "lazy_reap", "pidfd", "owner_pid", "err_backlog",
-        "_err_lock", "pending", "placement", "tty", "last_in", "attrs_sent", "__weakref__",
+        "_err_lock", "pending", "placement", "tty", "last_in", "attrs_sent", "baseline", "reuse", "__weakref__",
     )
 
     stdin_fd: int | None
@@ -93,6 +93,10 @@ class Handle:
     err_backlog: Backlog | None
     placement: cgroup.Placement | None
     attrs_sent: attrs.Changes | None
+    baseline: attrs.Attrs
+    #: The shepherd stays to serve again (EXITED_REUSABLE): "pending" until
+    #: release() gives it back to the zygote module, then "given".
+    reuse: str | None
 
     def __init__(
         self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool,
@@ -108,10 +112,12 @@ class Handle:
         self.opts = opts
         self.owner_pid = os.getpid()
         self.pidfd = None
+        self.reuse = None
         env = opts.env if opts.env is not None else _current_environ()
         records = codec.encode_spawn(
             argv, env, exec_paths(argv[0], opts.path_env), opts.cwd,
             detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout, pty=opts.pty is not None,
+            reuse=lazy_reap,
         )
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.tty = opts.pty is not None  # stdout_fd is a PTY master, stdin_fd a copy of it
@@ -158,7 +164,7 @@ class Handle:
                     targets[2] = err_w
             here = fds.open_fd(".", os.O_PATH | os.O_DIRECTORY, "the current directory")
             child_fds.append(here)
-            self.shepherd_pid, self.ctl, self.attrs_sent = _send_spawn(
+            self.shepherd_pid, self.ctl, self.attrs_sent, self.baseline = _send_spawn(
                 records, [*targets, here], thread  # type: ignore[list-item]
             )
             sent = True
@@ -197,7 +203,8 @@ class Handle:
                 os.set_blocking(fd, False)
         if not keep_stdin:
             self.close_stdin()
-        zygote.replenish()
+        if not lazy_reap:  # else its shepherd is expected back (FLAG_REUSE); see _on_hangup
+            zygote.replenish()
 
     def _given_target(self, mode: str | int, std: int, flags: int, child_fds: list[int]) -> int | None:
         """The fd to hand over for one of stdin/stdout/stderr, or None when
@@ -287,9 +294,33 @@ class Handle:
                     _report_abandoned(self, event.flags)  # type: ignore[union-attr]
                 if self.core.phase is Phase.EXITED and event.flags & wire.EXITED_CGROUP_KEPT:  # type: ignore[union-attr]
                     _report_kept(self)
+                if (
+                    self.core.phase is Phase.EXITED and isinstance(event, codec.Exited)
+                    and event.flags & wire.EXITED_REUSABLE
+                ):
+                    self._give_back()
                 if self.core.phase is Phase.LOST:
                     self._give_up(self.core.fault or "the shepherd failed")
                     return
+
+    def _give_back(self) -> None:
+        """EXITED said the shepherd stays, idle, to serve again (asked for
+        with FLAG_REUSE by the handles of ``run`` and streams, ``lazy_reap``:
+        released right after, by the flow that read EXITED, so that no
+        waiter polls the socket's number any more). It is given back at
+        :meth:`release`, control socket and all -- unless enough are idle
+        already: then we hang up now, and it exits and is reaped as
+        before."""
+        if zygote.wants_back():
+            self.reuse = "pending"
+            self.ctl_open = False
+            self.reaped = True
+            _lifetime.forget(self)
+            return
+        try:
+            self.ctl.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def _on_hangup(self) -> None:
         # The shepherd closed the socket: it has exited (or is exiting). The
@@ -302,6 +333,8 @@ class Handle:
         except ChildProcessError:
             pass
         self.reaped = True
+        if self.lazy_reap:  # it did not come back to serve again: fork a spare in its place
+            zygote.replenish()
         if not self.core.done:
             self.core.lose(f"the shepherd exited unexpectedly ({_describe_exit(status)})", _monotonic())
             self._kill_group()
@@ -325,6 +358,8 @@ class Handle:
         except OSError:
             pass
         _lifetime.detach(self.shepherd_pid)
+        if self.lazy_reap:
+            zygote.replenish()
         _lifetime.forget(self)
 
     def _kill_group(self) -> None:
@@ -386,6 +421,14 @@ class Handle:
                 setattr(self, name, None)
                 fds.close(fd)
         self.ctl_open = False
+        if self.reuse is not None:
+            if self.reuse == "pending":
+                self.reuse = "given"
+                if zygote.take_back(self.shepherd_pid, self.ctl, self.baseline):
+                    return
+                fds.close_socket(self.ctl)  # not wanted after all: it exits
+                _lifetime.detach(self.shepherd_pid)
+            return
         fds.close_socket(self.ctl)  # idempotent
 
     def release(self) -> None:
@@ -838,14 +881,16 @@ def _current_environ() -> list[bytes]:
 
 def _send_spawn(
     records: list[bytes], passed: list[int], thread: read_attrs.Thread | None = None
-) -> tuple[int, socket.socket, attrs.Changes | None]:
+) -> tuple[int, socket.socket, attrs.Changes | None, attrs.Attrs]:
     """Hand the spawn request and the command's fds to an idle shepherd,
     preceded, when the caller's attributes differ from those the shepherd
     has (its zygote's), by a C_ATTRS record with the difference. Returns
-    the shepherd's pid, its control socket and what C_ATTRS carried."""
+    the shepherd's pid, its control socket, what C_ATTRS carried and the
+    attributes the shepherd has."""
     rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", passed).tobytes())]
     now: attrs.Attrs | None = None
-    for attempt in (1, 2):
+    last = zygote.MAX_IDLE + 2  # every idle shepherd may have been killed meanwhile
+    for attempt in range(1, last + 1):
         pid, sock, baseline = zygote.take_shepherd()
         try:
             if now is None:
@@ -856,11 +901,11 @@ def _send_spawn(
             for record in records[:-1]:
                 sock.send(record)
             sock.sendmsg([records[-1]], rights)
-            return pid, sock, sent
+            return pid, sock, sent, baseline
         except OSError:  # that shepherd was killed while idle: take another
             fds.close_socket(sock)
             zygote.reap_child(pid, 1.0)
-            if attempt == 2:
+            if attempt == last:
                 raise ShepherdError("cannot hand the command to a netrunner shepherd") from None
         except BaseException:  # it hangs up and exits, having started nothing
             fds.close_socket(sock)
