@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick    # smaller sizes and fewer rounds
     python benchmarks/run.py --cgroup   # only the cost a cgroup adds to a spawn
     python benchmarks/run.py --pty      # only pty=True against pexpect and ptyprocess
+    python benchmarks/run.py --spawn N  # only the spawn latency, N rounds
 
 Contenders are interleaved round by round, so a noisy neighbour hits all of
 them alike; each figure is a median, and each line ends with the ratio the
@@ -45,9 +46,23 @@ def timed(fn: Callable[[], object]) -> Callable[[], float]:
 
 
 def bench_latency(rounds: int) -> None:
+    """``run(["true"])`` against ``subprocess.run``, and ``aio.run`` against
+    asyncio's ``create_subprocess_exec`` + ``wait``, on one event loop that
+    stays open (both asyncio contenders pay the same ``run_until_complete``)."""
+    loop = asyncio.new_event_loop()
+
+    async def aio_true() -> None:
+        await aio.run(["true"])
+
+    async def asyncio_true() -> None:
+        p = await asyncio.create_subprocess_exec("true")
+        await p.wait()
+
     for _ in range(20):  # warm up: zygote started, caches hot
         netrunner.run(["true"])
         subprocess.run(["true"])
+        loop.run_until_complete(aio_true())
+        loop.run_until_complete(asyncio_true())
     med = interleave(
         {
             "subprocess.run(['true'])": timed(lambda: subprocess.run(["true"])),
@@ -55,15 +70,20 @@ def bench_latency(rounds: int) -> None:
             "subprocess.run(['true'], capture_output=True)": timed(
                 lambda: subprocess.run(["true"], capture_output=True)
             ),
+            "asyncio create_subprocess_exec + wait": timed(lambda: loop.run_until_complete(asyncio_true())),
+            "netrunner.aio.run(['true'])": timed(lambda: loop.run_until_complete(aio_true())),
         },
         rounds,
     )
+    loop.close()
     base = med["subprocess.run(['true'])"]
     print(f"\n## spawn latency (median of {rounds})")
     for name, value in med.items():
         print(f"  {name:<48} {value * 1e3:7.3f} ms   {value / base:5.2f}x")
     ratio = med["netrunner.run(['true'])"] / base
-    print(f"  target: netrunner.run(['true']) <= 1.3x subprocess.run(['true']): {ratio:.2f}x")
+    aio_ratio = med["netrunner.aio.run(['true'])"] / med["asyncio create_subprocess_exec + wait"]
+    print(f"  target: netrunner.run(['true']) <= 1.1x subprocess.run(['true']): {ratio:.2f}x")
+    print(f"  target: netrunner.aio.run(['true']) <= 1.1x asyncio create_subprocess_exec + wait: {aio_ratio:.2f}x")
 
 
 def _producer(size: int) -> list[str]:
@@ -409,10 +429,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
     parser.add_argument("--cgroup", action="store_true", help="only the cgroup spawn cost")
     parser.add_argument("--pty", action="store_true", help="only pty=True against pexpect and ptyprocess")
+    parser.add_argument("--spawn", type=int, metavar="ROUNDS", help="only the spawn latency, ROUNDS rounds")
     parser.add_argument("--throughput", nargs=2, type=int, metavar=("BYTES", "ROUNDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.throughput:
         _throughput_pinned(*args.throughput)
+        return
+    if args.spawn:
+        bench_latency(args.spawn)
         return
     if args.cgroup:
         bench_cgroup(200)

@@ -871,11 +871,25 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
+#: The last environment encoded: a copy of ``os.environ``'s data and its
+#: ``NAME=value`` list, reused while the data compares equal.
+_environ_seen: tuple[dict[bytes, bytes], list[bytes]] = ({}, [])
+
+
 def _current_environ() -> list[bytes]:
-    """``os.environ`` as ``NAME=value`` bytes, as the command would inherit it."""
+    """``os.environ`` as ``NAME=value`` bytes, as the command would inherit it.
+    The list is made again only when the environment changed: comparing two
+    dicts of bytes is one C loop, building the list is a Python one."""
+    global _environ_seen
     data = getattr(os.environ, "_data", None)  # bytes -> bytes on POSIX: no re-encoding
     if isinstance(data, dict):
-        return [k + b"=" + v for k, v in data.items()]
+        seen, encoded = _environ_seen
+        if data == seen:
+            return encoded
+        copy = dict(data)
+        encoded = [k + b"=" + v for k, v in copy.items()]
+        _environ_seen = (copy, encoded)
+        return encoded
     return [k + b"=" + v for k, v in os.environb.items()]  # pragma: no cover
 
 

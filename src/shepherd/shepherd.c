@@ -882,7 +882,7 @@ static void init_state(struct shepherd *s, int ctl, int sfd, pid_t self);
 static void serve_again(struct shepherd *s)
 {
     struct signalfd_siginfo si;
-    int ctl = s->ctl, sfd = s->sfd;
+    int ctl = s->ctl, sfd = s->sfd, children_fd = s->tree.children_fd;
     pid_t self = s->self;
 
     remove_cgroups(s);
@@ -892,6 +892,7 @@ static void serve_again(struct shepherd *s)
             leave(s);
     }
     init_state(s, ctl, sfd, self);
+    s->tree.children_fd = children_fd;
     s->state = DONE;
 }
 
@@ -1632,6 +1633,7 @@ static int setup(struct shepherd *s)
         fail("signalfd");
         return -1;
     }
+    nr_tree_keep_children(&s->tree);
     return 0;
 }
 
