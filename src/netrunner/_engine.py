@@ -113,12 +113,7 @@ class Handle:
         self.owner_pid = os.getpid()
         self.pidfd = None
         self.reuse = None
-        env = opts.env if opts.env is not None else _current_environ()
-        records = codec.encode_spawn(
-            argv, env, exec_paths(argv[0], opts.path_env), opts.cwd,
-            detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout, pty=opts.pty is not None,
-            reuse=lazy_reap,
-        )
+        records = _spawn_records(argv, opts, lazy_reap)
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.tty = opts.pty is not None  # stdout_fd is a PTY master, stdin_fd a copy of it
         self.last_in: int | None = None  # a PTY: the last byte written to it
@@ -891,6 +886,31 @@ def _current_environ() -> list[bytes]:
         _environ_seen = (copy, encoded)
         return encoded
     return [k + b"=" + v for k, v in os.environb.items()]  # pragma: no cover
+
+
+#: The last spawn request encoded: (argv, environment, PATH candidates, the
+#: other fields) and its records. The environment and candidate lists are
+#: the cached ones of _current_environ and exec_paths, the same objects for
+#: as long as they are valid, so they are compared by identity.
+_spawn_seen: tuple[list[bytes], Any, Any, tuple[Any, ...], list[bytes]] = ([], None, None, (), [])
+
+
+def _spawn_records(argv: list[bytes], opts: Options, reuse: bool) -> list[bytes]:
+    """The records of a spawn request for ``argv`` with ``opts``; the last
+    one's again when nothing differs (a loop running one command)."""
+    global _spawn_seen
+    env = opts.env if opts.env is not None else _current_environ()
+    paths = exec_paths(argv[0], opts.path_env)
+    rest = (opts.cwd, opts.leftovers, opts.kill_timeout, opts.pty is not None, reuse)
+    seen_argv, seen_env, seen_paths, seen_rest, records = _spawn_seen
+    if env is seen_env and paths is seen_paths and argv == seen_argv and rest == seen_rest:
+        return records
+    records = codec.encode_spawn(
+        argv, env, paths, opts.cwd,
+        detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout, pty=opts.pty is not None, reuse=reuse,
+    )
+    _spawn_seen = (argv, env, paths, rest, records)
+    return records
 
 
 def _send_spawn(
