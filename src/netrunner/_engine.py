@@ -879,7 +879,7 @@ def _current_environ() -> list[bytes]:
     data = getattr(os.environ, "_data", None)  # bytes -> bytes on POSIX: no re-encoding
     if isinstance(data, dict):
         seen, encoded = _environ_seen
-        if data == seen:
+        if data == seen and list(data) == list(seen):  # the same, in the same order
             return encoded
         copy = dict(data)
         encoded = [k + b"=" + v for k, v in copy.items()]

@@ -852,10 +852,10 @@ static void send_started(struct shepherd *s)
 
 /* Whether the shepherd may serve another command once this one is
  * reported: the owner asked for it (FLAG_REUSE) and is there, nothing went
- * wrong, and no child of any
- * kind is left (ECHILD, the anchor included: with FLAG_DETACH or abandoned
- * processes there are some, and they would become the next command's). As
- * a subreaper without children, nothing of the tree can come back to it. */
+ * wrong, and no child of any kind is left (ECHILD, the anchor included:
+ * with FLAG_DETACH or abandoned processes there are some, and they would
+ * become the next command's). As a subreaper without children, nothing of
+ * the tree can come back to it. */
 static int reusable(struct shepherd *s)
 {
     siginfo_t si;
@@ -875,10 +875,10 @@ static int reusable(struct shepherd *s)
 static void init_state(struct shepherd *s, int ctl, int sfd, pid_t self);
 
 /* After S_EXITED with EXITED_REUSABLE: forget the command. Everything it
- * held is released (no child, no fd but 0-2, the signalfd and the control
- * socket, no memory), its SIGCHLDs are dropped from the signalfd (any other
- * signal ends the shepherd, as it would have a moment ago), and the state
- * is a new shepherd's, in DONE. */
+ * held is released (no child; no fd but 0-2, the signalfd, the children
+ * file and the control socket; no memory), its SIGCHLDs are dropped from
+ * the signalfd (any other signal ends the shepherd, as it would have a
+ * moment ago), and the state is a new shepherd's, in DONE. */
 static void serve_again(struct shepherd *s)
 {
     struct signalfd_siginfo si;
