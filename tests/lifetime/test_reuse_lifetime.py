@@ -122,3 +122,36 @@ def test_owner_sigkilled_at_any_moment_of_the_hand_over(marker: str) -> None:
 
         assert wait_until(gone, timeout=10), {p: t for p, t in family.items() if _start_time(p) == t}
         assert wait_until(lambda: not pids_with_marker(marker), timeout=10)
+
+
+def test_commands_at_once_come_back_to_one_idle_shepherd(marker: str) -> None:
+    # While commands overlap, shepherds are forked as needed; as they come
+    # back, one is kept and the others told to exit and reaped: afterwards
+    # the same fds and children as before, and nothing of the commands.
+    import threading
+
+    netrunner.run(["true"])
+    fds_before = len(os.listdir("/proc/self/fd"))
+    errors: list[BaseException] = []
+
+    def body(n: int) -> None:
+        try:
+            for i in range(30):
+                r = netrunner.run(["sh", "-c", f"true & exit {(n + i) % 4}"], kill_timeout=1)
+                assert r.returncode == (n + i) % 4
+                if i % 10 == 0:
+                    with netrunner.start(["true"]) as p:
+                        assert p.wait() == 0
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert wait_until(lambda: not own_children() - helper_pids())
+    assert len(helper_pids() - {zygote.current_pid()}) == 1
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert not pids_with_marker(marker)
