@@ -6,6 +6,7 @@
     python benchmarks/run.py --pty      # only pty=True against pexpect and ptyprocess
     python benchmarks/run.py --trio     # only stream throughput under trio, against trio's own
     python benchmarks/run.py --output   # only capture memory, lines and text (--quick: smaller)
+    python benchmarks/run.py --spawn N  # only the spawn latency, N rounds
 
 Contenders are interleaved round by round, so a noisy neighbour hits all of
 them alike; each figure is a median, and each line ends with the ratio the
@@ -69,9 +70,23 @@ def timed(fn: Callable[[], object]) -> Callable[[], float]:
 
 
 def bench_latency(rounds: int) -> None:
+    """``run(["true"])`` against ``subprocess.run``, and ``aio.run`` against
+    asyncio's ``create_subprocess_exec`` + ``wait``, on one event loop that
+    stays open (both asyncio contenders pay the same ``run_until_complete``)."""
+    loop = asyncio.new_event_loop()
+
+    async def aio_true() -> None:
+        await aio.run(["true"])
+
+    async def asyncio_true() -> None:
+        p = await asyncio.create_subprocess_exec("true")
+        await p.wait()
+
     for _ in range(20):  # warm up: zygote started, caches hot
         netrunner.run(["true"])
         subprocess.run(["true"])
+        loop.run_until_complete(aio_true())
+        loop.run_until_complete(asyncio_true())
     med = interleave(
         {
             "subprocess.run(['true'])": timed(lambda: subprocess.run(["true"])),
@@ -79,15 +94,20 @@ def bench_latency(rounds: int) -> None:
             "subprocess.run(['true'], capture_output=True)": timed(
                 lambda: subprocess.run(["true"], capture_output=True)
             ),
+            "asyncio create_subprocess_exec + wait": timed(lambda: loop.run_until_complete(asyncio_true())),
+            "netrunner.aio.run(['true'])": timed(lambda: loop.run_until_complete(aio_true())),
         },
         rounds,
     )
+    loop.close()
     base = med["subprocess.run(['true'])"]
     print(f"\n## spawn latency (median of {rounds})")
     for name, value in med.items():
         print(f"  {name:<48} {value * 1e3:7.3f} ms   {value / base:5.2f}x")
     ratio = med["netrunner.run(['true'])"] / base
-    print(f"  target: netrunner.run(['true']) <= 1.3x subprocess.run(['true']): {ratio:.2f}x")
+    aio_ratio = med["netrunner.aio.run(['true'])"] / med["asyncio create_subprocess_exec + wait"]
+    print(f"  target: netrunner.run(['true']) <= 1.1x subprocess.run(['true']): {ratio:.2f}x")
+    print(f"  target: netrunner.aio.run(['true']) <= 1.1x asyncio create_subprocess_exec + wait: {aio_ratio:.2f}x")
 
 
 def _producer(size: int) -> list[str]:
@@ -724,6 +744,7 @@ def main() -> None:
     parser.add_argument("--pty", action="store_true", help="only pty=True against pexpect and ptyprocess")
     parser.add_argument("--trio", action="store_true", help="only stream throughput under trio")
     parser.add_argument("--output", action="store_true", help="only capture memory, lines and text decoding")
+    parser.add_argument("--spawn", type=int, metavar="ROUNDS", help="only the spawn latency, ROUNDS rounds")
     parser.add_argument("--throughput", nargs=2, type=int, metavar=("BYTES", "ROUNDS"), help=argparse.SUPPRESS)
     parser.add_argument("--trio-throughput", nargs=2, type=int, metavar=("BYTES", "ROUNDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -735,6 +756,8 @@ def main() -> None:
         return
     if args.trio:
         bench_trio_throughput(1024 << 20, 7)
+    if args.spawn:
+        bench_latency(args.spawn)
         return
     if args.cgroup:
         bench_cgroup(200)

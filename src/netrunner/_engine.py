@@ -80,7 +80,7 @@ class Handle:
         "args", "opts", "core", "ctl", "ctl_fd", "stdin_fd", "stdout_fd", "stderr_fd",
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
         "_lock", "text_out", "text_err", "lazy_reap", "pidfd", "owner_pid", "err_backlog",
-        "_err_lock", "pending", "placement", "tty", "last_in", "attrs_sent", "__weakref__",
+        "_err_lock", "pending", "placement", "tty", "last_in", "attrs_sent", "baseline", "reuse", "__weakref__",
     )
 
     #: A pipeline's handle (``_pipeline.PipelineHandle``) says so.
@@ -96,6 +96,10 @@ class Handle:
     err_backlog: Backlog | None
     placement: cgroup.Placement | None
     attrs_sent: attrs.Changes | None
+    baseline: attrs.Attrs
+    #: The shepherd stays to serve again (EXITED_REUSABLE): "pending" until
+    #: release() gives it back to the zygote module, then "given".
+    reuse: str | None
 
     def __init__(
         self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool,
@@ -111,11 +115,8 @@ class Handle:
         self.opts = opts
         self.owner_pid = os.getpid()
         self.pidfd = None
-        env = opts.env if opts.env is not None else _current_environ()
-        records = codec.encode_spawn(
-            argv, env, exec_paths(argv[0], opts.path_env), opts.cwd,
-            detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout, pty=opts.pty is not None,
-        )
+        self.reuse = None
+        records = _spawn_records(argv, opts, lazy_reap)
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.tty = opts.pty is not None  # stdout_fd is a PTY master, stdin_fd a copy of it
         self.last_in: int | None = None  # a PTY: the last byte written to it
@@ -161,7 +162,7 @@ class Handle:
                     targets[2] = err_w
             here = fds.open_fd(".", os.O_PATH | os.O_DIRECTORY, "the current directory")
             child_fds.append(here)
-            self.shepherd_pid, self.ctl, self.attrs_sent = _send_spawn(
+            self.shepherd_pid, self.ctl, self.attrs_sent, self.baseline = _send_spawn(
                 records, [*targets, here], thread  # type: ignore[list-item]
             )
             sent = True
@@ -181,7 +182,8 @@ class Handle:
         _lifetime.register(self)
         self.ctl.setblocking(False)
         self._init_io(keep_stdin, drain_stderr)
-        zygote.replenish()
+        if not lazy_reap:  # else its shepherd is expected back (FLAG_REUSE); see _on_hangup
+            zygote.replenish()
 
     def _init_io(self, keep_stdin: bool, drain_stderr: bool) -> None:
         """The Python side of stdin, stdout and stderr, once their fds are set."""
@@ -299,9 +301,33 @@ class Handle:
                     _report_abandoned(self, event.flags)  # type: ignore[union-attr]
                 if self.core.phase is Phase.EXITED and event.flags & wire.EXITED_CGROUP_KEPT:  # type: ignore[union-attr]
                     _report_kept(self)
+                if (
+                    self.core.phase is Phase.EXITED and isinstance(event, codec.Exited)
+                    and event.flags & wire.EXITED_REUSABLE
+                ):
+                    self._give_back()
                 if self.core.phase is Phase.LOST:
                     self._give_up(self.core.fault or "the shepherd failed")
                     return
+
+    def _give_back(self) -> None:
+        """EXITED said the shepherd stays, idle, to serve again (asked for
+        with FLAG_REUSE by the handles of ``run`` and streams, ``lazy_reap``:
+        released right after, by the flow that read EXITED, so that no
+        waiter polls the socket's number any more). It is given back at
+        :meth:`release`, control socket and all -- unless enough are idle
+        already: then we hang up now, and it exits and is reaped as
+        before."""
+        if zygote.wants_back():
+            self.reuse = "pending"
+            self.ctl_open = False
+            self.reaped = True
+            _lifetime.forget(self)
+            return
+        try:
+            self.ctl.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def _on_hangup(self) -> None:
         # The shepherd closed the socket: it has exited (or is exiting). The
@@ -314,6 +340,8 @@ class Handle:
         except ChildProcessError:
             pass
         self.reaped = True
+        if self.lazy_reap:  # it did not come back to serve again: fork a spare in its place
+            zygote.replenish()
         if not self.core.done:
             self.core.lose(f"the shepherd exited unexpectedly ({_describe_exit(status)})", _monotonic())
             self._kill_group()
@@ -337,6 +365,8 @@ class Handle:
         except OSError:
             pass
         _lifetime.detach(self.shepherd_pid)
+        if self.lazy_reap:
+            zygote.replenish()
         _lifetime.forget(self)
 
     def _kill_group(self) -> None:
@@ -398,6 +428,14 @@ class Handle:
                 setattr(self, name, None)
                 fds.close(fd)
         self.ctl_open = False
+        if self.reuse is not None:
+            if self.reuse == "pending":
+                self.reuse = "given"
+                if zygote.take_back(self.shepherd_pid, self.ctl, self.baseline):
+                    return
+                fds.close_socket(self.ctl)  # not wanted after all: it exits
+                _lifetime.detach(self.shepherd_pid)
+            return
         fds.close_socket(self.ctl)  # idempotent
 
     def release(self) -> None:
@@ -846,24 +884,65 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
+#: The last environment encoded: a copy of ``os.environ``'s data and its
+#: ``NAME=value`` list, reused while the data compares equal.
+_environ_seen: tuple[dict[bytes, bytes], list[bytes]] = ({}, [])
+
+
 def _current_environ() -> list[bytes]:
-    """``os.environ`` as ``NAME=value`` bytes, as the command would inherit it."""
+    """``os.environ`` as ``NAME=value`` bytes, as the command would inherit it.
+    The list is made again only when the environment changed: comparing two
+    dicts of bytes is one C loop, building the list is a Python one."""
+    global _environ_seen
     data = getattr(os.environ, "_data", None)  # bytes -> bytes on POSIX: no re-encoding
     if isinstance(data, dict):
-        return [k + b"=" + v for k, v in data.items()]
+        seen, encoded = _environ_seen
+        if data == seen and list(data) == list(seen):  # the same, in the same order
+            return encoded
+        copy = dict(data)
+        encoded = [k + b"=" + v for k, v in copy.items()]
+        _environ_seen = (copy, encoded)
+        return encoded
     return [k + b"=" + v for k, v in os.environb.items()]  # pragma: no cover
+
+
+#: The last spawn request encoded: (argv, environment, PATH candidates, the
+#: other fields) and its records. The environment and candidate lists are
+#: the cached ones of _current_environ and exec_paths, the same objects for
+#: as long as they are valid, so they are compared by identity.
+_spawn_seen: tuple[list[bytes], Any, Any, tuple[Any, ...], list[bytes]] = ([], None, None, (), [])
+
+
+def _spawn_records(argv: list[bytes], opts: Options, reuse: bool) -> list[bytes]:
+    """The records of a spawn request for ``argv`` with ``opts``; the last
+    one's again when nothing differs (a loop running one command)."""
+    global _spawn_seen
+    env = opts.env if opts.env is not None else _current_environ()
+    paths = exec_paths(argv[0], opts.path_env)
+    rest = (opts.cwd, opts.leftovers, opts.kill_timeout, opts.pty is not None, reuse)
+    seen_argv, seen_env, seen_paths, seen_rest, records = _spawn_seen
+    if env is seen_env and paths is seen_paths and argv == seen_argv and rest == seen_rest:
+        return records
+    records = codec.encode_spawn(
+        argv, env, paths, opts.cwd,
+        detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout, pty=opts.pty is not None, reuse=reuse,
+    )
+    _spawn_seen = (argv, env, paths, rest, records)
+    return records
 
 
 def _send_spawn(
     records: list[bytes], passed: list[int], thread: read_attrs.Thread | None = None
-) -> tuple[int, socket.socket, attrs.Changes | None]:
+) -> tuple[int, socket.socket, attrs.Changes | None, attrs.Attrs]:
     """Hand the spawn request and the command's fds to an idle shepherd,
     preceded, when the caller's attributes differ from those the shepherd
     has (its zygote's), by a C_ATTRS record with the difference. Returns
-    the shepherd's pid, its control socket and what C_ATTRS carried."""
+    the shepherd's pid, its control socket, what C_ATTRS carried and the
+    attributes the shepherd has."""
     rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", passed).tobytes())]
     now: attrs.Attrs | None = None
-    for attempt in (1, 2):
+    last = zygote.MAX_IDLE + 2  # every idle shepherd may have been killed meanwhile
+    for attempt in range(1, last + 1):
         pid, sock, baseline = zygote.take_shepherd()
         try:
             if now is None:
@@ -874,11 +953,11 @@ def _send_spawn(
             for record in records[:-1]:
                 sock.send(record)
             sock.sendmsg([records[-1]], rights)
-            return pid, sock, sent
+            return pid, sock, sent, baseline
         except OSError:  # that shepherd was killed while idle: take another
             fds.close_socket(sock)
             zygote.reap_child(pid, 1.0)
-            if attempt == 2:
+            if attempt == last:
                 raise ShepherdError("cannot hand the command to a netrunner shepherd") from None
         except BaseException:  # it hangs up and exits, having started nothing
             fds.close_socket(sock)

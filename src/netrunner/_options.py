@@ -198,8 +198,21 @@ def _environment(entry: str, value: Any) -> tuple[bytes, ...]:
     return tuple(out)
 
 
+#: The Options of a call without options, per entry point (Options is frozen).
+_DEFAULTS: dict[str, Options] = {}
+
+
 def validate(entry: str, given: Mapping[str, Any]) -> Options:
     """Validate the options ``given`` for the entry point ``entry``."""
+    if not given:
+        opts = _DEFAULTS.get(entry)
+        if opts is None:
+            opts = _DEFAULTS[entry] = _validate(entry, given)
+        return opts
+    return _validate(entry, given)
+
+
+def _validate(entry: str, given: Mapping[str, Any]) -> Options:
     allowed = ALL_OPTIONS if entry == "Command" else ENTRY_OPTIONS[entry]
     for name in given:
         if name not in allowed:

@@ -30,7 +30,7 @@ from ._engine import Flow, Handle, _grow_pipe
 from ._errors import ShepherdError
 from ._help import document
 from ._io import attrs as read_attrs
-from ._io import fds, zygote
+from ._io import fds
 from ._options import Options, argv_of, validate
 from ._results import Stats, decode_status
 
@@ -409,7 +409,7 @@ class PipelineHandle(Handle):
                 self.stages.append(Handle(
                     stage_args, argv,
                     dataclasses.replace(stage_opts, stdin=stdin, stdout=out, stderr=stderr),
-                    keep_stdin=False, lazy_reap=True, thread=thread,
+                    keep_stdin=False, lazy_reap=lazy_reap, thread=thread,
                 ))
                 if i < last:
                     stdin = next_stdin
@@ -424,8 +424,7 @@ class PipelineHandle(Handle):
             for fd in ours:
                 fds.close(fd)
         self.core = PipelineCore([h.core for h in self.stages], started_at, t_start)
-        self._init_io(keep_stdin, drain_stderr)
-        zygote.replenish()
+        self._init_io(keep_stdin, drain_stderr)  # the stages fork spares (or give theirs back) themselves
 
     # --- control: every stage's -----------------------------------------------
 

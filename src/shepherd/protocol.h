@@ -3,12 +3,13 @@
 #ifndef NR_PROTOCOL_H
 #define NR_PROTOCOL_H
 
-#define NR_PROTOCOL_DIGEST 0xacd67591u
+#define NR_PROTOCOL_DIGEST 0x19a3d5b2u
 
-#define NR_PROTOCOL_VERSION 5
+#define NR_PROTOCOL_VERSION 6
 #define NR_FLAG_DETACH 1
 #define NR_FLAG_CWD 2
 #define NR_FLAG_PTY 4
+#define NR_FLAG_REUSE 8
 #define NR_STAGE_SETUP 1
 #define NR_STAGE_CHDIR 2
 #define NR_STAGE_EXEC 3
@@ -28,6 +29,7 @@
 #define NR_EXITED_OOM_KILLED 8
 #define NR_EXITED_PEAK_MEMORY 16
 #define NR_EXITED_CGROUP_KEPT 32
+#define NR_EXITED_REUSABLE 64
 #define NR_EXIT_OK 0
 #define NR_EXIT_USAGE 64
 #define NR_EXIT_PROTOCOL 76
@@ -118,7 +120,7 @@
 #define NR_S_EXEC_FAILED_ERROR 1 /* i32 */
 #define NR_S_EXEC_FAILED_STAGE 5 /* u32 */
 
-/* The command's raw wait status and the rusage of every process the shepherd reaped (summed CPU, largest max RSS), and EXITED_* flags. With a cgroup, the CPU times are the cgroup's (the whole tree's) when its cpu.stat could be read, and peak_memory holds the cgroup's peak memory in bytes when EXITED_PEAK_MEMORY is set (else 0). Sent once the tree is gone (or, with EXITED_ABANDONED, once all that could be found of it is) and the cgroup directories netrunner created are removed; the shepherd then exits. */
+/* The command's raw wait status and the rusage of every process the shepherd reaped (summed CPU, largest max RSS), and EXITED_* flags. With a cgroup, the CPU times are the cgroup's (the whole tree's) when its cpu.stat could be read, and peak_memory holds the cgroup's peak memory in bytes when EXITED_PEAK_MEMORY is set (else 0). Sent once the tree is gone (or, with EXITED_ABANDONED, once all that could be found of it is) and the cgroup directories netrunner created are removed; the shepherd then exits -- or, with EXITED_REUSABLE (only after FLAG_REUSE), stays and serves the next command sent on this socket. */
 #define NR_S_EXITED 0x22
 #define NR_S_EXITED_SIZE 41
 #define NR_S_EXITED_STATUS 1 /* i32 */

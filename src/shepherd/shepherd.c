@@ -144,8 +144,13 @@ struct attrs {
 
 /* EXECING: the command is cloned and has not exec'd yet; the shepherd goes
  * on serving its loop meanwhile (a chdir or execve that hangs on a dead
- * filesystem, or a stop signal, must not freeze it). */
-enum state { WAIT_SPAWN, EXECING, RUNNING, STOPPING, KILLING };
+ * filesystem, or a stop signal, must not freeze it). DONE: S_EXITED went out
+ * with EXITED_REUSABLE; nothing of the tree is left and everything of the
+ * command is released (the state is a new shepherd's): as in WAIT_SPAWN the
+ * next spawn's frames are taken, and a hang-up or a signal ends the
+ * shepherd; frames about the last command (sent before its owner read
+ * S_EXITED) are ignored. */
+enum state { DONE, WAIT_SPAWN, EXECING, RUNNING, STOPPING, KILLING };
 
 struct shepherd {
     int ctl, sfd;
@@ -845,8 +850,56 @@ static void send_started(struct shepherd *s)
     send_record_fd(s, rec, sizeof rec, s->pidfd); /* a copy: we keep ours */
 }
 
-/* The end: report (if anyone listens) and exit. */
-static void __attribute__((noreturn)) finish(struct shepherd *s)
+/* Whether the shepherd may serve another command once this one is
+ * reported: the owner asked for it (FLAG_REUSE) and is there, nothing went
+ * wrong, and no child of any kind is left (ECHILD, the anchor included:
+ * with FLAG_DETACH or abandoned processes there are some, and they would
+ * become the next command's). As a subreaper without children, nothing of
+ * the tree can come back to it. */
+static int reusable(struct shepherd *s)
+{
+    siginfo_t si;
+
+    if (!(s->flags & NR_FLAG_REUSE) || !s->owner || s->exit_code != NR_EXIT_OK || s->anchor > 0 ||
+        !s->child_reaped || (s->exited_flags & NR_EXITED_ABANDONED))
+        return 0;
+    for (;;) {
+        memset(&si, 0, sizeof si);
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0)
+            return 0; /* a child, exited or not */
+        if (errno != EINTR)
+            return errno == ECHILD;
+    }
+}
+
+static void init_state(struct shepherd *s, int ctl, int sfd, pid_t self);
+
+/* After S_EXITED with EXITED_REUSABLE: forget the command. Everything it
+ * held is released (no child; no fd but 0-2, the signalfd, the children
+ * file and the control socket; no memory), its SIGCHLDs are dropped from
+ * the signalfd (any other signal ends the shepherd, as it would have a
+ * moment ago), and the state is a new shepherd's, in DONE. */
+static void serve_again(struct shepherd *s)
+{
+    struct signalfd_siginfo si;
+    int ctl = s->ctl, sfd = s->sfd, children_fd = s->tree.children_fd;
+    pid_t self = s->self;
+
+    remove_cgroups(s);
+    release(s);
+    while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo != SIGCHLD)
+            leave(s);
+    }
+    init_state(s, ctl, sfd, self);
+    s->tree.children_fd = children_fd;
+    s->state = DONE;
+}
+
+/* The end: report (if anyone listens), then exit -- or, when the shepherd
+ * can serve again (reusable()), forget the command and return in state
+ * DONE: the caller returns to the loop at once. */
+static void finish(struct shepherd *s)
 {
     unsigned char rec[NR_S_EXITED_SIZE] = {NR_S_EXITED};
 
@@ -868,7 +921,17 @@ static void __attribute__((noreturn)) finish(struct shepherd *s)
     nr_put_u64(rec + NR_S_EXITED_MAXRSS_KB, s->maxrss_kb);
     nr_put_u32(rec + NR_S_EXITED_FLAGS, s->exited_flags);
     nr_put_u64(rec + NR_S_EXITED_PEAK_MEMORY, s->peak_memory);
-    send_record(s, rec, sizeof rec);
+    if (reusable(s)) {
+        s->exited_flags |= NR_EXITED_REUSABLE;
+        nr_put_u32(rec + NR_S_EXITED_FLAGS, s->exited_flags);
+        send_record(s, rec, sizeof rec);
+        if (s->owner) { /* the send may have found it gone */
+            serve_again(s);
+            return;
+        }
+    } else {
+        send_record(s, rec, sizeof rec);
+    }
     leave(s);
 }
 
@@ -1316,7 +1379,11 @@ static int reap(struct shepherd *s)
 /* Reap, then decide what the command's exit means. */
 static void reap_and_decide(struct shepherd *s)
 {
-    int empty = reap(s);
+    int empty;
+
+    if (s->state == DONE)
+        return;
+    empty = reap(s);
 
     if (!s->child_exited)
         return;
@@ -1331,8 +1398,10 @@ static void reap_and_decide(struct shepherd *s)
      * left be (a stop asked for before is acted on first: on_command_exit);
      * but not with a cgroup, whose directories are about to be removed
      * (Python refuses the combination; here the cgroup wins). */
-    if ((s->flags & NR_FLAG_DETACH) && s->cg_kill < 0)
+    if ((s->flags & NR_FLAG_DETACH) && s->cg_kill < 0) {
         finish(s);
+        return;
+    }
     /* The fast path: the listing shows no other child, and the cgroup nothing
      * but the command, so the command can be reaped at once, and ECHILD (and
      * the cgroup, empty) confirms the tree is gone.
@@ -1350,8 +1419,10 @@ static void reap_and_decide(struct shepherd *s)
         if (others == 0 && cgroup_holds_none_but(s, s->child)) {
             reap_command(s);
             s->free_reap = 1;
-            if (reap(s) && cgroup_holds_none_but(s, 0))
+            if (reap(s) && cgroup_holds_none_but(s, 0)) {
                 finish(s);
+                return;
+            }
         }
     }
     begin_stop(s, 0); /* leftovers */
@@ -1373,8 +1444,8 @@ static void maybe_abandon(struct shepherd *s)
 static void hang_up(struct shepherd *s)
 {
     s->owner = 0;
-    if (s->state == WAIT_SPAWN)
-        leave(s); /* nothing was started (an idle spare shepherd ends here) */
+    if (s->state == WAIT_SPAWN || s->state == DONE)
+        leave(s); /* nothing was started, or all is over (an idle shepherd ends here) */
     begin_stop(s, 0);
 }
 
@@ -1481,13 +1552,20 @@ static int on_control(struct shepherd *s)
         return 0;
     }
     /* Only SPAWN carries fds; a late SPAWN is unexpected whatever it carries. */
-    want = buf[0] != NR_C_SPAWN ? 0 : s->state == WAIT_SPAWN ? NR_SPAWN_FDS : nfds;
+    want = buf[0] != NR_C_SPAWN ? 0 : s->state == WAIT_SPAWN || s->state == DONE ? NR_SPAWN_FDS : nfds;
     if ((flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n > NR_MAX_RECORD || nfds != want ||
         nr_parse_frame(buf, (size_t)n, &f) != 0) {
         for (int i = 0; i < nfds && i < NR_SPAWN_FDS; i++)
             close(fds[i]);
         protocol_error(s, NR_ERR_MALFORMED, 0);
         return 1;
+    }
+    if (s->state == DONE) {
+        /* What the owner sent about the last command before it read
+         * S_EXITED: nobody is left to act on it. */
+        if (f.type == NR_C_SIGNAL || f.type == NR_C_STOP || f.type == NR_C_WINSIZE)
+            return 1;
+        s->state = WAIT_SPAWN; /* the next command's first frame */
     }
     if (s->state == WAIT_SPAWN) {
         on_spawn_frame(s, &f, fds);
@@ -1517,7 +1595,7 @@ static void on_signals(struct shepherd *s)
     while (read(s->sfd, &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo == SIGCHLD)
             chld = 1;
-        else if (s->state == WAIT_SPAWN)
+        else if (s->state == WAIT_SPAWN || s->state == DONE)
             leave(s);
         else
             begin_stop(s, 0); /* SIGTERM, SIGINT, SIGHUP, SIGQUIT to the shepherd */
@@ -1555,6 +1633,7 @@ static int setup(struct shepherd *s)
         fail("signalfd");
         return -1;
     }
+    nr_tree_keep_children(&s->tree);
     return 0;
 }
 
@@ -1618,29 +1697,37 @@ static void __attribute__((noreturn)) loop(struct shepherd *s)
     }
 }
 
+/* The state of a shepherd waiting for its spawn, on control socket `ctl`
+ * (a new shepherd, or one serving again: everything else is forgotten). */
+static void init_state(struct shepherd *s, int ctl, int sfd, pid_t self)
+{
+    memset(s, 0, sizeof *s);
+    s->ctl = ctl;
+    s->sfd = sfd;
+    s->pidfd = -1;
+    s->exec_report = -1;
+    for (int i = 0; i < NR_SPAWN_FDS; i++)
+        s->fds[i] = -1;
+    s->owner = 1;
+    s->exit_code = NR_EXIT_OK;
+    s->state = WAIT_SPAWN;
+    s->self = self;
+    s->deadline = -1;
+    s->next_scan = -1;
+    s->kill_timeout_ms = 5000;
+    s->cg_kill = -1;
+    s->cg_listed = -1;
+    s->cg_v2_dir = -1;
+    for (int i = 0; i < NR_MAX_CGROUPS; i++)
+        s->cg[i].procs = -1;
+    nr_tree_init(&s->tree, s->self);
+}
+
 void nr_shepherd_main(int ctl)
 {
     struct shepherd s;
 
-    memset(&s, 0, sizeof s);
-    s.ctl = ctl;
-    s.pidfd = -1;
-    s.exec_report = -1;
-    for (int i = 0; i < NR_SPAWN_FDS; i++)
-        s.fds[i] = -1;
-    s.owner = 1;
-    s.exit_code = NR_EXIT_OK;
-    s.state = WAIT_SPAWN;
-    s.self = (pid_t)syscall(SYS_getpid); /* not the cached value of the zygote */
-    s.deadline = -1;
-    s.next_scan = -1;
-    s.kill_timeout_ms = 5000;
-    s.cg_kill = -1;
-    s.cg_listed = -1;
-    s.cg_v2_dir = -1;
-    for (int i = 0; i < NR_MAX_CGROUPS; i++)
-        s.cg[i].procs = -1;
-    nr_tree_init(&s.tree, s.self);
+    init_state(&s, ctl, -1, (pid_t)syscall(SYS_getpid)); /* not the cached pid of the zygote */
     if (setup(&s) < 0) {
         send_error(&s, NR_ERR_SYSTEM, errno);
         s.exit_code = NR_EXIT_SYSTEM;

@@ -25,6 +25,7 @@ void nr_tree_init(struct nr_tree *t, pid_t self)
 {
     memset(t, 0, sizeof *t);
     t->self = self;
+    t->children_fd = -1;
 }
 
 void nr_tree_free(struct nr_tree *t)
@@ -291,12 +292,61 @@ static int foreign_children(struct nr_tree *t)
     return 0;
 }
 
+void nr_tree_keep_children(struct nr_tree *t)
+{
+    char path[64];
+
+    if (t->children_fd >= 0 || !proc_is_ours(t->self))
+        return;
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)t->self);
+    t->children_fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+}
+
+/* The kept children file, read whole from offset 0 into t->listed. A
+ * seq_file read returns less than asked only at its end. Returns 0 or -1. */
+static int read_kept_children(struct nr_tree *t)
+{
+    static char buf[16384];
+    off_t off = 0;
+    ssize_t n;
+
+    t->listed.n = 0;
+    for (;;) {
+        n = pread(t->children_fd, buf, sizeof buf, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        for (ssize_t i = 0; i < n;) { /* space-separated pids; a number may straddle two reads */
+            ssize_t start = i;
+            long pid = 0;
+            while (i < n && buf[i] >= '0' && buf[i] <= '9')
+                pid = pid * 10 + (buf[i++] - '0');
+            if (i == n && n == (ssize_t)sizeof buf && i > start) {
+                off += start; /* read this number again, whole */
+                goto again;
+            }
+            if (i > start && i - start < 10 && pid > 0 && nr_pidset_add(&t->listed, (pid_t)pid) < 0)
+                return -1;
+            while (i < n && (buf[i] < '0' || buf[i] > '9'))
+                i++;
+        }
+        if (n < (ssize_t)sizeof buf)
+            return 0;
+        off += n;
+    again:;
+    }
+}
+
 int nr_children(struct nr_tree *t, pid_t skip1, pid_t skip2, enum nr_round round)
 {
     char path[64];
     int found = 0;
 
-    if (proc_is_ours(t->self)) {
+    if (t->children_fd >= 0) {
+        if (read_kept_children(t) < 0)
+            return -1;
+    } else if (proc_is_ours(t->self)) {
         snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)t->self);
         if (read_pids(path, &t->listed) < 0)
             return -1;

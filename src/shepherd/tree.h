@@ -34,12 +34,21 @@ void nr_pidset_free(struct nr_pidset *set);
  * the tree within it costs that newcomer its SIGTERM, not a second one). */
 struct nr_tree {
     pid_t self; /* the shepherd (single-threaded: its tid is its pid) */
+    int children_fd; /* our /proc/self/task/<tid>/children, kept open (nr_tree_keep_children); -1 for none */
     struct nr_pidset termed, groups;
     struct nr_pidset listed, again; /* the listings of a round (children, or a cgroup read twice), kept to save allocations */
 };
 
+/* nr_tree_init starts with no children file; nr_tree_free keeps it open. */
 void nr_tree_init(struct nr_tree *t, pid_t self);
 void nr_tree_free(struct nr_tree *t);
+
+/* Open our children file once, where /proc is our pid namespace's and shows
+ * us as ourselves: each listing is then one pread of it from offset 0
+ * (which makes the kernel write it anew), instead of a readlink, an open, a
+ * read until end of file and a close. Without it (no such /proc), each
+ * listing checks and opens what it needs, as before. */
+void nr_tree_keep_children(struct nr_tree *t);
 
 enum nr_round {
     NR_ROUND_COUNT, /* list only */

@@ -160,9 +160,23 @@ LOW_FD_LIMIT = """
 import resource
 import netrunner
 netrunner.run(["true"])   # the helpers exist; what is left is per command
-open_now = len(os.listdir("/proc/self/fd")) - 1
+import fcntl
+def is_open(fd):
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+        return True
+    except OSError:
+        return False
+used = {fd for fd in map(int, os.listdir("/proc/self/fd")) if is_open(fd)}  # not the listing's own
+open_now = len(used)
+# RLIMIT_NOFILE bounds fd numbers: the lowest limit below which exactly 3
+# numbers are free (the fds open above it stay usable)
+limit = free = 0
+while free < 3:
+    free += limit not in used
+    limit += 1
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 3, hard))
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 try:
     p = netrunner.start(["sleep", "30"], kill_timeout=1)
     p.stop()

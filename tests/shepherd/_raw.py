@@ -37,23 +37,24 @@ def std_fds() -> tuple[list[int], list[int]]:
 
 
 def spawn(argv: list[bytes], *, env: list[bytes] | None = None, cwd: bytes | None = None,
-          detach: bool = False, kill_timeout: float = 5.0, paths: list[bytes] | None = None
-          ) -> tuple[int, socket.socket, list[int]]:
+          detach: bool = False, kill_timeout: float = 5.0, paths: list[bytes] | None = None,
+          reuse: bool = False) -> tuple[int, socket.socket, list[int]]:
     """Start argv on a fresh shepherd; return (shepherd pid, control socket, our pipe ends)."""
     pid, sock = idle_shepherd()
-    ours = send_spawn(sock, argv, env=env, cwd=cwd, detach=detach, kill_timeout=kill_timeout, paths=paths)
+    ours = send_spawn(sock, argv, env=env, cwd=cwd, detach=detach, kill_timeout=kill_timeout, paths=paths,
+                      reuse=reuse)
     return pid, sock, ours
 
 
 def send_spawn(sock: socket.socket, argv: list[bytes], *, env: list[bytes] | None = None,
                cwd: bytes | None = None, detach: bool = False, kill_timeout: float = 5.0,
-               paths: list[bytes] | None = None) -> list[int]:
+               paths: list[bytes] | None = None, reuse: bool = False) -> list[int]:
     """Send the SPAWN request (and its parts) for argv; return our pipe ends.
     The environment defaults to ours, so the test's marker goes along."""
     theirs, ours = std_fds()
     records = codec.encode_spawn(
         argv, env if env is not None else [k + b"=" + v for k, v in os.environb.items()],
-        paths or [argv[0]], cwd, detach=detach, kill_timeout=kill_timeout,
+        paths or [argv[0]], cwd, detach=detach, kill_timeout=kill_timeout, reuse=reuse,
     )
     for record in records[:-1]:
         sock.send(record)

@@ -173,11 +173,12 @@ def encode_spawn(
     detach: bool,
     kill_timeout: float,
     pty: bool = False,
+    reuse: bool = False,
     max_record: int = wire.MAX_RECORD,
 ) -> list[bytes]:
     """The records of one spawn request: zero or more SPAWN_PARTs, then SPAWN."""
     strings = [*argv, *env, *paths]
-    flags = (wire.FLAG_DETACH if detach else 0) | (wire.FLAG_PTY if pty else 0)
+    flags = (wire.FLAG_DETACH if detach else 0) | (wire.FLAG_PTY if pty else 0) | (wire.FLAG_REUSE if reuse else 0)
     if cwd is not None:
         strings.append(cwd)
         flags |= wire.FLAG_CWD

@@ -27,7 +27,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 #: C type name -> (struct code, size in bytes)
 FIELD_TYPES: dict[str, tuple[str, int]] = {
@@ -161,7 +161,9 @@ MESSAGES: tuple[Message, ...] = (
             "cgroup's (the whole tree's) when its cpu.stat could be read, and peak_memory holds the "
             "cgroup's peak memory in bytes when EXITED_PEAK_MEMORY is set (else 0). Sent once the "
             "tree is gone (or, with EXITED_ABANDONED, once all that could be found of it is) and the "
-            "cgroup directories netrunner created are removed; the shepherd then exits."
+            "cgroup directories netrunner created are removed; the shepherd then exits -- or, with "
+            "EXITED_REUSABLE (only after FLAG_REUSE), stays and serves the next command sent on "
+            "this socket."
         ),
     ),
     Message(
@@ -174,6 +176,7 @@ MESSAGES: tuple[Message, ...] = (
 FLAG_DETACH = 0x1  # leftovers="detach"
 FLAG_CWD = 0x2  # the tail ends with a cwd (relative to the directory fd)
 FLAG_PTY = 0x4  # fds 0-2 are a PTY slave: a new session, with it as the controlling terminal
+FLAG_REUSE = 0x8  # the owner takes the shepherd back: it may stay after S_EXITED (EXITED_REUSABLE)
 
 # S_EXEC_FAILED stages
 STAGE_SETUP = 1  # dup2, setpgid, prctl, signal reset
@@ -201,6 +204,7 @@ EXITED_CGROUP = 0x4  # the command ran in a cgroup (so EXITED_OOM_KILLED is mean
 EXITED_OOM_KILLED = 0x8  # the cgroup's memory limit killed a process of the tree
 EXITED_PEAK_MEMORY = 0x10  # peak_memory holds the cgroup's peak memory
 EXITED_CGROUP_KEPT = 0x20  # a directory netrunner created could not be removed
+EXITED_REUSABLE = 0x40  # FLAG_REUSE and no child left: the shepherd stays, idle, for the next command (or a hang-up)
 
 # Shepherd exit codes (what Python's waitpid sees)
 EXIT_OK = 0  # the tree is gone (or the idle shepherd was not needed)
@@ -242,6 +246,7 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("FLAG_DETACH", FLAG_DETACH),
     ("FLAG_CWD", FLAG_CWD),
     ("FLAG_PTY", FLAG_PTY),
+    ("FLAG_REUSE", FLAG_REUSE),
     ("STAGE_SETUP", STAGE_SETUP),
     ("STAGE_CHDIR", STAGE_CHDIR),
     ("STAGE_EXEC", STAGE_EXEC),
@@ -261,6 +266,7 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("EXITED_OOM_KILLED", EXITED_OOM_KILLED),
     ("EXITED_PEAK_MEMORY", EXITED_PEAK_MEMORY),
     ("EXITED_CGROUP_KEPT", EXITED_CGROUP_KEPT),
+    ("EXITED_REUSABLE", EXITED_REUSABLE),
     ("EXIT_OK", EXIT_OK),
     ("EXIT_USAGE", EXIT_USAGE),
     ("EXIT_PROTOCOL", EXIT_PROTOCOL),

@@ -9,6 +9,13 @@ with ``waitpid(pid, __WALL)``. One shepherd is always forked ahead of need
 (the *spare*): a command is started by one ``sendmsg`` to it, and its
 replacement is forked while the command runs.
 
+A shepherd whose command is over and whose tree is gone reports
+``EXITED_REUSABLE`` and stays, as a new one would, on the same socket: once
+``run`` (or a stream) has released the command, :func:`take_back` keeps it
+idle for the next command, instead of a new spare (at most
+:data:`MAX_IDLE`; ADR 9). So a sequence of commands costs no fork at all,
+and the zygote is asked only when no idle shepherd is left.
+
 Each zygote keeps the attributes its shepherds inherit (umask, resource
 limits, nice, CPU affinity: ``_io/attrs.py``), read when it has started;
 :func:`take_shepherd` hands them out with the shepherd, so that a spawn sends
@@ -16,7 +23,8 @@ the command what differs from them at the call.
 
 Invariants: one zygote per process (a forked child starts its own); replies
 are read in request order under a lock; a zygote that died is replaced once,
-transparently; at most one spare and one pending request exist.
+transparently; after a spawn, one idle shepherd or one pending request exists
+(never more: one that comes back then exits instead).
 """
 
 from __future__ import annotations
@@ -34,9 +42,13 @@ from .._errors import ShepherdError
 from . import attrs, fds
 from .shepherd import find_shepherd
 
-__all__ = ["take_shepherd", "current_pid", "helper_pids", "shutdown"]
+__all__ = ["take_shepherd", "take_back", "wants_back", "replenish", "current_pid", "helper_pids", "shutdown"]
 
 WALL = 0x40000000  # __WALL: any kind of child, whatever its exit signal
+#: Most shepherds kept idle or on their way (a requested one counts): one
+#: is enough for commands started one after the other never to fork, and
+#: keeps the number of fds and children the same after every spawn.
+MAX_IDLE = 1
 _REPLY_TIMEOUT = 30.0
 _ENV_PREFIXES = ("ASAN_", "UBSAN_", "LSAN_", "MSAN_", "LD_")
 
@@ -180,43 +192,52 @@ def _fd_bytes(fds: list[int]) -> bytes:
 
 _lock = threading.Lock()
 _zygote: _Zygote | None = None
-#: A shepherd forked ahead of need (pid, our end of its control socket), so
-#: that starting a command costs no round trip to the zygote.
-_spare: tuple[int, socket.socket] | None = None
+#: Idle shepherds (pid, our end of the control socket, the attributes they
+#: have), the last one given back at the end: forked ahead of need, or
+#: given back by a command that is over, so that starting a command costs no
+#: round trip to the zygote.
+_idle: list[tuple[int, socket.socket, Attrs]] = []
 #: Our end of a requested shepherd whose pid the zygote has not told us yet.
 _pending: socket.socket | None = None
+
+
+def _collect_pending() -> None:
+    """The pid of the shepherd forked ahead by replenish(), into the idle
+    list. A failure there (out of processes, say) is not the caller's: the
+    request is dropped (a ShepherdError, a broken zygote, is raised)."""
+    global _pending
+    if _pending is None or _zygote is None:
+        return
+    sock, _pending = _pending, None
+    try:
+        _idle.append((_zygote.collect(), sock, _zygote.baseline))
+    except OSError as exc:
+        fds.close_socket(sock)
+        if isinstance(exc, ShepherdError):
+            raise
 
 
 def take_shepherd() -> tuple[int, socket.socket, Attrs]:
     """An idle shepherd (its pid and our end of its control socket), ready to
     receive a spawn request, and the attributes it has (its zygote's). Call
     :func:`replenish` once it has its request."""
-    global _zygote, _spare, _pending
+    global _zygote
     with _lock:
+        if _idle:
+            return _idle.pop()
         for attempt in (1, 2):
             try:
                 if _zygote is None:
                     _zygote = _Zygote()
-                if _spare is None:
-                    if _pending is not None:
-                        # Forked ahead by replenish(); a failure there (out of
-                        # processes, say) is not this start's: ask again.
-                        sock, _pending = _pending, None
-                        try:
-                            _spare = (_zygote.collect(), sock)
-                        except OSError as exc:
-                            fds.close_socket(sock)
-                            if isinstance(exc, ShepherdError):
-                                raise
-                    if _spare is None:
-                        sock = _zygote.request()
-                        try:
-                            _spare = (_zygote.collect(), sock)
-                        except BaseException:
-                            fds.close_socket(sock)
-                            raise
-                (pid, sock), _spare = _spare, None
-                return pid, sock, _zygote.baseline
+                _collect_pending()
+                if not _idle:
+                    sock = _zygote.request()
+                    try:
+                        _idle.append((_zygote.collect(), sock, _zygote.baseline))
+                    except BaseException:
+                        fds.close_socket(sock)
+                        raise
+                return _idle.pop()
             except ShepherdError:
                 _discard_zygote()
                 if attempt == 2:
@@ -225,28 +246,60 @@ def take_shepherd() -> tuple[int, socket.socket, Attrs]:
 
 
 def replenish() -> None:
-    """Fork the next spare shepherd. Called once a command has been handed
-    its shepherd, so the zygote's clone does not compete with the start."""
+    """Fork the next spare shepherd, unless an idle one is left or one is
+    on its way. Called once a command has been handed its shepherd, so the
+    zygote's clone does not compete with the start."""
     global _pending
     with _lock:
-        if _zygote is not None and _spare is None and _pending is None:
+        if _zygote is not None and not _idle and _pending is None:
             try:
                 _pending = _zygote.request()
             except ShepherdError:
                 _discard_zygote()
 
 
+def _kept() -> int:
+    return len(_idle) + (_pending is not None)
+
+
+def wants_back() -> bool:
+    """Whether :func:`take_back` would keep one more idle shepherd now."""
+    return _kept() < MAX_IDLE
+
+
+def take_back(pid: int, ctl: socket.socket, baseline: Attrs) -> bool:
+    """Keep the shepherd ``pid``, which reported EXITED_REUSABLE on ``ctl``
+    (our end of its control socket, which nobody waits on any more), as an
+    idle one, with the attributes it has. False when it is not wanted
+    (:data:`MAX_IDLE` are idle), or when the lock is busy -- this may run
+    in a finalizer, inside the garbage collector, in a thread that holds
+    it: the caller then hangs up and has it reaped."""
+    if not _lock.acquire(blocking=False):
+        return False
+    try:
+        if _kept() >= MAX_IDLE or ctl.fileno() < 0:
+            return False
+        ctl.setblocking(True)  # as a new one's: _send_spawn sends blocking
+        _idle.append((pid, ctl, baseline))
+        return True
+    finally:
+        _lock.release()
+
+
 def _discard_zygote(*, kill: bool = True) -> None:
-    """Forget a broken zygote (and what it owed us); reap what can be reaped."""
-    global _zygote, _spare, _pending
+    """Forget a broken zygote (and what it owed us); reap what can be reaped,
+    the idle shepherds too (they exit when their sockets close)."""
+    global _zygote, _pending
     z, _zygote = _zygote, None
-    spare, _spare = _spare, None
+    idle = _idle[:]
+    del _idle[:]
     pending, _pending = _pending, None
     if pending is not None:
         fds.close_socket(pending)
-    if spare is not None:
-        fds.close_socket(spare[1])
-        reap_child(spare[0], 2.0)
+    for _, sock, _ in idle:
+        fds.close_socket(sock)
+    for pid, _, _ in idle:
+        reap_child(pid, 2.0)
     if z is not None:
         z.close(kill=kill)
 
@@ -274,21 +327,17 @@ def reap_child(pid: int, grace: float) -> None:
 
 
 def helper_pids() -> set[int]:
-    """The long-lived helpers of this process: the zygote and the spare
-    shepherd (neither is a per-command process)."""
-    global _spare, _pending
+    """The long-lived helpers of this process: the zygote and the idle
+    shepherds (none is a per-command process)."""
     with _lock:
         pids = set()
         if _zygote is not None:
             pids.add(_zygote.pid)
-            if _spare is None and _pending is not None:
-                sock, _pending = _pending, None
-                try:
-                    _spare = (_zygote.collect(), sock)
-                except (OSError, ShepherdError):
-                    fds.close_socket(sock)
-        if _spare is not None:
-            pids.add(_spare[0])
+            try:
+                _collect_pending()
+            except ShepherdError:
+                pass
+        pids.update(pid for pid, _, _ in _idle)
         return pids
 
 
@@ -299,25 +348,23 @@ def current_pid() -> int | None:
 
 
 def shutdown() -> None:
-    """Stop the spare shepherd and the zygote (both exit when their sockets
+    """Stop the idle shepherds and the zygote (all exit when their sockets
     close) and reap them."""
-    global _zygote, _spare, _pending
     with _lock:
-        if _zygote is not None and _spare is None and _pending is not None:
-            sock, _pending = _pending, None
-            try:
-                _spare = (_zygote.collect(), sock)
-            except (OSError, ShepherdError):
-                fds.close_socket(sock)
+        try:
+            _collect_pending()
+        except ShepherdError:
+            pass
         _discard_zygote(kill=False)
 
 
 def _after_fork_in_child() -> None:
     # The zygote and the spare belong to the parent (their sockets are
     # already closed here, see fds): start afresh on next use.
-    global _zygote, _lock, _spare, _pending
+    global _zygote, _lock, _pending
     _lock = threading.Lock()
-    _zygote = _spare = _pending = None
+    _zygote = _pending = None
+    del _idle[:]
 
 
 fds.on_fork_in_child(_after_fork_in_child)
