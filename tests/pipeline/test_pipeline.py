@@ -18,7 +18,7 @@ import pytest
 from helpers import PY, pid_alive, pids_with_marker, py, rss_bytes, wait_until
 
 import netrunner
-from netrunner import Command, pipe
+from netrunner import Command, _lifetime, pipe
 
 #: A stage that records its pid, then sleeps (ignoring nothing).
 SLEEPER = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(1000)"
@@ -30,11 +30,18 @@ def read_pid(path: Path) -> int:
 
 
 def open_fds() -> int:
-    """This process's fd count, the pool of idle shepherds brought to one
-    state first: a run gives its shepherd back, or hangs up when one is
-    idle or on its way already, so one helper socket is left either way."""
+    """This process's fd count, netrunner's helpers brought to one state
+    first: a run gives its shepherd back, or hangs up when one is idle or on
+    its way already, so one helper socket is left either way; a shepherd
+    that was told to exit holds a pidfd here until it is reaped."""
     netrunner.run(["true"])
+    assert wait_until(lambda: _reaped_all(), timeout=10), "a detached shepherd was never reaped"
     return len(os.listdir("/proc/self/fd"))
+
+
+def _reaped_all() -> bool:
+    _lifetime.reap_detached()
+    return not _lifetime._detached
 
 
 # ------------------------------------------------------------------ results

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import pids_with_marker
+from conftest import pids_with_marker, wait_until
 
 import netrunner
 import netrunner.aio
-from netrunner import pipe
+from netrunner import _lifetime, pipe
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent / "hardening") not in sys.path:
@@ -30,11 +30,18 @@ STOPPED = -signal.SIGTERM
 
 
 def open_fds() -> int:
-    """This process's fd count, the pool of idle shepherds brought to one
-    state first: a run gives its shepherd back, or hangs up when one is
-    idle or on its way already, so one helper socket is left either way."""
+    """This process's fd count, netrunner's helpers brought to one state
+    first: a run gives its shepherd back, or hangs up when one is idle or on
+    its way already, so one helper socket is left either way; a shepherd
+    that was told to exit holds a pidfd here until it is reaped."""
     netrunner.run(["true"])
+    assert wait_until(lambda: _reaped_all(), timeout=10), "a detached shepherd was never reaped"
     return len(os.listdir("/proc/self/fd"))
+
+
+def _reaped_all() -> bool:
+    _lifetime.reap_detached()
+    return not _lifetime._detached
 
 
 def pipefail(statuses: tuple[int, ...]) -> int:
