@@ -27,7 +27,8 @@ SHEPHERD = "netrunner/netrunner-shepherd"
 
 def backend() -> ModuleType:
     spec = importlib.util.spec_from_file_location("build_backend", ROOT / "tools" / "build_backend.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
