@@ -107,11 +107,16 @@ def test_ctrl_c_typed_interrupts_the_command(term: Terminal) -> None:
 
 
 def test_window_size_is_followed(term: Terminal) -> None:
+    # SIGWINCH is blocked and taken with sigwait: a handler could run inside
+    # print() (the signal may come as soon as "ready" is written) and print
+    # re-entrantly; a resize to another size (the CLI's first) is waited past.
     code = (
-        "import os, signal, sys\n"
-        "signal.signal(signal.SIGWINCH, lambda *a: (print('size', os.get_terminal_size()), sys.exit(0)))\n"
+        "import os, signal\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})\n"
         "print('ready', flush=True)\n"
-        "signal.pause()\n"
+        "while os.get_terminal_size() != (120, 40):\n"
+        "    signal.sigwait({signal.SIGWINCH})\n"
+        "print('size', os.get_terminal_size())\n"
     )
     term.run("--pty", "--", PY, "-c", code)
     assert term.until(b"ready"), term.out
