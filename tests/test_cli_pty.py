@@ -99,7 +99,16 @@ def test_keys_typed_reach_the_command(term: Terminal) -> None:
 
 
 def test_ctrl_c_typed_interrupts_the_command(term: Terminal) -> None:
-    term.run("--pty", "--", "sh", "-c", "echo ready; sleep 30")
+    # "ready" comes from the process the SIGINT must end, once it is where it
+    # waits: with `sh -c "echo ready; sleep 30"` a ^C between the echo and the
+    # fork reached only sh, which (as shells do) waited for sleep to finish.
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    term.run("--pty", "--", PY, "-c", code)
     assert term.until(b"ready"), term.out
     os.write(term.master, b"\x03")  # the command's terminal turns it into SIGINT
     assert term.finish() == 128 + signal.SIGINT, term.out
