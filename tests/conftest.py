@@ -10,6 +10,7 @@ reap orphans.  Tests that pass their own ``env`` must include ``marker_env``.
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,20 @@ from collections.abc import Iterator
 import pytest
 
 MARKER_VAR = "NETRUNNER_TEST_MARKER"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Python's own SIGINT handler, however the suite was started.
+
+    A job a shell starts in the background without job control (``cmd &`` in
+    a script) has SIGINT ignored; an ignored disposition survives ``execve``,
+    and a Python that starts with SIGINT ignored keeps it so, where
+    ``KeyboardInterrupt`` is expected. The owner processes the tests start
+    inherit this process's disposition: with the handler back here, they get
+    the default disposition, and so their own handler, as in a terminal."""
+    del config
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pids_with_marker(marker: str) -> list[int]:

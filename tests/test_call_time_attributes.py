@@ -32,6 +32,7 @@ from netrunner._core.attrs import Changes
 from netrunner._engine import attrs_error
 from netrunner._io import zygote
 from netrunner._io.attrs import RESOURCES, current_limits, current_umask
+from netrunner._io.shepherd import find_shepherd
 
 NOFILE, CORE = resource.RLIMIT_NOFILE, resource.RLIMIT_CORE
 INF = resource.RLIM_INFINITY
@@ -292,7 +293,7 @@ go, out = threading.Event(), []
 def worker():  # made before the main thread raises its nice value: it keeps the lower one
     go.wait()
     out.append(netrunner.run(["sh", "-c", "cut -d' ' -f19 /proc/self/stat"], check=True).stdout)
-t = threading.Thread(target=worker)
+t = threading.Thread(target=worker, daemon=True)  # a failure below ends the script at once
 t.start()
 os.setgroups([])
 os.setgid(65534)
@@ -310,8 +311,12 @@ print(os.getpriority(os.PRIO_PROCESS, 0), int(out[0]), flush=True)
 """
     if os.geteuid() != 0:  # already unprivileged: no setuid needed
         script = script.replace("os.setgroups([])\nos.setgid(65534)\nos.setuid(65534)", "pass")
-    # netrunner imported before the setuid: an editable install's build tree need not be readable by nobody
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, cwd="/")
+    # netrunner imported, and the shepherd named, before the setuid: an
+    # editable install's build tree need not be readable by nobody, nor the
+    # interpreter's own files (a pyenv under /root), which finding the
+    # shepherd in an editable install would import from
+    env = dict(os.environ, NETRUNNER_SHEPHERD=find_shepherd())
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, cwd="/", env=env)
     assert done.returncode == 0, done.stderr.decode()
     zygote_nice, command_nice = map(int, done.stdout.split())
     assert command_nice == zygote_nice

@@ -99,7 +99,16 @@ def test_keys_typed_reach_the_command(term: Terminal) -> None:
 
 
 def test_ctrl_c_typed_interrupts_the_command(term: Terminal) -> None:
-    term.run("--pty", "--", "sh", "-c", "echo ready; sleep 30")
+    # "ready" comes from the process the SIGINT must end, once it is where it
+    # waits: with `sh -c "echo ready; sleep 30"` a ^C between the echo and the
+    # fork reached only sh, which (as shells do) waited for sleep to finish.
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    term.run("--pty", "--", PY, "-c", code)
     assert term.until(b"ready"), term.out
     os.write(term.master, b"\x03")  # the command's terminal turns it into SIGINT
     assert term.finish() == 128 + signal.SIGINT, term.out
@@ -107,11 +116,16 @@ def test_ctrl_c_typed_interrupts_the_command(term: Terminal) -> None:
 
 
 def test_window_size_is_followed(term: Terminal) -> None:
+    # SIGWINCH is blocked and taken with sigwait: a handler could run inside
+    # print() (the signal may come as soon as "ready" is written) and print
+    # re-entrantly; a resize to another size (the CLI's first) is waited past.
     code = (
-        "import os, signal, sys\n"
-        "signal.signal(signal.SIGWINCH, lambda *a: (print('size', os.get_terminal_size()), sys.exit(0)))\n"
+        "import os, signal\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})\n"
         "print('ready', flush=True)\n"
-        "signal.pause()\n"
+        "while os.get_terminal_size() != (120, 40):\n"
+        "    signal.sigwait({signal.SIGWINCH})\n"
+        "print('size', os.get_terminal_size())\n"
     )
     term.run("--pty", "--", PY, "-c", code)
     assert term.until(b"ready"), term.out

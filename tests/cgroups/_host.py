@@ -274,12 +274,26 @@ def _rmdir(d: str) -> bool:
     return True
 
 
+#: The tokens of this process's Trackers. A directory whose top component is
+#: another token's (``t-<12 hex>-<n>``) belongs to another run of this suite
+#: on the same machine, and is none of this run's business.
+_OWN_TOKENS: set[str] = set()
+_TOKEN_TOP = re.compile(r"(t-[0-9a-f]{12})-\d+")
+
+
+def _foreign(base: str, directory: str) -> bool:
+    top = os.path.relpath(directory, base).split(os.sep, 1)[0]
+    match = _TOKEN_TOP.fullmatch(top)
+    return match is not None and match.group(1) not in _OWN_TOKENS
+
+
 def snapshot(extra_bases: tuple[str, ...] = ()) -> set[str]:
-    """Every directory below netrunner's roots (v2 root, each v1 ``netrunner``)."""
+    """Every directory below netrunner's roots (v2 root, each v1 ``netrunner``),
+    but those of another run of the suite (another process's Tracker)."""
     out: set[str] = set()
     bases = [netrunner_root(), *(os.path.join(mp, "netrunner") for mp in v1_mount_points()), *extra_bases]
     for base in bases:
-        out.update(d for d in subtree(base) if d != base)
+        out.update(d for d in subtree(base) if d != base and not _foreign(base, d))
     return out
 
 
@@ -305,6 +319,7 @@ class Tracker:
     removable: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        _OWN_TOKENS.add(self.token)
         self.bases = [netrunner_root(), *(os.path.join(mp, "netrunner") for mp in v1_mount_points())]
 
     def path(self, sub: str = "") -> str:

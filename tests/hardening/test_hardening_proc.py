@@ -135,21 +135,31 @@ def test_hidepid_hides_a_nondumpable_descendant(marker: str, tmp_path: Path) -> 
     src, shepherd = netrunner_src(), shepherd_binary()
     drop = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
     env = dict(os.environ, PYTHONPATH=src, NETRUNNER_SHEPHERD=shepherd)
-    # -S: skip site (the editable loader would try to rebuild as that user)
-    probe = subprocess.run(
-        [*drop, PY, "-S", "-c", "import netrunner, os; os.stat(os.environ['NETRUNNER_SHEPHERD'])"],
-        env=env, capture_output=True, text=True, timeout=30,
-    )
-    assert probe.returncode == 0, (
-        f"precondition: uid 65534 cannot import netrunner from {src} or reach {shepherd} with {PY} "
-        f"(check the permissions of these paths): {probe.stderr.strip()}"
-    )
+    # -S: skip site (the editable loader would try to rebuild as that user).
+    # This interpreter, or else the system's: one installed under /root (a
+    # pyenv build with its libpython there) cannot even start as that user.
+    failures = []
+    for exe in dict.fromkeys([PY, "/usr/bin/python3", "/usr/local/bin/python3"]):
+        if not os.path.exists(exe):
+            continue
+        probe = subprocess.run(
+            [*drop, exe, "-S", "-c", "import netrunner, os; os.stat(os.environ['NETRUNNER_SHEPHERD'])"],
+            env=env, capture_output=True, text=True, timeout=30,
+        )
+        if probe.returncode == 0:
+            break
+        failures.append(f"{exe}: {probe.stderr.strip()}")
+    else:
+        raise AssertionError(
+            f"precondition: uid 65534 cannot import netrunner from {src} or reach {shepherd} "
+            f"(check the permissions of these paths): {failures}"
+        )
     script = 'mount -t proc -o hidepid=2 proc /proc || exit 99; exec "$@"'
     owner = Owner(
         RUN_HIDDEN, tmp_path,
         prefix=("unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
                 "sh", "-c", script, "sh", *drop),
-        python=(PY, "-S"), env=env,
+        python=(exe, "-S"), env=env,
     )
     try:
         info = owner.result(timeout=40)

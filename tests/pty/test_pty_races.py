@@ -66,6 +66,27 @@ def seeded() -> tuple[random.Random, int]:
     return random.Random(seed), seed
 
 
+class Staircase:
+    """A phase that follows a race's boundary, whatever the host's speed.
+
+    Each draw is uniform in ``spread`` times the current scale. After an
+    outcome that says the phase came too late (the command had exited
+    first) the scale shrinks by a fifth; after one that says it came too
+    early it grows by a quarter. A loaded host, where starting a command
+    takes ten times longer, moves the scale along, so both outcomes keep
+    happening and the race is really run; which one happens is never
+    checked, only that it is a true one."""
+
+    def __init__(self, rng: random.Random, scale: float, spread: tuple[float, float] = (0.0, 1.0)) -> None:
+        self.rng, self.scale, self.spread = rng, scale, spread
+
+    def draw(self) -> float:
+        return self.rng.uniform(self.scale * self.spread[0], self.scale * self.spread[1])
+
+    def outcome(self, *, too_late: bool) -> None:
+        self.scale = min(max(self.scale * (0.8 if too_late else 1.25), 0.0005), 2.0)
+
+
 def pause(seconds: float) -> None:
     """Vary a phase (correctness never depends on it)."""
     if seconds > 0:
@@ -132,16 +153,18 @@ def check_line(out: bytes, n: int, *, required: bool) -> list[int]:
 
 
 def test_exit_at_the_moment_of_stop_kill_or_terminate(marker: str) -> None:
-    """start() then, after 0-4 ms, stop(), kill()+wait() or terminate()+wait()
+    """start() then, after 0-4 ms (a Staircase: about as long as the command
+    takes to exit on this host), stop(), kill()+wait() or terminate()+wait()
     on a command that exits 3 at about that moment: its own status or the
     signal sent (never ShepherdError, never a hang); after a natural exit its
     whole line is read; its two leftovers are dead when the call returns."""
     rng, seed = seeded()
     allowed = {"stop": {3, TERM, KILL}, "kill": {3, KILL}, "terminate": {3, TERM}}
     seen: Counter[str] = Counter()
+    phase = Staircase(rng, 0.004)
     for i in range(iterations(600)):
         how = ("stop", "kill", "terminate")[i % 3]
-        delay = rng.uniform(0, 0.004)
+        delay = phase.draw()
         what = f"iteration {i} (seed {seed}): {how} after {delay * 1000:.2f} ms"
         p = netrunner.start(exiter(i), pty=True, kill_timeout=1)
         try:
@@ -170,6 +193,7 @@ def test_exit_at_the_moment_of_stop_kill_or_terminate(marker: str) -> None:
             raise AssertionError(f"{what} (returncode {rc}): {exc}") from None
         assert not [pid for pid in leftovers if carries(pid, marker)], f"{what}: leftovers {leftovers} survived"
         seen[f"{how}:{rc}"] += 1
+        phase.outcome(too_late=rc == 3)
     print(f"outcomes: {dict(seen)}")
     assert any(key.endswith(":3") for key in seen), f"precondition: no command ever exited first: {dict(seen)}"
     assert not all(key.endswith(":3") for key in seen), (
@@ -203,7 +227,7 @@ def _timeout_outcome(outcome: Any, n: int, what: str) -> str:
 
 def test_timeout_at_the_moment_of_exit(marker: str) -> None:
     """run() and aio.run() of a command that exits 3 after about 20 ms, with
-    a timeout of 12-30 ms: a Result (status 3, the whole line) or Timeout
+    a timeout of 12-30 ms (a Staircase: around the time it takes here): a Result (status 3, the whole line) or Timeout
     (its partial output: nothing or the whole line, the whole line when the
     command had exited by itself), never anything else; nothing of the tree
     alive when the call returns or raises."""
@@ -216,8 +240,9 @@ def test_timeout_at_the_moment_of_exit(marker: str) -> None:
         except Exception as exc:
             return exc
 
+    phase = Staircase(rng, 0.02, spread=(0.6, 1.5))
     for i in range(iterations(300)):
-        timeout = rng.uniform(0.012, 0.03)
+        timeout = phase.draw()
         twin = "aio.run" if i % 2 else "run"
         what = f"iteration {i} (seed {seed}): {twin}(timeout={timeout * 1000:.1f} ms)"
         if twin == "run":
@@ -228,7 +253,9 @@ def test_timeout_at_the_moment_of_exit(marker: str) -> None:
         else:
             outcome = asyncio.run(asyncio.wait_for(arun_one(i, timeout), 30))
         alive = tree_now(marker)
-        seen[f"{twin}:{_timeout_outcome(outcome, i, what)}"] += 1
+        result = _timeout_outcome(outcome, i, what)
+        seen[f"{twin}:{result}"] += 1
+        phase.outcome(too_late=result == "exit")
         assert not alive, f"{what}: alive when the call returned: {alive}"
     print(f"outcomes: {dict(seen)}")
     assert {k.split(":")[1] for k in seen} == {"exit", "timeout"}, f"precondition: the race never happened: {seen}"
@@ -442,7 +469,7 @@ async def _ajob(kind: str, n: int) -> tuple[int, bytes]:
 
 def test_aio_cancelled_at_random_moments(marker: str) -> None:
     """aio.run and aio.start (in ``async with``) of a command that exits by
-    itself or only when stopped, its task cancelled 0-20 ms after it was
+    itself or only when stopped, its task cancelled 0-20 ms (a Staircase) after it was
     created (while it spawns, reads, waits, or after it is done). A task
     whose cancel() was accepted ends with CancelledError (nothing in
     netrunner may swallow it: the command that only a stop ends would then
@@ -451,13 +478,14 @@ def test_aio_cancelled_at_random_moments(marker: str) -> None:
     end the process holds the fds it held before."""
     rng, seed = seeded()
     seen: Counter[str] = Counter()
+    phase = Staircase(rng, 0.02)
 
     async def main() -> None:
         await netrunner.aio.run(["true"], pty=True)  # the helpers exist
         before = open_fd_count()
         for i in range(iterations(240)):
             kind = ("run-exit", "run-hold", "start-exit", "start-hold")[i % 4]
-            delay = rng.uniform(0, 0.02)
+            delay = phase.draw()
             what = f"iteration {i} (seed {seed}): {kind}, cancel() after {delay * 1000:.2f} ms"
             task = asyncio.create_task(_ajob(kind, i))
             await asyncio.sleep(delay)
@@ -494,6 +522,8 @@ def test_aio_cancelled_at_random_moments(marker: str) -> None:
                 raise AssertionError(f"{what} ({outcome}): alive when the task ended: {alive}; "
                                      f"{'gone' if later else 'still alive'} 5 s later")
             seen[f"{kind}:{outcome}"] += 1
+            if kind.endswith("exit"):
+                phase.outcome(too_late=outcome == "finished")
         # a shepherd handed off is reaped by then (a reaper may hold its pidfd meanwhile)
         for _ in range(500):
             if open_fd_count() == before:

@@ -57,6 +57,22 @@ def drain_until_eof(sock: socket.socket, timeout: float = 10.0) -> list[codec.Ev
     raise AssertionError(f"shepherd neither answered nor hung up: {got}")
 
 
+def send_until_refused(sock: socket.socket, records: list[bytes]) -> None:
+    """Send ``records`` in order until the shepherd refuses one.
+
+    A shepherd gives up at the first bad record, so how many of the rest it
+    takes before it hangs up depends on timing; the assertions are about what
+    it answers and how it exits, never about that count. The first record is
+    always taken: the shepherd is alive and reading when the fuzz starts.
+    """
+    sock.send(records[0])
+    for record in records[1:]:
+        try:
+            sock.send(record)
+        except OSError:
+            return  # it gave up on an earlier record and hung up
+
+
 def expected_exit(events: list[codec.Event]) -> int:
     """A shepherd that answered a bad frame exits with EXIT_PROTOCOL."""
     faults = [e for e in events if isinstance(e, codec.ShepherdFault)]
@@ -67,20 +83,13 @@ def expected_exit(events: list[codec.Event]) -> int:
 
 def test_random_records_to_idle_shepherds() -> None:
     rng = random.Random(1234)
-    sent = planned = 0
     for _ in range(300):
         pid, sock = idle_shepherd()
         # Drawn before sending, so the records do not depend on when the
         # shepherd gives up (it stops reading at the first bad one).
         records = [random_record(rng) for _ in range(rng.randint(1, 30))]
-        planned += len(records)
         try:
-            for record in records:
-                try:
-                    sock.send(record)
-                except OSError:
-                    break  # it already gave up on us
-                sent += 1
+            send_until_refused(sock, records)
             sock.shutdown(socket.SHUT_WR)
             events = drain_until_eof(sock)
             assert all(isinstance(e, (codec.ShepherdFault, codec.Started, codec.ExecFailed, codec.Exited))
@@ -88,14 +97,11 @@ def test_random_records_to_idle_shepherds() -> None:
         finally:
             sock.close()
         reap(pid, expect=expected_exit(events))
-    assert planned > 1000  # the seed's plan, whatever the timing
-    assert sent >= 300  # every shepherd took at least its first record
     assert netrunner.run(["echo", "still fine"]).stdout == b"still fine\n"
 
 
 def test_random_records_to_running_shepherds(marker: str) -> None:
     rng = random.Random(99)
-    sent = 0
     for _ in range(60):
         pid, sock = idle_shepherd()
         theirs, ours = std_fds()
@@ -106,24 +112,16 @@ def test_random_records_to_running_shepherds(marker: str) -> None:
         close_all(theirs)
         try:
             started(sock)
-            for _ in range(rng.randint(1, 40)):
-                record = random_record(rng)
-                if record[:1] == b"\x12":  # keep the fuzz about framing, not signals
-                    record = b"\x12" + b"\0" * max(0, len(record) - 1)
-                try:
-                    sock.send(record)
-                except OSError:
-                    break
-                sent += 1
+            records = [random_record(rng) for _ in range(rng.randint(1, 40))]
+            # keep the fuzz about framing, not signals
+            records = [b"\x12" + b"\0" * (len(r) - 1) if r[:1] == b"\x12" else r for r in records]
+            send_until_refused(sock, records)
             sock.shutdown(socket.SHUT_WR)
             got = drain_until_eof(sock)
         finally:
             sock.close()
             close_all(ours)
         reap(pid, expect=expected_exit(got))
-    # a shepherd gives up at the first bad record and refuses the rest, so how
-    # many got through depends on timing: at least one each
-    assert sent >= 60
     assert wait_until(lambda: not pids_with_marker(marker))
 
 

@@ -59,6 +59,7 @@ class _Zygote:
     baseline: Attrs
 
     def __init__(self) -> None:
+        check_kernel()
         path = find_shepherd()
         ours, theirs = fds.socketpair()
         moved = devnull = -1
@@ -168,6 +169,43 @@ class _Zygote:
         -- is SIGKILLed first: it is our unreaped child, so its pid is pinned."""
         fds.close_socket(self.sock)
         reap_child(self.pid, 0.0 if kill else 2.0)
+
+
+#: Set once check_kernel() has passed in this process.
+_kernel_ok = False
+
+
+def check_kernel() -> None:
+    """Raise a clear :class:`ShepherdError` on a system the shepherd cannot
+    keep its guarantees on: not Linux, or a Linux without ``pidfd_open``
+    (before 5.3; CLONE_PIDFD, 5.2, and pidfd_send_signal, 5.1, come with it),
+    or where a seccomp profile refuses it. The shepherd pins every process it
+    signals with a pidfd; without them it could not stop a command's
+    descendants. Newer interfaces (clone3 with CLONE_INTO_CGROUP, 5.7;
+    waitid P_PIDFD, 5.4; cgroup.kill, 5.14; PIDFD_SIGNAL_PROCESS_GROUP, 6.9)
+    have fallbacks. Checked once per process, by trying the call."""
+    global _kernel_ok
+    if _kernel_ok:
+        return
+    release = os.uname().release
+    if not hasattr(os, "pidfd_open"):
+        raise ShepherdError(
+            errno.ENOSYS, f"netrunner needs Linux 5.3 or later; this is {os.uname().sysname} {release}"
+        )
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:
+            raise ShepherdError(
+                exc.errno, f"netrunner needs Linux 5.3 or later (pidfd_open); this kernel is {release}"
+            ) from None
+        if exc.errno == errno.EPERM:
+            raise ShepherdError(
+                exc.errno, "netrunner needs pidfd_open (Linux 5.3), which a seccomp profile refuses here "
+                "(EPERM; container runtimes older than pidfds did): allow pidfd_open and pidfd_send_signal"
+            ) from None
+        raise
+    _kernel_ok = True
 
 
 def _spawn_with_vfork(path: str, sock_fd: int, env: dict[str, str]) -> int:
