@@ -21,6 +21,7 @@ __all__ = [
     "pids_with_marker",
     "py",
     "rss_bytes",
+    "settled_fd_count",
     "stray_children",
     "wait_until",
 ]
@@ -130,3 +131,20 @@ class LineReader:
 
 def open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def settled_fd_count() -> int:
+    """This process's fd count, netrunner's helpers brought to one state
+    first: a run gives its shepherd back, or hangs up when one is idle or on
+    its way already, so one helper socket is left either way; a shepherd
+    that was told to exit holds a pidfd here until it is reaped."""
+    import netrunner
+    from netrunner import _lifetime
+
+    def reaped_all() -> bool:
+        _lifetime.reap_detached()
+        return not _lifetime._detached
+
+    netrunner.run(["true"])
+    assert wait_until(reaped_all, timeout=10), "a detached shepherd was never reaped"
+    return len(os.listdir("/proc/self/fd"))

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import PY, pid_alive, pids_with_marker, py, rss_bytes, wait_until
+from helpers import PY, pid_alive, pids_with_marker, py, rss_bytes, settled_fd_count, wait_until
 
 import netrunner
-from netrunner import Command, _lifetime, pipe
+from netrunner import Command, pipe
 
 #: A stage that records its pid, then sleeps (ignoring nothing).
 SLEEPER = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(1000)"
@@ -29,19 +29,6 @@ def read_pid(path: Path) -> int:
     return int(path.read_text())
 
 
-def open_fds() -> int:
-    """This process's fd count, netrunner's helpers brought to one state
-    first: a run gives its shepherd back, or hangs up when one is idle or on
-    its way already, so one helper socket is left either way; a shepherd
-    that was told to exit holds a pidfd here until it is reaped."""
-    netrunner.run(["true"])
-    assert wait_until(lambda: _reaped_all(), timeout=10), "a detached shepherd was never reaped"
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _reaped_all() -> bool:
-    _lifetime.reap_detached()
-    return not _lifetime._detached
 
 
 # ------------------------------------------------------------------ results
@@ -318,12 +305,12 @@ def test_stream_checks_every_stage() -> None:
 
 def test_no_fd_is_left_behind() -> None:
     netrunner.run(pipe(["true"], ["true"]))
-    before = open_fds()
+    before = settled_fd_count()
     for _ in range(50):
         netrunner.run(pipe(["echo", "x"], ["cat"], ["cat"]))
         with pytest.raises(FileNotFoundError):
             netrunner.run(pipe(["true"], ["netrunner-no-such-program"]))
-    assert open_fds() == before
+    assert settled_fd_count() == before
 
 
 # --------------------------------------------------------- building pipelines

@@ -7,7 +7,6 @@ ten times longer."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import sys
@@ -15,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import pids_with_marker, wait_until
+from conftest import pids_with_marker
+from helpers import settled_fd_count
 
 import netrunner
 import netrunner.aio
-from netrunner import _lifetime, pipe
+from netrunner import pipe
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent / "hardening") not in sys.path:
@@ -29,19 +29,6 @@ from _stress import iterations  # noqa: E402
 STOPPED = -signal.SIGTERM
 
 
-def open_fds() -> int:
-    """This process's fd count, netrunner's helpers brought to one state
-    first: a run gives its shepherd back, or hangs up when one is idle or on
-    its way already, so one helper socket is left either way; a shepherd
-    that was told to exit holds a pidfd here until it is reaped."""
-    netrunner.run(["true"])
-    assert wait_until(lambda: _reaped_all(), timeout=10), "a detached shepherd was never reaped"
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _reaped_all() -> bool:
-    _lifetime.reap_detached()
-    return not _lifetime._detached
 
 
 def pipefail(statuses: tuple[int, ...]) -> int:
@@ -53,7 +40,7 @@ def test_exit_against_stop() -> None:
     rnd = random.Random(seed)
     seen = set()
     netrunner.run(pipe(["true"], ["true"]))
-    fds_before = open_fds()
+    fds_before = settled_fd_count()
     for i in range(iterations(300)):
         with netrunner.start(pipe(["true"], ["cat"], ["cat"])) as p:
             time.sleep(rnd.random() * 0.004)
@@ -63,7 +50,7 @@ def test_exit_against_stop() -> None:
         assert all(s in (0, STOPPED) for s in status), (seed, i, status)
         assert rc == p.returncode == pipefail(status), (seed, i, rc, status)
         seen.add(status)
-    assert open_fds() == fds_before
+    assert settled_fd_count() == fds_before
     assert seen  # which outcomes occurred depends on the machine; each was a true one
 
 
@@ -89,7 +76,7 @@ def test_timeout_at_the_moment_of_exit() -> None:
 
 @pytest.mark.parametrize("failing", [0, 1, 2])
 def test_exec_failure_against_the_others_exiting(failing: int) -> None:
-    fds_before = open_fds()
+    fds_before = settled_fd_count()
     for i in range(iterations(100)):
         stages: list[list[str]] = [["true"], ["true"], ["true"]]
         stages[failing] = ["netrunner-no-such-program"]
@@ -98,7 +85,7 @@ def test_exec_failure_against_the_others_exiting(failing: int) -> None:
         assert info.value.filename == "netrunner-no-such-program", i
         with pytest.raises(FileNotFoundError):
             netrunner.start(pipe(*stages))
-    assert open_fds() == fds_before
+    assert settled_fd_count() == fds_before
 
 
 def test_signal_against_exit() -> None:
@@ -129,6 +116,6 @@ def test_aio_cancelled_at_random_moments(marker: str) -> None:
             assert not pids_with_marker(marker), (seed, i)  # stopped before the cancellation surfaced
 
     netrunner.run(pipe(["true"], ["true"]))
-    fds_before = open_fds()
+    fds_before = settled_fd_count()
     asyncio.run(main())
-    assert open_fds() == fds_before
+    assert settled_fd_count() == fds_before
