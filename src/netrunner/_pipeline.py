@@ -476,13 +476,17 @@ class PipelineHandle(Handle):
         for h in self.stages:
             h.reap()
 
-    def close_fds(self) -> None:
+    def _close_ends(self) -> None:
+        """Close the pipeline's own ends (the stages' fds are theirs)."""
         self.close_stdin()
         for name in ("stdout_fd", "stderr_fd"):
             fd = getattr(self, name)
             if fd is not None:
                 setattr(self, name, None)
                 fds.close(fd)
+
+    def close_fds(self) -> None:
+        self._close_ends()
         for h in self.stages:
             h.close_fds()
 
@@ -490,12 +494,7 @@ class PipelineHandle(Handle):
         if self.foreign:
             return
         self.out_eof = self.err_eof = True
-        self.close_stdin()
-        for name in ("stdout_fd", "stderr_fd"):
-            fd = getattr(self, name)
-            if fd is not None:
-                setattr(self, name, None)
-                fds.close(fd)
+        self._close_ends()
         for h in self.stages:
             h.release()
 
@@ -510,10 +509,6 @@ class PipelineHandle(Handle):
     def stage_stats(self) -> tuple[Stats, ...]:
         now = time.monotonic()
         return tuple(h.core.stats(now) for h in self.stages)
-
-    def _kill_group(self) -> None:  # pragma: no cover - each stage kills its own
-        for h in self.stages:
-            h._kill_group()
 
 
 
