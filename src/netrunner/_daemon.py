@@ -366,6 +366,7 @@ class DaemonBase:
         assert self._wake is not None
         while True:
             h.pump_control()
+            readers = h.readers()  # before the check: see _engine's invariants
             if h.core.done:
                 h.drain(1, _Output._Sink(out.out))
                 if out.stderr is not None:
@@ -376,7 +377,7 @@ class DaemonBase:
             if self._stopping and not stop_sent:
                 h.send(codec.encode_stop(self._stop_kt))
                 stop_sent = True
-            ready = yield ((*h.readers(), self._wake), (), None)
+            ready = yield ((*readers, self._wake), (), None)
             if self._wake in ready:
                 self._drain_wake()
             if h.stdout_fd in ready:

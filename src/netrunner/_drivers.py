@@ -30,6 +30,8 @@ def drive(flow: Flow) -> Any:
     try:
         while True:
             readers, writers, deadline = flow.send(ready)
+            if not readers and not writers and deadline is None:  # would block for ever
+                raise RuntimeError("netrunner: internal error: a wait on nothing")
             poller = select.poll()
             for fd in readers:
                 poller.register(fd, _POLLIN)

@@ -16,7 +16,14 @@ Invariants:
 * Fds stay open (at EOF) until :meth:`Handle.release`, so a number a waiter
   polls is never reused under it; stdin is the exception, closed at once by
   ``close_stdin`` so the command sees EOF.
-* The control socket is never waited on after it reached EOF.
+* A flow takes the fds it will wait on *before* it checks whether it must
+  wait, as with a condition variable. Another thread may read the command's
+  last records in between; every control socket in the snapshot then still
+  wakes the wait, because the shepherd hangs up after its last record and
+  the socket stays readable at EOF. For that, ``ctl_open`` turns false only
+  once the outcome is known (``_on_hangup`` keeps that order). Handles whose
+  shepherd is given back for reuse (``run``, streams) are driven by one
+  thread at a time: an idle shepherd's socket wakes nobody.
 """
 
 from __future__ import annotations
@@ -248,7 +255,8 @@ class Handle:
     # --- control socket ---------------------------------------------------
 
     def control_fds(self) -> tuple[int, ...]:
-        """The control sockets to wait on for news of the command."""
+        """The control sockets to wait on for news of the command. Take
+        them before checking whether to wait (see the module's invariants)."""
         return (self.ctl_fd,) if self.ctl_open else ()
 
     @property
@@ -332,8 +340,9 @@ class Handle:
     def _on_hangup(self) -> None:
         # The shepherd closed the socket: it has exited (or is exiting). The
         # socket itself stays open until release(), so no fd number a waiter
-        # may be polling is ever reused under it.
-        self.ctl_open = False
+        # may be polling is ever reused under it. ctl_open turns false last,
+        # once the outcome is known: a thread that finds it false without a
+        # result would have nothing left to wait on.
         status = None
         try:
             status = os.waitpid(self.shepherd_pid, zygote.WALL)[1]
@@ -349,6 +358,7 @@ class Handle:
                 cgroup.kill(self.placement)
                 if not cgroup.remove(self.placement, wait=1.0):
                     _report_kept(self)
+        self.ctl_open = False
         _lifetime.forget(self)
 
     def _give_up(self, why: str) -> None:
@@ -605,6 +615,7 @@ class Handle:
             if data is not None:
                 return data
             self.pump_control()
+            ctl = self.control_fds()  # before the check: see the invariants
             if self.core.done:  # the tree is gone: what is in the pipe is all
                 data = self.read_once(which, size)
                 if data is None:
@@ -619,9 +630,9 @@ class Handle:
             if deadline is not None and _monotonic() >= deadline:
                 raise WaitTimeout
             if which == 1:
-                yield from self._wait((fd, *self.control_fds()), (), deadline)
+                yield from self._wait((fd, *ctl), (), deadline)
             else:  # reading stderr itself
-                yield ((fd, *self.control_fds()), (), deadline)
+                yield ((fd, *ctl), (), deadline)
 
     def flow_read_output(self, which: int, size: int, deadline: float | None, *, ahead: bool = True) -> Flow:
         """:meth:`flow_read`, decoded in text mode (a character split across
@@ -690,11 +701,12 @@ class Handle:
         lost_before = self.core.phase is Phase.LOST
         while True:
             self.pump_control()
+            ctl = self.control_fds()  # before the check: see the invariants
             if self.finished:
                 break
             if deadline is not None and _monotonic() >= deadline:
                 raise WaitTimeout
-            yield from self._wait(self.control_fds(), (), deadline)
+            yield from self._wait(ctl, (), deadline)
         if self.core.phase is Phase.LOST and not lost_before:
             raise self.shepherd_error()
         return self.core.returncode
@@ -704,10 +716,12 @@ class Handle:
         self.pump_control()
         if not self.core.done:
             self.send(codec.encode_stop(kill_timeout))
-        while not self.finished:
-            yield from self._wait(self.control_fds(), (), None)
+        while True:
+            ctl = self.control_fds()  # before the check: see the invariants
+            if self.finished:
+                return self.core.returncode
+            yield from self._wait(ctl, (), None)
             self.pump_control()
-        return self.core.returncode
 
     def flow_collect(
         self,
@@ -728,6 +742,7 @@ class Handle:
         size = READ_SIZE
         while True:
             self.pump_control()
+            readers = self.readers()  # before the check: see the invariants
             if self.core.done:
                 self.drain(1, out)
                 self.drain(2, err)
@@ -739,7 +754,7 @@ class Handle:
                 yield from self.flow_reap()
                 return stopped
             writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
-            ready = yield (self.readers(), writers, None if stopped else deadline)  # type: ignore[misc]
+            ready = yield (readers, writers, None if stopped else deadline)  # type: ignore[misc]
             if self.stdout_fd in ready:
                 data = self.read_once(1, size)
                 if data and out is not None and out.add(data) and stopped is None:
@@ -774,6 +789,7 @@ class Handle:
             if data:
                 return data
             self.pump_control()
+            readers = self.readers()  # before the check: see the invariants
             if self.core.done:  # the tree is gone: take what is left, then end
                 data = self.read_once(1, size)
                 if data:
@@ -785,7 +801,7 @@ class Handle:
             if deadline is not None and _monotonic() >= deadline:
                 raise WaitTimeout
             writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
-            ready = yield (self.readers(), writers, deadline)  # type: ignore[misc]
+            ready = yield (readers, writers, deadline)  # type: ignore[misc]
             if self.stderr_fd in ready:
                 chunk = self.read_once(2, READ_SIZE)
                 if chunk and err is not None:

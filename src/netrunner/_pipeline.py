@@ -458,9 +458,10 @@ class PipelineHandle(Handle):
         others and raise its error."""
         while True:
             self.pump_control()
+            ctl = self.control_fds()  # before the check: see _engine's invariants
             if all(h.core.phase is not Phase.STARTING for h in self.stages):
                 break
-            yield (self.control_fds(), (), None)
+            yield (ctl, (), None)
         if any(h.core.phase in (Phase.FAILED, Phase.LOST) for h in self.stages):
             yield from self.flow_stop(None)
             self.release()

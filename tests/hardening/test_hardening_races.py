@@ -9,12 +9,14 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from _stress import iterations
 from helpers import py
 from helpers_aio import arun
 
 import netrunner
 import netrunner.aio
+from netrunner._engine import Handle
 
 #: Statuses a stopped command can really have: its own exit (0 here) or a
 #: signal netrunner sent while stopping it.
@@ -84,39 +86,57 @@ def test_terminate_then_wait_on_exiting_command() -> None:
         assert p.returncode == rc
 
 
+def _stop_from_six_threads(i: int) -> None:
+    p = netrunner.start(["sleep", "0.005"], kill_timeout=1)
+    # release all six at about the moment the command exits (the phase is
+    # varied; the outcome is checked whatever it is)
+    barrier = threading.Barrier(6, action=lambda: time.sleep(0.0005 * (i % 16)))
+    results: list[Any] = []
+
+    def stopper() -> None:
+        barrier.wait()
+        try:
+            results.append(p.stop())
+        except BaseException as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=stopper, daemon=True) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    hung = [t for t in threads if t.is_alive()]
+    if hung:
+        p.kill()
+    p.close()
+    assert not hung, f"iteration {i}: {len(hung)} stop() calls still blocked after 10 s"
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, f"iteration {i}: stop() raised {errors!r}"
+    assert len(set(results)) == 1, f"iteration {i}: threads disagree: {results}"
+    assert results[0] in SENT, f"iteration {i}: returncode {results[0]}"
+
+
 def test_stop_from_six_threads_while_exiting() -> None:
     """stop() called by 6 threads at once on a command that exits at that
     moment: every call returns the same true status, none raises or hangs."""
     for i in range(iterations(300)):
-        p = netrunner.start(["sleep", "0.005"], kill_timeout=1)
-        # release all six at about the moment the command exits (the phase is
-        # varied; the outcome is checked whatever it is)
-        barrier = threading.Barrier(6, action=lambda i=i: time.sleep(0.0005 * (i % 16)))
-        results: list[Any] = []
+        _stop_from_six_threads(i)
 
-        def stopper(
-            p: netrunner.Process = p, barrier: threading.Barrier = barrier, results: list[Any] = results
-        ) -> None:
-            barrier.wait()
-            try:
-                results.append(p.stop())
-            except BaseException as exc:
-                results.append(exc)
 
-        threads = [threading.Thread(target=stopper, daemon=True) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=10)
-        hung = [t for t in threads if t.is_alive()]
-        if hung:
-            p.kill()
-        p.close()
-        assert not hung, f"iteration {i}: {len(hung)} stop() calls still blocked after 10 s"
-        errors = [r for r in results if isinstance(r, BaseException)]
-        assert not errors, f"iteration {i}: stop() raised {errors!r}"
-        assert len(set(results)) == 1, f"iteration {i}: threads disagree: {results}"
-        assert results[0] in SENT, f"iteration {i}: returncode {results[0]}"
+def test_stop_from_six_threads_with_a_slow_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same, with a pause while each wait takes its control sockets: the
+    moment another thread may read the last record and the hangup. A wait
+    that chose its fds after deciding to wait found none and hung here at
+    once; taken before the decision, they always include a socket that wakes."""
+    snapshot = Handle.control_fds
+
+    def slow_snapshot(self: Handle) -> tuple[int, ...]:
+        time.sleep(0.002)
+        return snapshot(self)
+
+    monkeypatch.setattr(Handle, "control_fds", slow_snapshot)
+    for i in range(iterations(40)):
+        _stop_from_six_threads(i)
 
 
 def test_output_limit_with_command_exiting() -> None:

@@ -10,6 +10,7 @@ import asyncio
 import random
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,40 @@ def test_exit_against_stop() -> None:
         seen.add(status)
     assert settled_fd_count() == fds_before
     assert seen  # which outcomes occurred depends on the machine; each was a true one
+
+
+def test_stop_and_wait_from_threads_while_the_stages_exit() -> None:
+    """Three threads stop and three wait on a started pipeline whose stages
+    exit at about that moment. Each of them finds the last stage's last
+    record read by another thread at some point; all six must return the
+    same true status (a wait that then had nothing left to wait on hung)."""
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    for i in range(iterations(300)):
+        p = netrunner.start(pipe(["sleep", "0.004"], ["cat"]), kill_timeout=1)
+        barrier = threading.Barrier(6, action=lambda d=rnd.random() * 0.008: time.sleep(d))
+        results: list[object] = []
+
+        def call(method: str, p: netrunner.Process[bytes] = p, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                results.append(getattr(p, method)())
+            except BaseException as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=call, args=(m,), daemon=True) for m in ("stop", "wait") * 3]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        hung = sum(t.is_alive() for t in threads)
+        if hung:
+            p.kill()
+        p.close()
+        assert not hung, (seed, i, f"{hung} calls still blocked after 10 s")
+        assert len(results) == 6 and len(set(results)) == 1, (seed, i, results)
+        assert results[0] == pipefail(p.pipestatus or ()), (seed, i, results, p.pipestatus)
+        assert all(s in (0, STOPPED) for s in p.pipestatus or (None,)), (seed, i, p.pipestatus)
 
 
 def test_timeout_at_the_moment_of_exit() -> None:
