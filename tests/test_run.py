@@ -364,6 +364,19 @@ def test_run_leaves_no_fds_behind() -> None:
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def test_output_written_at_the_last_moment_is_all_there() -> None:
+    """run keeps its own copy of the output pipes' write ends until it
+    returns, so it never sees their end of file: it reads until the command
+    is reported gone, then takes what is left. Every byte written right
+    before the exit, on both streams, through a pipeline too, is there."""
+    pipeline = netrunner.pipe(["printf", "%s", "last"], ["cat"], stderr="capture")
+    for i in range(200):
+        r = netrunner.run(["sh", "-c", "printf out; printf err >&2; exec printf !"])
+        assert (r.stdout, r.stderr) == (b"out!", b"err"), i
+        r = netrunner.run(pipeline)
+        assert r.stdout == b"last" and r.pipestatus == (0, 0), i
+
+
 def test_run_python_child() -> None:
     assert netrunner.run([PY, "-c", "import sys; print(sys.stdin.read().upper())"], input=b"abc").stdout == b"ABC\n"
 

@@ -287,7 +287,7 @@ async def run(cmd: Any, **options: Any) -> Result[Any]:
     the command reads."""
     args, argv, opts = resolve("run", cmd, options)
     lib = current()
-    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True, hold_output=True)
     waiter = lib.waiter()
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None

@@ -87,7 +87,8 @@ class Handle:
         "args", "opts", "core", "ctl", "ctl_fd", "stdin_fd", "stdout_fd", "stderr_fd",
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
         "_lock", "text_out", "text_err", "lazy_reap", "pidfd", "owner_pid", "err_backlog",
-        "_err_lock", "pending", "placement", "tty", "last_in", "attrs_sent", "baseline", "reuse", "__weakref__",
+        "_err_lock", "pending", "placement", "tty", "last_in", "attrs_sent", "baseline", "reuse", "held",
+        "__weakref__",
     )
 
     #: A pipeline's handle (``_pipeline.PipelineHandle``) says so.
@@ -107,15 +108,24 @@ class Handle:
     #: The shepherd stays to serve again (EXITED_REUSABLE): "pending" until
     #: release() gives it back to the zygote module, then "given".
     reuse: str | None
+    #: Write ends of the output pipes kept open until release (``hold_output``).
+    held: list[int]
 
     def __init__(
         self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool,
         lazy_reap: bool = False, stream_pipe: bool = False, drain_stderr: bool = False,
-        thread: read_attrs.Thread | None = None,
+        hold_output: bool = False, thread: read_attrs.Thread | None = None,
     ) -> None:
         """Start the command. It gets the caller's umask and resource limits
         as they are now, and the nice value and CPU affinity of ``thread``
-        (``_io.attrs.thread_attrs()``) or else of the calling thread."""
+        (``_io.attrs.thread_attrs()``) or else of the calling thread.
+
+        ``hold_output`` (``run``): Python keeps the write ends of the stdout
+        and stderr pipes it makes until :meth:`release`, so the pipes never
+        reach their end while the command runs. ``run`` reads until the
+        outcome is known and then takes what is left without waiting; the
+        ends of file would only wake it, once or twice, in the instant
+        between the command's exit and the shepherd's report of it."""
         _lifetime.reap_detached()
         self.lazy_reap = lazy_reap
         self.args = args
@@ -123,6 +133,7 @@ class Handle:
         self.owner_pid = os.getpid()
         self.pidfd = None
         self.reuse = None
+        self.held = []
         records = _spawn_records(argv, opts, lazy_reap)
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.tty = opts.pty is not None  # stdout_fd is a PTY master, stdin_fd a copy of it
@@ -156,7 +167,7 @@ class Handle:
                 targets[0] = stdin_r
             if targets[1] is None:
                 self.stdout_fd, out_w = fds.pipe()
-                child_fds.append(out_w)
+                (self.held if hold_output else child_fds).append(out_w)
                 if stream_pipe:
                     _grow_pipe(out_w)
                 targets[1] = out_w
@@ -165,7 +176,7 @@ class Handle:
                     targets[2] = targets[1]
                 else:
                     self.stderr_fd, err_w = fds.pipe()
-                    child_fds.append(err_w)
+                    (self.held if hold_output else child_fds).append(err_w)
                     targets[2] = err_w
             here = fds.open_fd(".", os.O_PATH | os.O_DIRECTORY, "the current directory")
             child_fds.append(here)
@@ -174,7 +185,7 @@ class Handle:
             )
             sent = True
         except BaseException:
-            for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
+            for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd, *self.held):
                 if fd is not None:
                     fds.close(fd)
             raise
@@ -437,6 +448,9 @@ class Handle:
             if fd is not None:
                 setattr(self, name, None)
                 fds.close(fd)
+        held, self.held = self.held, []
+        for fd in held:
+            fds.close(fd)
         self.ctl_open = False
         if self.reuse is not None:
             if self.reuse == "pending":

@@ -360,10 +360,11 @@ class PipelineHandle(Handle):
     def __init__(
         self, args: tuple[Any, ...], plan: Plan, opts: Options, *, keep_stdin: bool,
         lazy_reap: bool = False, stream_pipe: bool = False, drain_stderr: bool = False,
-        thread: read_attrs.Thread | None = None,
+        hold_output: bool = False, thread: read_attrs.Thread | None = None,
     ) -> None:
         """Start every stage; the spawn requests all go out before any
-        answer is awaited (``flow_started``)."""
+        answer is awaited (``flow_started``). ``hold_output`` as for a
+        :class:`Handle`: the pipeline's own output pipes."""
         _lifetime.reap_detached()
         started_at, t_start = datetime.now(timezone.utc), time.monotonic()
         self.args = args
@@ -378,6 +379,7 @@ class PipelineHandle(Handle):
         self.shepherd_pid = 0
         self.reaped = False
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
+        self.held = []
         self.stages = []
         self._stopping = False
         if thread is None:
@@ -391,13 +393,13 @@ class PipelineHandle(Handle):
             stdout: str | int = opts.stdout
             if stdout == "capture":
                 self.stdout_fd, stdout = fds.pipe()
-                ours.append(stdout)
+                (self.held if hold_output else ours).append(stdout)
                 if stream_pipe:
                     _grow_pipe(stdout)
             stderr: str | int = opts.stderr
             if stderr == "capture":
                 self.stderr_fd, stderr = fds.pipe()
-                ours.append(stderr)
+                (self.held if hold_output else ours).append(stderr)
             last = len(plan.stages) - 1
             for i, (stage_args, argv, stage_opts) in enumerate(plan.stages):
                 out: str | int
@@ -416,7 +418,7 @@ class PipelineHandle(Handle):
         except BaseException:
             for h in self.stages:
                 h.release()  # its shepherd stops what it started
-            for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd):
+            for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd, *self.held):
                 if fd is not None:
                     fds.close(fd)
             raise
@@ -485,6 +487,9 @@ class PipelineHandle(Handle):
             if fd is not None:
                 setattr(self, name, None)
                 fds.close(fd)
+        held, self.held = self.held, []
+        for fd in held:
+            fds.close(fd)
 
     def close_fds(self) -> None:
         self._close_ends()

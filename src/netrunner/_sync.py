@@ -210,7 +210,7 @@ def run(cmd: Any, **options: Any) -> Result[Any]:
     """
     args, argv, opts = resolve("run", cmd, options)
     refuse_async_input("run", opts)
-    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True)
+    h = handle_for(args, argv, opts, keep_stdin=opts.input is not None, lazy_reap=True, hold_output=True)
     out = Capture(opts.max_output_size)
     err = Capture(opts.max_output_size) if h.stderr_fd is not None else None
     try:
