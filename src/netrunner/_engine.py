@@ -448,9 +448,7 @@ class Handle:
             if fd is not None:
                 setattr(self, name, None)
                 fds.close(fd)
-        held, self.held = self.held, []
-        for fd in held:
-            fds.close(fd)
+        self._close_held()
         self.ctl_open = False
         if self.reuse is not None:
             if self.reuse == "pending":
@@ -461,6 +459,12 @@ class Handle:
                 _lifetime.detach(self.shepherd_pid)
             return
         fds.close_socket(self.ctl)  # idempotent
+
+    def _close_held(self) -> None:
+        """Close the output pipes' write ends kept by ``hold_output``."""
+        held, self.held = self.held, []
+        for fd in held:
+            fds.close(fd)
 
     def release(self) -> None:
         """Close every fd; a shepherd still running sees its owner hang up,

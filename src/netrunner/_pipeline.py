@@ -487,9 +487,7 @@ class PipelineHandle(Handle):
             if fd is not None:
                 setattr(self, name, None)
                 fds.close(fd)
-        held, self.held = self.held, []
-        for fd in held:
-            fds.close(fd)
+        self._close_held()
 
     def close_fds(self) -> None:
         self._close_ends()
