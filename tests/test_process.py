@@ -818,3 +818,31 @@ def _state(pid: int) -> str:
             return f.read().rsplit(b")", 1)[1].split()[0].decode()
     except OSError:
         return "gone"
+
+
+def _holders(target: str) -> list[int]:
+    """Our fds that name ``target`` (a ``pipe:[inode]`` or a path)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == target:
+                out.append(int(fd))
+        except OSError:
+            pass
+    return out
+
+
+def test_a_started_process_leaves_us_only_our_ends() -> None:
+    """Our copies of the fds handed to the command are closed once the
+    shepherd has answered (after the request is sent, not as it is sent):
+    by the time start() returns, each of the command's pipes has one fd of
+    ours, our end, and writing to a stdin it closed fails at once."""
+    with netrunner.start(["sh", "-c", "exec 0<&-; echo closed; sleep 100"]) as p:
+        assert p.readline(timeout=30) == b"closed\n"
+        h = p._h
+        for fd in (h.stdin_fd, h.stdout_fd, h.stderr_fd):
+            assert fd is not None
+            assert _holders(os.readlink(f"/proc/self/fd/{fd}")) == [fd]
+        assert h.passed == []
+        with pytest.raises(BrokenPipeError):  # no copy of the read end of ours keeps the pipe open
+            p.write(b"x")

@@ -364,6 +364,23 @@ def test_run_leaves_no_fds_behind() -> None:
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def test_stdin_without_input_is_at_its_end_from_the_start() -> None:
+    """Without ``input``, run's (and a stream's, and a pipeline's first
+    stage's) stdin reads its end at once: it is /dev/null, not a pipe made and
+    closed; ``bytes_in`` is still counted (0: netrunner wrote nothing)."""
+    describe = ["sh", "-c", "readlink /proc/self/fd/0; cat; echo read-to-the-end"]
+    r = netrunner.run(describe, timeout=30)
+    assert r.stdout == b"/dev/null\nread-to-the-end\n"
+    assert r.stats.bytes_in == 0
+    with netrunner.stream(describe, timeout=30) as s:
+        assert b"".join(s) == b"/dev/null\nread-to-the-end\n"
+    r = netrunner.run(netrunner.pipe(describe, ["cat"]), timeout=30)
+    assert r.stdout == b"/dev/null\nread-to-the-end\n"
+    # with input, a pipe as before
+    r = netrunner.run(["sh", "-c", "readlink /proc/self/fd/0; cat"], input=b"in", timeout=30)
+    assert r.stdout.startswith(b"pipe:[") and r.stdout.endswith(b"]\nin")
+
+
 def test_output_written_at_the_last_moment_is_all_there() -> None:
     """run keeps its own copy of the output pipes' write ends until it
     returns, so it never sees their end of file: it reads until the command

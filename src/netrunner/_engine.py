@@ -33,6 +33,7 @@ import errno
 import fcntl
 import logging
 import os
+import select
 import signal as _signal
 import socket
 import struct
@@ -88,7 +89,7 @@ class Handle:
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
         "_lock", "text_out", "text_err", "lazy_reap", "pidfd", "owner_pid", "err_backlog",
         "_err_lock", "pending", "placement", "tty", "last_in", "attrs_sent", "baseline", "reuse", "held",
-        "__weakref__",
+        "passed", "__weakref__",
     )
 
     #: A pipeline's handle (``_pipeline.PipelineHandle``) says so.
@@ -110,6 +111,10 @@ class Handle:
     reuse: str | None
     #: Write ends of the output pipes kept open until release (``hold_output``).
     held: list[int]
+    #: Our copies of the fds handed to the command, closed at the first news
+    #: from the shepherd (``pump_control``) or at release, not as soon as
+    #: they are sent: see ``__init__``.
+    passed: list[int]
 
     def __init__(
         self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool,
@@ -134,6 +139,7 @@ class Handle:
         self.pidfd = None
         self.reuse = None
         self.held = []
+        self.passed = []
         records = _spawn_records(argv, opts, lazy_reap)
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.tty = opts.pty is not None  # stdout_fd is a PTY master, stdin_fd a copy of it
@@ -143,7 +149,6 @@ class Handle:
         # The cgroup directories exist before the shepherd is asked: once it
         # has the records, removing them is its job (or _on_hangup's).
         self.placement = cgroup.prepare(opts.cgroup) if opts.cgroup is not None else None
-        sent = False
         try:
             if self.placement is not None:
                 records = self.placement.records + records
@@ -162,9 +167,12 @@ class Handle:
                 self.stdin_fd = fds.dup(self.stdout_fd, "a pseudo-terminal")
                 targets = [slave, slave, slave]
             if targets[0] is None:
-                stdin_r, self.stdin_fd = fds.pipe()
-                child_fds.append(stdin_r)
-                targets[0] = stdin_r
+                if keep_stdin:
+                    stdin_r, self.stdin_fd = fds.pipe()
+                    child_fds.append(stdin_r)
+                    targets[0] = stdin_r
+                else:  # at its end from the start: /dev/null, no pipe to make and close at once
+                    targets[0] = self._given_target("discard", 0, os.O_RDONLY, child_fds)
             if targets[1] is None:
                 self.stdout_fd, out_w = fds.pipe()
                 (self.held if hold_output else child_fds).append(out_w)
@@ -180,28 +188,26 @@ class Handle:
                     targets[2] = err_w
             here = fds.open_fd(".", os.O_PATH | os.O_DIRECTORY, "the current directory")
             child_fds.append(here)
+            self._init_io(keep_stdin, drain_stderr)
             self.shepherd_pid, self.ctl, self.attrs_sent, self.baseline = _send_spawn(
                 records, [*targets, here], thread  # type: ignore[list-item]
             )
-            sent = True
         except BaseException:
-            for fd in (self.stdin_fd, self.stdout_fd, self.stderr_fd, *self.held):
-                if fd is not None:
-                    fds.close(fd)
-            raise
-        finally:
-            for fd in child_fds:
-                fds.close(fd)
-            if not sent and self.placement is not None:
+            fds.close_all((*child_fds, self.stdin_fd, self.stdout_fd, self.stderr_fd, *self.held))
+            if self.placement is not None:
                 cgroup.remove(self.placement)
+            raise
+        # Nothing is left to do now that the request is sent (the caller
+        # goes on to wait): the shepherd clones the command on this CPU, and
+        # the command starts sooner when it does not have to share it with
+        # us. Our copies of its fds are closed, and the next spare shepherd
+        # asked for, at the first news from the shepherd (_after_send; the
+        # kernel holds the fds in flight).
+        self.passed = child_fds
         self.ctl_fd = self.ctl.fileno()
         self.ctl_open = True
         self.reaped = False
         _lifetime.register(self)
-        self.ctl.setblocking(False)
-        self._init_io(keep_stdin, drain_stderr)
-        if not lazy_reap:  # else its shepherd is expected back (FLAG_REUSE); see _on_hangup
-            zygote.replenish()
 
     def _init_io(self, keep_stdin: bool, drain_stderr: bool) -> None:
         """The Python side of stdin, stdout and stderr, once their fds are set."""
@@ -277,6 +283,8 @@ class Handle:
 
     def pump_control(self) -> None:
         """Process every record waiting on the control socket; never blocks."""
+        if self.passed:
+            self._after_send()
         if not self.ctl_open:
             return
         with self._lock:
@@ -413,16 +421,10 @@ class Handle:
         """Send one frame to the shepherd (dropped if it is already gone)."""
         if not self.ctl_open or self.core.done:
             return
-        for _ in range(2):
-            try:
-                self.ctl.send(frame)
-                return
-            except BlockingIOError:  # practically never: frames are tiny
-                import select
-
-                select.select([], [self.ctl_fd], [], 5.0)
-            except OSError:
-                return  # the shepherd is gone; pump_control will see it
+        try:
+            send_on(self.ctl, frame, timeout_ms=5000)
+        except OSError:
+            pass  # the shepherd is gone (pump_control will see it), or stuck for 5 s
 
     # --- fds ----------------------------------------------------------------
 
@@ -443,12 +445,13 @@ class Handle:
     def close_fds(self) -> None:
         """Close every fd of this handle without telling anyone."""
         self.close_stdin()
-        for name in ("stdout_fd", "stderr_fd", "pidfd"):
-            fd = getattr(self, name)
-            if fd is not None:
-                setattr(self, name, None)
-                fds.close(fd)
-        self._close_held()
+        if self.passed:
+            self._after_send()
+        with fds.lock:  # another thread may be releasing too: each fd is closed once
+            mine = (self.stdout_fd, self.stderr_fd, self.pidfd, *self.held)
+            self.stdout_fd = self.stderr_fd = self.pidfd = None
+            self.held = []
+            fds.close_all(mine)
         self.ctl_open = False
         if self.reuse is not None:
             if self.reuse == "pending":
@@ -460,11 +463,22 @@ class Handle:
             return
         fds.close_socket(self.ctl)  # idempotent
 
+    def _after_send(self) -> None:
+        """What waits for the first news from the shepherd (or the release):
+        close our copies of the fds it was handed, and ask for the next spare
+        shepherd unless this one is expected back (FLAG_REUSE; see
+        _on_hangup)."""
+        with fds.lock:  # two threads may find the list full; one takes it
+            passed, self.passed = self.passed, []
+            fds.close_all(passed)
+        if passed and not self.lazy_reap:
+            zygote.replenish()
+
     def _close_held(self) -> None:
         """Close the output pipes' write ends kept by ``hold_output``."""
-        held, self.held = self.held, []
-        for fd in held:
-            fds.close(fd)
+        with fds.lock:
+            held, self.held = self.held, []
+            fds.close_all(held)
 
     def release(self) -> None:
         """Close every fd; a shepherd still running sees its owner hang up,
@@ -758,10 +772,16 @@ class Handle:
             with self._err_lock:
                 err.add(self.err_backlog.take(len(self.err_backlog)))
         size = READ_SIZE
+        # The control socket is read after each wait, not before the first:
+        # for a command just sent, the wait comes at once (see __init__), and
+        # a record already queued makes it return at once (every driver's
+        # wait is level-triggered).
         while True:
-            self.pump_control()
             readers = self.readers()  # before the check: see the invariants
             if self.core.done:
+                # Nothing of the tree can write any more: without our copies
+                # of the write ends, what is left reads to its end of file.
+                self._close_held()
                 self.drain(1, out)
                 self.drain(2, err)
                 if stopped is None:  # the limit passed in what was left in the pipes
@@ -773,6 +793,7 @@ class Handle:
                 return stopped
             writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
             ready = yield (readers, writers, None if stopped else deadline)  # type: ignore[misc]
+            self.pump_control()
             if self.stdout_fd in ready:
                 data = self.read_once(1, size)
                 if data and out is not None and out.add(data) and stopped is None:
@@ -918,9 +939,9 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
-#: The last environment encoded: a copy of ``os.environ``'s data and its
-#: ``NAME=value`` list, reused while the data compares equal.
-_environ_seen: tuple[dict[bytes, bytes], list[bytes]] = ({}, [])
+#: The last environment encoded: a copy of ``os.environ``'s data, its keys
+#: in order and its ``NAME=value`` list, reused while the data compares equal.
+_environ_seen: tuple[dict[bytes, bytes], list[bytes], list[bytes]] = ({}, [], [])
 
 
 def _current_environ() -> list[bytes]:
@@ -930,12 +951,12 @@ def _current_environ() -> list[bytes]:
     global _environ_seen
     data = getattr(os.environ, "_data", None)  # bytes -> bytes on POSIX: no re-encoding
     if isinstance(data, dict):
-        seen, encoded = _environ_seen
-        if data == seen and list(data) == list(seen):  # the same, in the same order
+        seen, keys, encoded = _environ_seen
+        if data == seen and list(data) == keys:  # the same, in the same order
             return encoded
         copy = dict(data)
         encoded = [k + b"=" + v for k, v in copy.items()]
-        _environ_seen = (copy, encoded)
+        _environ_seen = (copy, list(copy), encoded)
         return encoded
     return [k + b"=" + v for k, v in os.environb.items()]  # pragma: no cover
 
@@ -983,10 +1004,10 @@ def _send_spawn(
                 now = read_attrs.current(thread)
             sent = attrs.changes(baseline, now)
             if sent is not None:
-                sock.send(codec.encode_attrs(sent))
+                send_on(sock, codec.encode_attrs(sent))
             for record in records[:-1]:
-                sock.send(record)
-            sock.sendmsg([records[-1]], rights)
+                send_on(sock, record)
+            send_on(sock, records[-1], rights)
             return pid, sock, sent, baseline
         except OSError:  # that shepherd was killed while idle: take another
             fds.close_socket(sock)
@@ -998,6 +1019,29 @@ def _send_spawn(
             zygote.reap_child(pid, 1.0)
             raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def send_on(
+    sock: socket.socket, record: bytes, rights: list[tuple[int, int, bytes]] | None = None,
+    timeout_ms: int | None = None,
+) -> None:
+    """Send one record on a control socket. Control sockets are
+    non-blocking from their creation to their close (no mode to switch on
+    every spawn); a record that does not fit now -- practically never, the
+    shepherd reads them at once -- waits for room, for ever or
+    ``timeout_ms`` (then :class:`TimeoutError`)."""
+    while True:
+        try:
+            if rights is None:
+                sock.send(record)
+            else:
+                sock.sendmsg([record], rights)
+            return
+        except BlockingIOError:
+            waiter = select.poll()
+            waiter.register(sock.fileno(), select.POLLOUT)
+            if not waiter.poll(timeout_ms) and timeout_ms is not None:
+                raise TimeoutError(errno.ETIMEDOUT, "a netrunner shepherd is not reading its control socket") from None
 
 
 def attrs_error(err: int, sent: attrs.Changes | None) -> OSError:

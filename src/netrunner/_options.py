@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -349,7 +350,7 @@ def argv_of(cmd: Any) -> tuple[tuple[Any, ...], list[bytes]]:
             f"cmd must be a list of arguments, not a single {type(cmd).__name__} "
             f"(no shell is used): pass e.g. ['ls', '-l'] instead of {cmd!r}"
         )
-    if not isinstance(cmd, Sequence):
+    if type(cmd) is not list and type(cmd) is not tuple and not isinstance(cmd, Sequence):
         raise InvalidCommand(
             f"cmd must be a non-empty list of str, bytes or os.PathLike (or a netrunner.Command), "
             f"got {type(cmd).__name__}"
@@ -358,14 +359,17 @@ def argv_of(cmd: Any) -> tuple[tuple[Any, ...], list[bytes]]:
         raise InvalidCommand("cmd is empty: pass at least the program, e.g. ['true']")
     argv = []
     for i, arg in enumerate(cmd):
-        if not isinstance(arg, (str, bytes, os.PathLike)):
+        if type(arg) is str:  # the common case, as os.fsencode would encode it
+            encoded = arg.encode(_FS_ENCODING, _FS_ERRORS)
+        elif not isinstance(arg, (str, bytes, os.PathLike)):
             raise InvalidCommand(
                 f"cmd[{i}] must be str, bytes or os.PathLike, got {type(arg).__name__}: {arg!r}"
             )
-        try:
-            encoded = os.fsencode(arg)
-        except TypeError as exc:  # a PathLike returning something odd
-            raise InvalidCommand(f"cmd[{i}] is not a valid path-like argument: {exc}") from None
+        else:
+            try:
+                encoded = os.fsencode(arg)
+            except TypeError as exc:  # a PathLike returning something odd
+                raise InvalidCommand(f"cmd[{i}] is not a valid path-like argument: {exc}") from None
         if b"\0" in encoded:
             raise InvalidCommand(f"cmd[{i}] contains a NUL byte, which no argument can hold: {arg!r}")
         argv.append(encoded)
@@ -374,7 +378,9 @@ def argv_of(cmd: Any) -> tuple[tuple[Any, ...], list[bytes]]:
     return tuple(cmd), argv
 
 
-_PATHS: dict[tuple[bytes, str | None], list[bytes]] = {}
+_PATHS: dict[tuple[bytes, bytes | str | None], list[bytes]] = {}
+#: What os.fsencode uses.
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def exec_paths(program: bytes, path_env: Mapping[Any, Any] | None) -> list[bytes]:
@@ -384,7 +390,8 @@ def exec_paths(program: bytes, path_env: Mapping[Any, Any] | None) -> list[bytes
         return [program]
     if path_env is not None:
         return [os.path.join(os.fsencode(d), program) for d in os.get_exec_path(path_env)]
-    key = (program, os.environ.get("PATH"))
+    data = getattr(os.environ, "_data", None)  # bytes -> bytes on POSIX: no decoding on every call
+    key = (program, data.get(b"PATH") if isinstance(data, dict) else os.environ.get("PATH"))
     paths = _PATHS.get(key)
     if paths is None:
         if len(_PATHS) > 256:

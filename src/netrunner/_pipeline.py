@@ -380,6 +380,7 @@ class PipelineHandle(Handle):
         self.reaped = False
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.held = []
+        self.passed = []  # the stages hold their own
         self.stages = []
         self._stopping = False
         if thread is None:
@@ -387,9 +388,11 @@ class PipelineHandle(Handle):
         ours: list[int] = []  # the commands' ends: closed once every shepherd has its copy
         try:
             stdin: str | int = opts.stdin
-            if stdin == "pipe":
+            if stdin == "pipe" and keep_stdin:
                 stdin, self.stdin_fd = fds.pipe()
                 ours.append(stdin)
+            elif stdin == "pipe":  # at its end from the start
+                stdin = "discard"
             stdout: str | int = opts.stdout
             if stdout == "capture":
                 self.stdout_fd, stdout = fds.pipe()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal as _signal
 from dataclasses import dataclass, field
@@ -17,8 +18,11 @@ else:
     from ._types import OutT
 
 
+@functools.lru_cache(maxsize=512)
 def decode_status(status: int) -> tuple[int, int, _signal.Signals | int | None]:
-    """A raw wait status -> (returncode, exit_status, signal)."""
+    """A raw wait status -> (returncode, exit_status, signal). Remembered:
+    a handful of statuses come back again and again, and each is asked for
+    several times per command."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         return -sig, 128 + sig, to_signals(sig)

@@ -167,6 +167,7 @@ struct shepherd {
     int child_reaped, status;
     pid_t anchor;              /* pins the command's group once a stop begins; 0 for none */
     int free_reap;             /* wait4(-1) may reap the command (it is reaped, or anchored) */
+    int childless;             /* ECHILD with __WALL: no child of any kind, and none can come back */
     int group_termed;          /* the TERM round reached the command's group */
     uint32_t flags, kill_timeout_ms, exited_flags;
     int64_t deadline;          /* end of the TERM phase (CLOCK_MONOTONIC ms), -1 for none */
@@ -805,6 +806,7 @@ static void make_anchor(struct shepherd *s)
     if (s->anchor > 0 || s->child_reaped || (s->flags & NR_FLAG_PTY))
         return;
     /* No CLONE_VM: the child runs on its own copy of `stack`. Exit signal 0. */
+    s->childless = 0;
     pid = clone(anchor_main, stack + sizeof stack, 0, &s->self);
     if (pid < 0) {
         fail("clone(anchor)");
@@ -863,6 +865,8 @@ static int reusable(struct shepherd *s)
     if (!(s->flags & NR_FLAG_REUSE) || !s->owner || s->exit_code != NR_EXIT_OK || s->anchor > 0 ||
         !s->child_reaped || (s->exited_flags & NR_EXITED_ABANDONED))
         return 0;
+    if (s->childless)
+        return 1; /* reap() saw ECHILD with __WALL, and nothing has forked since */
     for (;;) {
         memset(&si, 0, sizeof si);
         if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0)
@@ -1324,7 +1328,9 @@ static void on_deadline(struct shepherd *s)
 }
 
 /* Reap every child that has exited, adding up its rusage. Returns 1 when no
- * child is left but the anchor (ECHILD), 0 while some remain.
+ * child is left but the anchor (ECHILD), 0 while some remain. Without an
+ * anchor the last wait4 has __WALL, so its ECHILD says no child of any kind
+ * is left (childless, which reusable() needs).
  *
  * Until a stop begins the command must not be reaped (its group would lose
  * its pin before the anchor is in it): then zombies are found with WNOWAIT
@@ -1334,7 +1340,7 @@ static int reap(struct shepherd *s)
 {
     for (;;) {
         struct rusage ru;
-        int st = 0;
+        int st = 0, every_kind = 0;
         pid_t pid;
 
         if (!s->free_reap && !s->child_reaped) {
@@ -1352,7 +1358,8 @@ static int reap(struct shepherd *s)
                 return 0; /* none has exited, or the command has: see reap_and_decide */
             pid = wait4(si.si_pid, &st, WNOHANG, &ru);
         } else {
-            pid = wait4(-1, &st, WNOHANG, &ru);
+            every_kind = s->anchor <= 0; /* no clone child to keep: __WALL */
+            pid = wait4(-1, &st, WNOHANG | (every_kind ? __WALL : 0), &ru);
         }
         if (pid > 0) {
             add_rusage(s, &ru);
@@ -1369,8 +1376,10 @@ static int reap(struct shepherd *s)
             return 0; /* children remain */
         if (errno == EINTR)
             continue;
-        if (errno == ECHILD)
+        if (errno == ECHILD) {
+            s->childless = every_kind;
             return 1;
+        }
         fail("wait4");
         return 0; /* cannot happen with valid arguments; keep polling */
     }
@@ -1579,27 +1588,35 @@ static int on_control(struct shepherd *s)
 
 /* The pidfd says the command has exited. What the owner sent before that
  * (a C_STOP in particular, which must win over FLAG_DETACH) is acted on
- * first; the decision follows in the loop. */
-static void on_command_exit(struct shepherd *s)
+ * first -- when the poll that saw the exit saw it too (`control_ready`):
+ * a frame that came later came after the exit -- and the decision follows
+ * in the loop. */
+static void on_command_exit(struct shepherd *s, int control_ready)
 {
-    while (s->owner && on_control(s))
+    while (control_ready && s->owner && on_control(s))
         ;
     s->child_exited = 1;
 }
 
 static void on_signals(struct shepherd *s)
 {
-    struct signalfd_siginfo si;
+    struct signalfd_siginfo si[8];
+    ssize_t n;
     int chld = 0;
 
-    while (read(s->sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-        if (si.ssi_signo == SIGCHLD)
-            chld = 1;
-        else if (s->state == WAIT_SPAWN || s->state == DONE)
-            leave(s);
-        else
-            begin_stop(s, 0); /* SIGTERM, SIGINT, SIGHUP, SIGQUIT to the shepherd */
-    }
+    /* A read short of the buffer took every signal pending then; one that
+     * comes later makes the signalfd readable again. */
+    do {
+        n = read(s->sfd, si, sizeof si);
+        for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof si[0]; i++) {
+            if (si[i].ssi_signo == SIGCHLD)
+                chld = 1;
+            else if (s->state == WAIT_SPAWN || s->state == DONE)
+                leave(s);
+            else
+                begin_stop(s, 0); /* SIGTERM, SIGINT, SIGHUP, SIGQUIT to the shepherd */
+        }
+    } while (n == (ssize_t)sizeof si);
     if (chld && s->state >= STOPPING) {
         /* A child died: its children are ours now. Reap, then list again. */
         reap(s);
@@ -1678,7 +1695,7 @@ static void __attribute__((noreturn)) loop(struct shepherd *s)
         if (pfd[3].revents)
             on_exec_report(s); /* before the exit it may precede */
         if (pfd[1].revents)
-            on_command_exit(s);
+            on_command_exit(s, pfd[2].revents != 0);
         if (pfd[0].revents)
             on_signals(s);
         if (s->owner && pfd[2].revents)

@@ -59,15 +59,17 @@ def test_inheritable_fd_not_held_by_helpers(tmp_path: Path) -> None:
     assert len(sockets) == 1, f"the zygote holds more than fds 0-2 and its socket: {fds}"
 
 
-#: A child that describes its fds 0-2 (None when closed) on stdout and writes to fd 2.
+#: A child that describes its fds 0-2 (None when closed) on stdout and writes
+#: to fd 2. Each is [device, inode, name, access mode]: two opens of
+#: /dev/null, one to read (stdin) and one to write, share the first two.
 DESCRIBE = r"""
-import json, os
+import fcntl, json, os
 def desc(fd):
     try:
         st = os.fstat(fd)
     except OSError:
         return None
-    return [st.st_dev, st.st_ino, os.readlink(f"/proc/self/fd/{fd}")]
+    return [st.st_dev, st.st_ino, os.readlink(f"/proc/self/fd/{fd}"), fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE]
 print(json.dumps({str(fd): desc(fd) for fd in range(3)}), flush=True)
 try:
     os.write(2, b"to-stderr\n")
@@ -140,7 +142,7 @@ def test_closed_interpreter_stdio(closed: str, tmp_path: Path) -> None:
         two = fds["2"]
         if two is not None:
             for other in ("0", "1"):
-                if fds[other] is not None and two[:2] == fds[other][:2]:
+                if fds[other] is not None and two[:2] == fds[other][:2] and two[3] == fds[other][3]:
                     problems.append(f"the child's fd 2 is its fd {other} ({two[2]}): {fds}")
             if 2 in closed_fds:
                 if two[2] != "/dev/null":

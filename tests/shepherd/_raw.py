@@ -16,8 +16,10 @@ WALL = zygote.WALL
 
 
 def idle_shepherd() -> tuple[int, socket.socket]:
-    """A fresh idle shepherd from this process's zygote: (pid, control socket)."""
+    """A fresh idle shepherd from this process's zygote: (pid, control socket,
+    blocking, as a raw client's would be; netrunner's own are not)."""
     pid, sock, _ = zygote.take_shepherd()
+    sock.setblocking(True)
     return pid, sock
 
 

@@ -21,6 +21,10 @@ from . import codec, wire
 
 
 class Phase(enum.Enum):
+    # Members are singletons: hashed by identity, in C (Enum's own __hash__
+    # is a Python function, and TRANSITIONS hashes a phase per record).
+    __hash__ = object.__hash__
+
     STARTING = "starting"  # spawn sent, waiting for STARTED or EXEC_FAILED
     RUNNING = "running"
     EXITED = "exited"  # EXITED received: the tree is gone

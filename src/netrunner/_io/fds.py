@@ -29,10 +29,11 @@ import os
 import select
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 __all__ = [
-    "lock", "pipe", "eventfd", "epoll", "socketpair", "open_fd", "adopt", "close", "close_socket", "close_epoll",
+    "lock", "pipe", "eventfd", "epoll", "socketpair", "open_fd", "adopt", "close", "close_all", "close_socket",
+    "close_epoll",
     "after_fork_in_child",
 ]
 
@@ -212,6 +213,15 @@ def close(fd: int) -> None:
     with lock:
         _owned.pop(fd, None)
         os.close(fd)
+
+
+def close_all(numbers: Iterable[int | None]) -> None:
+    """Close registered fds (None entries are skipped), holding the lock once."""
+    with lock:
+        for fd in numbers:
+            if fd is not None:
+                _owned.pop(fd, None)
+                os.close(fd)
 
 
 def close_socket(sock: socket.socket) -> None:

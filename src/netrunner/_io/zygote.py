@@ -144,6 +144,7 @@ class _Zygote:
         reply (its pid) is read later by :meth:`collect`, in order."""
         ours, theirs = fds.socketpair()
         try:
+            ours.setblocking(False)  # for good: see _engine's send_on
             rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_bytes([theirs.fileno()]))]
             self.sock.sendmsg([codec.encode_fork()], rights)
         except OSError as exc:
@@ -317,7 +318,6 @@ def take_back(pid: int, ctl: socket.socket, baseline: Attrs) -> bool:
     try:
         if _kept() >= MAX_IDLE or ctl.fileno() < 0:
             return False
-        ctl.setblocking(True)  # as a new one's: _send_spawn sends blocking
         _idle.append((pid, ctl, baseline))
         return True
     finally:

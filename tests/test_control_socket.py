@@ -1,0 +1,77 @@
+"""Control sockets are non-blocking from their creation to their close; a
+record that does not fit waits for room (``_engine.send_on``)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+import netrunner
+from netrunner._engine import send_on
+from netrunner._io import zygote
+
+
+def _full_pair() -> tuple[socket.socket, socket.socket]:
+    """A SEQPACKET pair whose sending side has no room left."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.setblocking(False)
+    while True:
+        try:
+            a.send(b"r" * 4096)
+        except BlockingIOError:
+            return a, b
+
+
+def test_a_record_that_does_not_fit_waits_for_room() -> None:
+    a, b = _full_pair()
+    try:
+        taken: list[bytes] = []
+
+        def reader() -> None:  # a shepherd that reads late, but reads everything
+            time.sleep(0.2)
+            while True:
+                record = b.recv(8192)
+                taken.append(record)
+                if record == b"last":
+                    return
+
+        t = threading.Thread(target=reader)
+        t.start()
+        t0 = time.monotonic()
+        send_on(a, b"last")
+        waited = time.monotonic() - t0
+        t.join(timeout=30)
+        assert not t.is_alive(), "the last record never came"
+        assert waited >= 0.15, "the record was sent before there was room for it"
+        assert set(taken[:-1]) == {b"r" * 4096}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_bounded_wait_for_room_times_out() -> None:
+    a, b = _full_pair()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            send_on(a, b"late", timeout_ms=100)
+        assert 0.09 <= time.monotonic() - t0 < 5
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_sockets_of_idle_and_spare_shepherds_are_non_blocking() -> None:
+    netrunner.run(["true"])  # its shepherd comes back, idle
+    kept = [sock for _, sock, _ in zygote._idle]
+    assert kept, "no idle shepherd after a run"
+    assert all(not sock.getblocking() for sock in kept)
+    with netrunner.start(["true"]) as p:  # takes it; a spare is asked for
+        assert p.wait(timeout=30) == 0
+        spare = zygote._pending
+        assert spare is not None
+        assert not spare.getblocking()
+    assert netrunner.run(["echo", "again"]).stdout == b"again\n"  # and the spare serves
