@@ -87,7 +87,8 @@ def conclude(
             core.pipestatus, h.stage_stats(),  # type: ignore[attr-defined]
         )
     else:
-        result = Result(h.args, stdout, stderr, core.returncode, core.exit_status, core.signal, stats)
+        rc = core.returncode
+        result = Result(h.args, stdout, stderr, rc, core.exit_status, core.signal, stats, (rc,), (stats,))
     if check and result.returncode != 0:
         raise ProcessError(
             result.returncode, list(h.args), stdout, stderr,

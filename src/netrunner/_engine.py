@@ -15,7 +15,9 @@ Invariants:
   the driver) leaves the handle consistent.
 * Fds stay open (at EOF) until :meth:`Handle.release`, so a number a waiter
   polls is never reused under it; stdin is the exception, closed at once by
-  ``close_stdin`` so the command sees EOF.
+  ``close_stdin`` so the command sees EOF. Our copies of the command's own
+  ends (``passed``, ``held``) are never waited on, and are closed earlier:
+  at the first news from the shepherd, and once the tree is gone.
 * A flow takes the fds it will wait on *before* it checks whether it must
   wait, as with a condition variable. Another thread may read the command's
   last records in between; every control socket in the snapshot then still
