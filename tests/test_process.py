@@ -846,3 +846,32 @@ def test_a_started_process_leaves_us_only_our_ends() -> None:
         assert h.passed == []
         with pytest.raises(BrokenPipeError):  # no copy of the read end of ours keeps the pipe open
             p.write(b"x")
+
+
+def test_a_release_before_any_news_needs_no_lock_of_the_zygote(marker: str) -> None:
+    """A handle released before the shepherd's first record (a start()
+    interrupted, a process dropped and collected) closes our copies of the
+    command's fds without asking the zygote for a spare: a release may run
+    in a finalizer, inside the garbage collector, in a thread that holds the
+    zygote module's lock."""
+    from netrunner._command import resolve
+    from netrunner._engine import Handle
+    from netrunner._io import zygote
+
+    args, argv, opts = resolve("start", ["sleep", "100"], {})
+    h = Handle(args, argv, opts, keep_stdin=True)
+    passed = list(h.passed)
+    assert passed, "nothing handed over?"
+    done = threading.Event()
+
+    def release() -> None:
+        h.release()
+        done.set()
+
+    with zygote._lock:  # held, as by a thread the garbage collector interrupts
+        t = threading.Thread(target=release)
+        t.start()
+        released = done.wait(5)
+    t.join(timeout=30)
+    assert released, "release() waited for the zygote's lock"
+    assert h.passed == []  # closed: the marker fixture sees the command stopped by its shepherd

@@ -448,7 +448,7 @@ class Handle:
         """Close every fd of this handle without telling anyone."""
         self.close_stdin()
         if self.passed:
-            self._after_send()
+            self._after_send(replenish=False)
         with fds.lock:  # another thread may be releasing too: each fd is closed once
             mine = (self.stdout_fd, self.stderr_fd, self.pidfd, *self.held)
             self.stdout_fd = self.stderr_fd = self.pidfd = None
@@ -465,15 +465,17 @@ class Handle:
             return
         fds.close_socket(self.ctl)  # idempotent
 
-    def _after_send(self) -> None:
-        """What waits for the first news from the shepherd (or the release):
-        close our copies of the fds it was handed, and ask for the next spare
-        shepherd unless this one is expected back (FLAG_REUSE; see
-        _on_hangup)."""
+    def _after_send(self, replenish: bool = True) -> None:
+        """What waits for the first news from the shepherd: close our copies
+        of the fds it was handed, and ask for the next spare shepherd unless
+        this one is expected back (FLAG_REUSE; see _on_hangup). A release
+        that comes first only closes them: it may run in a finalizer, inside
+        the garbage collector, in a thread that holds the zygote module's
+        lock; the next spawn asks for a shepherd itself."""
         with fds.lock:  # two threads may find the list full; one takes it
             passed, self.passed = self.passed, []
             fds.close_all(passed)
-        if passed and not self.lazy_reap:
+        if passed and replenish and not self.lazy_reap:
             zygote.replenish()
 
     def _close_held(self) -> None:
