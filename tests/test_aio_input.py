@@ -84,6 +84,24 @@ def test_an_aio_stream_input_is_stopped_when_the_reader_exits(marker: str) -> No
     assert arun(main()).stdout == b"y\ny\ny\n"
 
 
+def test_the_upstream_tree_is_gone_when_run_returns(marker: str) -> None:
+    """The reader exits, the feeding task meets the broken pipe and closes
+    the upstream stream, which stops its tree; the run's end, coming at the
+    same moment, must wait for that stop rather than cancel it (asyncio has
+    no shield: a cancellation arriving during it abandoned the stop, and the
+    shepherd stopped the tree only later, after its owner hung up)."""
+    rounds = 300 * (10 if os.environ.get("NETRUNNER_STRESS") == "1" else 1)
+
+    async def main() -> None:
+        for i in range(rounds):
+            upstream = aio.stream(["sh", "-c", "trap '' PIPE; while :; do echo y; done"], check=False)
+            r = await aio.run(["head", "-n", "1000"], input=upstream)
+            assert r.stdout == b"y\n" * 1000
+            assert not pids_with_marker(marker), f"round {i}: the upstream tree outlived the run"
+
+    arun(main())
+
+
 def test_aio_stream_takes_an_async_input() -> None:
     async def main() -> list[bytes]:
         async with aio.stream(["tr", "a-z", "A-Z"], input=aio.stream(["printf", "abc\\ndef\\n"])) as s:

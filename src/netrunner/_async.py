@@ -97,12 +97,17 @@ class _AsyncInput:
     never outlives the command's ``run``/``Stream``: every way out of them
     ends it (:meth:`finish`, :meth:`abandon`) and waits for its end."""
 
-    __slots__ = ("_h", "_waiter", "_lib", "_task")
+    __slots__ = ("_h", "_waiter", "_lib", "_task", "_closing")
 
     def __init__(self, source: Any, h: Handle, waiter: Waiter, lib: Library) -> None:
         self._h = h
         self._waiter = waiter
         self._lib = lib
+        #: The task is in its cleanup (closing the source, which may stop a
+        #: stream's tree): finish() waits for it instead of cancelling it.
+        #: Under asyncio ``shielded()`` shields nothing, and a cancellation
+        #: arriving in the middle of that stop would abandon it.
+        self._closing = False
         self._task: Task = lib.spawn(self._feed, source, name=f"netrunner input of {h.args[0]!r}")
 
     async def _feed(self, source: Any) -> None:
@@ -122,6 +127,7 @@ class _AsyncInput:
             h.send(codec.encode_stop(None))  # it would wait for the rest forever
             raise
         finally:
+            self._closing = True
             fd = h.stdin_fd
             if fd is not None:
                 self._waiter.forget(fd)
@@ -134,7 +140,7 @@ class _AsyncInput:
     async def finish(self) -> None:
         """The tree is gone: stop feeding; raise what the source raised."""
         task = self._task
-        if not task.done():
+        if not task.done() and not self._closing:
             task.cancel()
         with self._lib.shielded():
             await task.settled()
