@@ -91,7 +91,7 @@ class Handle:
         "shepherd_pid", "ctl_open", "reaped", "out_eof", "err_eof", "stdin_closed_by_user",
         "_lock", "text_out", "text_err", "lazy_reap", "pidfd", "owner_pid", "err_backlog",
         "_err_lock", "pending", "placement", "tty", "last_in", "attrs_sent", "baseline", "reuse", "held",
-        "passed", "__weakref__",
+        "passed", "closed", "__weakref__",
     )
 
     #: A pipeline's handle (``_pipeline.PipelineHandle``) says so.
@@ -142,6 +142,7 @@ class Handle:
         self.reuse = None
         self.held = []
         self.passed = []
+        self.closed = False  # close_fds() ran: a pidfd received later is closed, not kept
         records = _spawn_records(argv, opts, lazy_reap)
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.tty = opts.pty is not None  # stdout_fd is a PTY master, stdin_fd a copy of it
@@ -323,7 +324,9 @@ class Handle:
                     self._give_up(f"the shepherd broke protocol: {exc}")
                     return
                 if isinstance(event, codec.Started) and len(received) == wire.STARTED_FDS and self.pidfd is None:
-                    self.pidfd = received.pop()
+                    with fds.lock:  # against close_fds() in another thread: kept, or closed there, once
+                        if not self.closed:
+                            self.pidfd = received.pop()
                 _close_all(received)
                 self.core.on_event(event, _monotonic())
                 if self.core.phase is Phase.EXITED and event.flags & wire.EXITED_ABANDONED:  # type: ignore[union-attr]
@@ -450,6 +453,7 @@ class Handle:
         if self.passed:
             self._after_send(replenish=False)
         with fds.lock:  # another thread may be releasing too: each fd is closed once
+            self.closed = True
             mine = (self.stdout_fd, self.stderr_fd, self.pidfd, *self.held)
             self.stdout_fd = self.stderr_fd = self.pidfd = None
             self.held = []
@@ -1034,6 +1038,7 @@ def send_on(
     every spawn); a record that does not fit now -- practically never, the
     shepherd reads them at once -- waits for room, for ever or
     ``timeout_ms`` (then :class:`TimeoutError`)."""
+    deadline = None if timeout_ms is None else _monotonic() + timeout_ms / 1000.0
     while True:
         try:
             if rights is None:
@@ -1042,10 +1047,12 @@ def send_on(
                 sock.sendmsg([record], rights)
             return
         except BlockingIOError:
+            left = None if deadline is None else (deadline - _monotonic()) * 1000.0
+            if left is not None and left <= 0:
+                raise TimeoutError(errno.ETIMEDOUT, "a netrunner shepherd is not reading its control socket") from None
             waiter = select.poll()
             waiter.register(sock.fileno(), select.POLLOUT)
-            if not waiter.poll(timeout_ms) and timeout_ms is not None:
-                raise TimeoutError(errno.ETIMEDOUT, "a netrunner shepherd is not reading its control socket") from None
+            waiter.poll(left)
 
 
 def attrs_error(err: int, sent: attrs.Changes | None) -> OSError:

@@ -381,6 +381,7 @@ class PipelineHandle(Handle):
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.held = []
         self.passed = []  # the stages hold their own
+        self.closed = False
         self.stages = []
         self._stopping = False
         if thread is None:

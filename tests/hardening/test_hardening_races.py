@@ -4,6 +4,7 @@ never ``ShepherdError``. Loops; ``NETRUNNER_STRESS=1`` makes them 10x longer."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from _stress import iterations
+from conftest import wait_until
 from helpers import py
 from helpers_aio import arun
 
@@ -114,6 +116,48 @@ def _stop_from_six_threads(i: int) -> None:
     assert not errors, f"iteration {i}: stop() raised {errors!r}"
     assert len(set(results)) == 1, f"iteration {i}: threads disagree: {results}"
     assert results[0] in SENT, f"iteration {i}: returncode {results[0]}"
+
+
+def test_first_news_and_release_race_for_the_fds_handed_over() -> None:
+    """Our copies of the fds handed to a command are closed by whichever
+    comes first, the first news from the shepherd (a thread pumping the
+    control socket) or a release in another thread: each exactly once (a
+    second close would raise EBADF, or close a number reused meanwhile), and
+    none is left open."""
+    from netrunner._command import resolve
+
+    args, argv, opts = resolve("start", ["true"], {})
+    netrunner.run(["true"])  # helpers started, so the count below is theirs too
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(iterations(1000)):
+        h = Handle(args, argv, opts, keep_stdin=True)
+        assert h.passed, f"iteration {i}: nothing handed over?"
+        barrier = threading.Barrier(2, action=lambda: time.sleep(0.00005 * (i % 8)))
+        errors: list[BaseException] = []
+
+        def pump() -> None:
+            barrier.wait()
+            try:
+                h.pump_control()
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=pump)
+        t.start()
+        barrier.wait()
+        try:
+            h.release()
+        except BaseException as exc:
+            errors.append(exc)
+        t.join(timeout=10)
+        assert not t.is_alive(), f"iteration {i}: pump_control() still running after 10 s"
+        assert not errors, f"iteration {i}: {errors!r}"
+        assert h.passed == [], f"iteration {i}"
+    # the released shepherds stop their commands and are reaped (their
+    # pidfds closed) on their own; a spare shepherd may be on its way
+    assert wait_until(lambda: len(os.listdir("/proc/self/fd")) <= before + 2, timeout=15), (
+        f"fds left open: {len(os.listdir('/proc/self/fd'))} against {before}"
+    )
 
 
 def test_stop_from_six_threads_while_exiting() -> None:
