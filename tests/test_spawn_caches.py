@@ -3,11 +3,13 @@ change: the environment is read at every call."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import pytest
 
 import netrunner
+from netrunner._io import fds
 
 
 def _seen(name: str) -> str:
@@ -57,3 +59,72 @@ def test_options_without_values_are_the_defaults_each_time() -> None:
         for _ in s:
             pass  # a stream checks by default
     assert netrunner.run(["sh", "-c", "exit 3"]).returncode == 3  # check stays off for run
+
+
+def _devnull_fds() -> set[int]:
+    """Our fds open on /dev/null, as the kernel names them."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "/dev/null":
+                found.add(int(name))
+        except OSError:
+            pass  # the fd of the listing itself
+    return found
+
+
+def test_discard_targets_use_one_kept_dev_null_each_way() -> None:
+    """Without ``input``, and for ``"discard"``, a command gets /dev/null
+    from one fd per direction that netrunner keeps open: a run opens and
+    closes nothing for it, and the command still reads its end at once and
+    writes into nothing."""
+    describe = ["sh", "-c", "readlink /proc/self/fd/0 /proc/self/fd/2; head -c 1 >&2; cat"]
+    netrunner.run(describe, stderr="discard")  # both kept fds exist from here on
+    before = _devnull_fds()
+    for _ in range(50):
+        r = netrunner.run(describe, stderr="discard", timeout=30)
+        assert r.stdout == b"/dev/null\n/dev/null\n"
+        assert r.stderr == b""
+        assert r.stats.bytes_in == 0
+    p = netrunner.start(["sh", "-c", "readlink /proc/self/fd/1; cat"], stdin="discard", stdout="discard")
+    assert p.wait(timeout=30) == 0
+    assert _devnull_fds() == before
+    # the two kept ones: one each way, above the interpreter's fds 0-2
+    kept = set(fds._devnull.values())
+    assert kept <= before
+    assert sorted(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE for fd in kept) == [os.O_RDONLY, os.O_WRONLY]
+    assert min(kept) > 2
+
+
+def test_a_forked_child_opens_its_own_dev_null() -> None:
+    """The kept /dev/null fds are closed in a forked child like every fd of
+    netrunner's; its first command opens its own, and reads its end."""
+    netrunner.run(["true"])
+    kept = set(fds._devnull.values())
+    assert kept
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            os.close(r)
+            still_open = [fd for fd in kept if _open(fd)]
+            out = netrunner.run(["sh", "-c", "readlink /proc/self/fd/0; cat"], timeout=30).stdout
+            os.write(w, repr((still_open, out)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        report = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    assert report == repr(([], b"/dev/null\n")).encode()
+
+
+def _open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

@@ -15,7 +15,7 @@ from ._engine import EndOfOutput, Feeder, Handle, LimitReached, WaitTimeout, set
 from ._errors import AbnormalExit, OutputLimitExceeded, ProcessError, Timeout
 from ._io import fds
 from ._options import Options
-from ._results import Result, Stats
+from ._results import Result, Stats, decode_status
 from .signals import resolve as resolve_signal
 
 if TYPE_CHECKING:
@@ -79,16 +79,15 @@ def conclude(
         stdout = stdout or ""
         stderr = stderr or ""
     core = h.core
-    assert core.returncode is not None
-    assert core.exit_status is not None
+    assert core.status is not None
+    rc, exit_status, sig = decode_status(core.status)
     if h.staged:  # a pipeline: every stage's status and statistics too
         result: Result[Any] = Result(
-            h.args, stdout, stderr, core.returncode, core.exit_status, core.signal, stats,
+            h.args, stdout, stderr, rc, exit_status, sig, stats,
             core.pipestatus, h.stage_stats(),  # type: ignore[attr-defined]
         )
     else:
-        rc = core.returncode
-        result = Result(h.args, stdout, stderr, rc, core.exit_status, core.signal, stats, (rc,), (stats,))
+        result = Result(h.args, stdout, stderr, rc, exit_status, sig, stats, (rc,), (stats,))
     if check and result.returncode != 0:
         raise ProcessError(
             result.returncode, list(h.args), stdout, stderr,

@@ -41,7 +41,7 @@ def drive(flow: Flow) -> Any:
                 events = poller.poll()
             else:
                 events = poller.poll(max(0.0, (deadline - time.monotonic()) * 1000.0))
-            ready = {fd for fd, _ in events}
+            ready = dict(events)  # fd -> events: what a flow asks is "fd in ready"
     except StopIteration as stop:
         return stop.value
     finally:

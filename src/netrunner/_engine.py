@@ -68,6 +68,7 @@ STDERR_BACKLOG = 1024 * 1024
 _PIDFD_SIGNAL_PROCESS_GROUP = 4  # linux/pidfd.h, Linux 6.9
 _CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
 _ANCILLARY = socket.CMSG_SPACE(4 * wire.STARTED_FDS)
+_RECORD_ROOM = wire.MAX_RECORD + 1  # one byte more than any record: a longer one shows
 _monotonic = time.monotonic
 
 
@@ -252,9 +253,7 @@ class Handle:
                     raise
                 mode = "discard"  # the interpreter has no such fd: the command reads EOF, writes vanish
         if mode == "discard":
-            fd = fds.open_fd(os.devnull, flags, os.devnull)
-            child_fds.append(fd)
-            return fd
+            return fds.devnull(flags)  # kept open: not one of ours to close
         return None
 
     def own(self) -> None:
@@ -284,24 +283,26 @@ class Handle:
         """The outcome is known and the shepherd is reaped (or handed off)."""
         return self.core.done and not self.ctl_open
 
-    def pump_control(self) -> None:
-        """Process every record waiting on the control socket; never blocks."""
+    def pump_control(self, drain: bool = True) -> None:
+        """Process every record waiting on the control socket; never blocks.
+        ``drain=False`` (a flow, which waits again at once): stop after
+        STARTED, the first record, instead of reading on until the socket
+        says it has no more; the next wait returns at once if it has."""
         if self.passed:
             self._after_send()
         if not self.ctl_open:
             return
+        core, ctl = self.core, self.ctl
         with self._lock:
             resets = 0
             while self.ctl_open:
                 try:
-                    if self.core.phase is Phase.STARTING:  # STARTED brings the pidfd
+                    if core.phase is Phase.STARTING:  # STARTED brings the pidfd
                         with fds.lock:
-                            record, ancillary, _, _ = self.ctl.recvmsg(
-                                wire.MAX_RECORD + 1, _ANCILLARY, _CMSG_CLOEXEC
-                            )
-                            received = [fds.adopt(fd) for fd in _fds_of(ancillary)]
+                            record, ancillary, _, _ = ctl.recvmsg(_RECORD_ROOM, _ANCILLARY, _CMSG_CLOEXEC)
+                            received = [fds.adopt(fd) for fd in _fds_of(ancillary)] if ancillary else []
                     else:  # no other record carries fds (any would be closed by the kernel)
-                        record, received = self.ctl.recv(wire.MAX_RECORD + 1), []
+                        record, received = ctl.recv(_RECORD_ROOM), []
                 except BlockingIOError:
                     return
                 except ConnectionResetError:
@@ -323,23 +324,27 @@ class Handle:
                     _close_all(received)
                     self._give_up(f"the shepherd broke protocol: {exc}")
                     return
-                if isinstance(event, codec.Started) and len(received) == wire.STARTED_FDS and self.pidfd is None:
-                    with fds.lock:  # against close_fds() in another thread: kept, or closed there, once
-                        if not self.closed:
-                            self.pidfd = received.pop()
-                _close_all(received)
-                self.core.on_event(event, _monotonic())
-                if self.core.phase is Phase.EXITED and event.flags & wire.EXITED_ABANDONED:  # type: ignore[union-attr]
-                    _report_abandoned(self, event.flags)  # type: ignore[union-attr]
-                if self.core.phase is Phase.EXITED and event.flags & wire.EXITED_CGROUP_KEPT:  # type: ignore[union-attr]
-                    _report_kept(self)
-                if (
-                    self.core.phase is Phase.EXITED and isinstance(event, codec.Exited)
-                    and event.flags & wire.EXITED_REUSABLE
-                ):
-                    self._give_back()
-                if self.core.phase is Phase.LOST:
-                    self._give_up(self.core.fault or "the shepherd failed")
+                if received:
+                    if type(event) is codec.Started and len(received) == wire.STARTED_FDS and self.pidfd is None:
+                        with fds.lock:  # against close_fds() in another thread: kept, or closed there, once
+                            if not self.closed:
+                                self.pidfd = received.pop()
+                    _close_all(received)
+                core.on_event(event, _monotonic())
+                phase = core.phase
+                if phase is Phase.RUNNING:
+                    if not drain:
+                        return
+                elif phase is Phase.EXITED:
+                    if type(event) is codec.Exited:
+                        if event.flags & wire.EXITED_ABANDONED:
+                            _report_abandoned(self, event.flags)
+                        if event.flags & wire.EXITED_CGROUP_KEPT:
+                            _report_kept(self)
+                        if event.flags & wire.EXITED_REUSABLE:
+                            self._give_back()
+                elif phase is Phase.LOST:
+                    self._give_up(core.fault or "the shepherd failed")
                     return
 
     def _give_back(self) -> None:
@@ -570,12 +575,14 @@ class Handle:
                 sink.add(data)
 
     def readers(self, out: bool = True, err: bool = True) -> tuple[int, ...]:
-        fds = []
-        if out and not self.out_eof and self.stdout_fd is not None:
-            fds.append(self.stdout_fd)
+        """The fds to wait on for output (stdout, stderr) and news (the
+        control socket): those still open and not at their end."""
+        wait_on = self.control_fds()
         if err and not self.err_eof and self.stderr_fd is not None:
-            fds.append(self.stderr_fd)
-        return (*fds, *self.control_fds())
+            wait_on = (self.stderr_fd, *wait_on)
+        if out and not self.out_eof and self.stdout_fd is not None:
+            wait_on = (self.stdout_fd, *wait_on)
+        return wait_on
 
     # --- flows --------------------------------------------------------------
 
@@ -801,7 +808,7 @@ class Handle:
                 return stopped
             writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
             ready = yield (readers, writers, None if stopped else deadline)  # type: ignore[misc]
-            self.pump_control()
+            self.pump_control(drain=False)
             if self.stdout_fd in ready:
                 data = self.read_once(1, size)
                 if data and out is not None and out.add(data) and stopped is None:

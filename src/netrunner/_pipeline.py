@@ -445,11 +445,11 @@ class PipelineHandle(Handle):
     def finished(self) -> bool:
         return all(h.finished for h in self.stages)
 
-    def pump_control(self) -> None:
+    def pump_control(self, drain: bool = True) -> None:
         """Every stage's news. A stage that failed to start or lost its
         shepherd stops the others: the pipeline cannot go on without it."""
         for h in self.stages:
-            h.pump_control()
+            h.pump_control(drain)
         if not self._stopping and any(h.core.phase in (Phase.FAILED, Phase.LOST) for h in self.stages):
             self._stopping = True
             self.send(codec.encode_stop(None))

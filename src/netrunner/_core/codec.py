@@ -7,7 +7,7 @@ rejected with :class:`ProtocolError`; nothing is read past a record.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import wire
 from .attrs import Changes, affinity_mask
@@ -33,32 +33,31 @@ class ProtocolError(Exception):
 # --- events (shepherd/zygote -> Python) -----------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Hello:
+# Named tuples: one is made for every record read, by tuple.__new__ in
+# decode() (no Python-level __init__ runs).
+
+
+class Hello(NamedTuple):
     version: int
     digest: int
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class Forked:
+class Forked(NamedTuple):
     pid: int
     error: int
 
 
-@dataclass(frozen=True, slots=True)
-class Started:
+class Started(NamedTuple):
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class ExecFailed:
+class ExecFailed(NamedTuple):
     error: int
     stage: int
 
 
-@dataclass(frozen=True, slots=True)
-class Exited:
+class Exited(NamedTuple):
     status: int
     utime_us: int
     stime_us: int
@@ -67,8 +66,7 @@ class Exited:
     peak_memory: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ShepherdFault:
+class ShepherdFault(NamedTuple):
     code: int
     error: int
 
@@ -99,8 +97,11 @@ def decode(record: bytes) -> Event:
         raise ProtocolError(
             f"frame {wire.BY_CODE[code].name} has {len(record)} bytes, expected {layout.size}"
         )
-    event: Event = cls(*layout.unpack(record)[1:])
+    event: Event = _tuple_new(cls, layout.unpack(record)[1:])
     return event
+
+
+_tuple_new = tuple.__new__
 
 
 # --- requests (Python -> zygote/shepherd) ---------------------------------------

@@ -73,23 +73,24 @@ class ProcessCore:
     # --- events -----------------------------------------------------------
 
     def on_event(self, event: codec.Event, now: float) -> None:
-        nxt = TRANSITIONS.get((self.phase, type(event)))
+        kind = type(event)
+        nxt = TRANSITIONS.get((self.phase, kind))
         if nxt is None:
-            self.lose(f"unexpected {type(event).__name__} while {self.phase.value}", now)
+            self.lose(f"unexpected {kind.__name__} while {self.phase.value}", now)
             return
         self.phase = nxt
-        if isinstance(event, codec.Started):
+        if type(event) is codec.Started:
             self.pid = event.pid
-        elif isinstance(event, codec.ExecFailed):
-            self.exec_error = event
-            self.t_end = now
-        elif isinstance(event, codec.Exited):
+        elif type(event) is codec.Exited:
             self.status = event.status
             self.utime_us, self.stime_us, self.maxrss_kb = event.utime_us, event.stime_us, event.maxrss_kb
             if event.flags & wire.EXITED_CGROUP:
                 self.oom_killed = bool(event.flags & wire.EXITED_OOM_KILLED)
             if event.flags & wire.EXITED_PEAK_MEMORY:
                 self.peak_memory = event.peak_memory
+            self.t_end = now
+        elif isinstance(event, codec.ExecFailed):
+            self.exec_error = event
             self.t_end = now
         elif isinstance(event, codec.ShepherdFault):
             self.fault = f"the shepherd reported error code {event.code} (errno {event.error})"
@@ -122,21 +123,20 @@ class ProcessCore:
         return None if self.status is None else decode_status(self.status)[2]
 
     def stats(self, now: float) -> Stats:
-        exited = self.status is not None
+        # Positional, in Stats' field order, with the status decoded once:
+        # this runs at the end of every command.
+        if self.status is None:
+            returncode = exit_status = cpu_user = cpu_system = max_rss = None
+        else:
+            returncode, exit_status, _ = decode_status(self.status)
+            cpu_user, cpu_system, max_rss = self.utime_us / 1e6, self.stime_us / 1e6, self.maxrss_kb * 1024
         return Stats(
-            bytes_in=self.bytes_in if self.observes_in else None,
-            bytes_out=self.bytes_out if self.observes_out else None,
-            bytes_err=self.bytes_err if self.observes_err else None,
-            read_count=self.read_count,
-            write_count=self.write_count,
-            started_at=self.started_at,
-            duration=(self.t_end if self.t_end is not None else now) - self.t_start,
-            returncode=self.returncode,
-            exit_status=self.exit_status,
-            cpu_user=self.utime_us / 1e6 if exited else None,
-            cpu_system=self.stime_us / 1e6 if exited else None,
-            max_rss=self.maxrss_kb * 1024 if exited else None,
-            peak_memory=self.peak_memory,
-            oom_killed=self.oom_killed,
-            bytes_err_dropped=self.err_dropped if self.observes_err else None,
+            self.bytes_in if self.observes_in else None,
+            self.bytes_out if self.observes_out else None,
+            self.bytes_err if self.observes_err else None,
+            self.read_count, self.write_count, self.started_at,
+            (self.t_end if self.t_end is not None else now) - self.t_start,
+            returncode, exit_status, cpu_user, cpu_system, max_rss,
+            self.peak_memory, self.oom_killed,
+            self.err_dropped if self.observes_err else None,
         )

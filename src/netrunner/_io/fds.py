@@ -32,8 +32,8 @@ import threading
 from collections.abc import Callable, Iterable
 
 __all__ = [
-    "lock", "pipe", "eventfd", "epoll", "socketpair", "open_fd", "adopt", "close", "close_all", "close_socket",
-    "close_epoll",
+    "lock", "pipe", "eventfd", "epoll", "socketpair", "open_fd", "devnull", "adopt", "close", "close_all",
+    "close_socket", "close_epoll",
     "after_fork_in_child",
 ]
 
@@ -96,7 +96,25 @@ def _pair(make: Callable[[], tuple[int, int]], what: str) -> tuple[int, int]:
 
 def pipe() -> tuple[int, int]:
     """A close-on-exec pipe (read end, write end)."""
-    return _pair(lambda: os.pipe2(os.O_CLOEXEC), "a pipe")
+    with lock:
+        try:
+            a, b = _pipe2(_O_CLOEXEC)
+        except OSError as exc:
+            raise _explain(exc, "a pipe") from None
+        if a > 2 and b > 2:  # the common case, without _pair's calls
+            _owned[a] = _owned[b] = None
+            return a, b
+        os.close(a)
+        os.close(b)
+        return _pair(_pipe_cloexec, "a pipe")
+
+
+_pipe2 = os.pipe2
+_O_CLOEXEC = os.O_CLOEXEC
+
+
+def _pipe_cloexec() -> tuple[int, int]:
+    return _pipe2(_O_CLOEXEC)
 
 
 def openpty() -> tuple[int, int]:
@@ -194,6 +212,26 @@ def open_fd(path: str | bytes, flags: int, what: str) -> int:
     return fd
 
 
+#: The kept ``/dev/null`` fds: flags -> fd (see :func:`devnull`).
+_devnull: dict[int, int] = {}
+
+
+def devnull(flags: int) -> int:
+    """A registered fd open on ``/dev/null`` with ``flags`` (``O_RDONLY`` or
+    ``O_WRONLY``), opened once and kept: a command given it as stdin reads
+    its end at once, as stdout or stderr its writes vanish, and what the
+    command does to the open file cannot matter (``/dev/null`` has no
+    position, and never blocks). Not to be closed: it is not the caller's.
+    A forked child opens its own."""
+    fd = _devnull.get(flags)
+    if fd is None:
+        with lock:
+            fd = _devnull.get(flags)
+            if fd is None:
+                fd = _devnull[flags] = open_fd(os.devnull, flags, os.devnull)
+    return fd
+
+
 def owns(fd: int) -> bool:
     """``fd`` is one of netrunner's."""
     return fd in _owned
@@ -283,6 +321,7 @@ def after_fork_in_child() -> None:
         except OSError:
             pass
     _owned.clear()
+    _devnull.clear()
     lock = threading.RLock()
     for hook in _child_hooks:
         hook()
