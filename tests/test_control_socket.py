@@ -3,6 +3,7 @@ record that does not fit waits for room (``_engine.send_on``)."""
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -10,7 +11,9 @@ import time
 import pytest
 
 import netrunner
-from netrunner._engine import send_on
+from netrunner._command import resolve
+from netrunner._core.state import Phase
+from netrunner._engine import Handle, send_on
 from netrunner._io import zygote
 
 
@@ -75,3 +78,25 @@ def test_the_sockets_of_idle_and_spare_shepherds_are_non_blocking() -> None:
         assert spare is not None
         assert not spare.getblocking()
     assert netrunner.run(["echo", "again"]).stdout == b"again\n"  # and the spare serves
+
+
+
+def test_a_flow_reads_up_to_started_and_the_rest_at_its_next_wait() -> None:
+    """``pump_control(drain=False)``, as ``run``'s flow calls it, takes the
+    records up to STARTED and stops there, even with EXITED queued behind
+    it; the flow's next wait returns at once for that one, and the next call
+    reads it."""
+    args, argv, opts = resolve("run", ["true"], {})
+    h = Handle(args, argv, opts, keep_stdin=False, lazy_reap=True, hold_output=True)
+    try:
+        assert select.select([h.ctl_fd], [], [], 30)[0]
+        time.sleep(0.5)  # `true` is long gone: EXITED is queued behind STARTED
+        h.pump_control(drain=False)
+        assert h.core.phase is Phase.RUNNING
+        assert select.select([h.ctl_fd], [], [], 30)[0]  # what the next wait sees
+        h.pump_control(drain=False)
+        assert h.core.phase is Phase.EXITED
+        assert h.core.returncode == 0
+    finally:
+        h.reap()
+        h.release()
