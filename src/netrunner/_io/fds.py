@@ -96,25 +96,7 @@ def _pair(make: Callable[[], tuple[int, int]], what: str) -> tuple[int, int]:
 
 def pipe() -> tuple[int, int]:
     """A close-on-exec pipe (read end, write end)."""
-    with lock:
-        try:
-            a, b = _pipe2(_O_CLOEXEC)
-        except OSError as exc:
-            raise _explain(exc, "a pipe") from None
-        if a > 2 and b > 2:  # the common case, without _pair's calls
-            _owned[a] = _owned[b] = None
-            return a, b
-        os.close(a)
-        os.close(b)
-        return _pair(_pipe_cloexec, "a pipe")
-
-
-_pipe2 = os.pipe2
-_O_CLOEXEC = os.O_CLOEXEC
-
-
-def _pipe_cloexec() -> tuple[int, int]:
-    return _pipe2(_O_CLOEXEC)
+    return _pair(lambda: os.pipe2(os.O_CLOEXEC), "a pipe")
 
 
 def openpty() -> tuple[int, int]:
