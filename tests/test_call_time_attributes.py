@@ -12,11 +12,13 @@ command reports what it got from ``/proc/self``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import resource
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from helpers import wait_until
 import netrunner
 import netrunner.aio
 from netrunner._core import wire
-from netrunner._core.attrs import Changes
+from netrunner._core.attrs import SHARED_UMASK, Changes
 from netrunner._engine import attrs_error
 from netrunner._io import zygote
 from netrunner._io.attrs import RESOURCES, current_limits, current_umask
@@ -133,6 +135,7 @@ def restore_attributes() -> Iterator[None]:
     cpus = os.sched_getaffinity(0)
     nice = os.getpriority(os.PRIO_PROCESS, 0)
     netrunner.run(["true"])
+    first = zygote.current_pid()
     try:
         yield
     finally:
@@ -140,6 +143,8 @@ def restore_attributes() -> Iterator[None]:
         for res, lim in limits.items():
             resource.setrlimit(res, lim)
         os.sched_setaffinity(0, cpus)
+        if zygote.current_pid() != first:  # started by the test, with its attributes: not for the next ones
+            zygote.shutdown()
         assert os.getpriority(os.PRIO_PROCESS, 0) == nice, "a test changed the nice value of its own thread"
 
 
@@ -352,14 +357,137 @@ def test_a_daemon_runs_with_the_thread_of_its_start(tmp_path: pathlib.Path) -> N
 # ---- what goes over the wire -------------------------------------------------------------------
 
 
+def sent_for_true() -> Changes | None:
+    """What the C_ATTRS record of a command started now carried (None: no record)."""
+    p = netrunner.start(["true"])
+    p.wait()
+    return p._h.attrs_sent
+
+
 def test_nothing_is_sent_when_nothing_changed() -> None:
-    p = netrunner.start(["true"])
-    p.wait()
-    assert p._h.attrs_sent is None
+    assert sent_for_true() is None
+    soft, hard = limit_of(NOFILE)
+    resource.setrlimit(NOFILE, (soft - 1, hard))
+    assert sent_for_true() == Changes(rlimits=((NOFILE, soft - 1, hard),))
+
+
+# ---- the umask: shared with the shepherds, or read and sent ------------------------------------
+
+
+@contextlib.contextmanager
+def copied_umask() -> Iterator[None]:
+    """A zygote started without sharing the interpreter's cwd, root and
+    umask, as where netrunner-spawn.so cannot be used: the umask is read at
+    every spawn and sent when it differs."""
+    zygote.shutdown()
+    zygote._starter = False
+    try:
+        netrunner.run(["true"])
+        assert zygote._zygote is not None and zygote._zygote.baseline.umask != SHARED_UMASK
+        yield
+    finally:
+        zygote.shutdown()
+        zygote._starter = None
+
+
+def umask_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(f.read().split("\nUmask:", 1)[1].split()[0], 8)
+
+
+def test_the_shepherds_share_the_umask_so_it_is_never_sent() -> None:
+    assert zygote._zygote is not None and zygote._zygote.baseline.umask == SHARED_UMASK
     os.umask(0o077)
-    p = netrunner.start(["true"])
-    p.wait()
-    assert p._h.attrs_sent == Changes(umask=0o077)
+    assert sent_for_true() is None
+    assert seen("sync").umask == 0o077
+    helpers = zygote.helper_pids()
+    assert zygote.current_pid() in helpers and len(helpers) >= 2  # the zygote and an idle shepherd
+    os.umask(0o027)
+    assert {pid: umask_of(pid) for pid in helpers} == dict.fromkeys(helpers, 0o027)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_copied_umask_is_read_and_sent(kind: str) -> None:
+    before = current_umask()
+    with copied_umask():
+        assert sent_for_true() is None
+        os.umask(0o077)
+        assert sent_for_true() == Changes(umask=0o077)
+        assert seen(kind).umask == 0o077
+        os.umask(before)  # type: ignore[arg-type]
+        assert sent_for_true() is None
+        assert seen(kind).umask == before
+
+
+def test_the_interpreters_cwd_and_umask_stay_its_own(tmp_path: pathlib.Path) -> None:
+    # The zygote and the shepherds share them with us; a command's cwd= and
+    # umask (set in its clone child, before the exec) are the command's alone.
+    here = os.getcwd()
+    os.umask(0o027)
+    soft, hard = limit_of(NOFILE)
+    resource.setrlimit(NOFILE, (soft - 1, hard))  # a C_ATTRS record, applied in the child too
+    out = netrunner.run(["sh", "-c", "umask 0; pwd; umask"], cwd=tmp_path, check=True).stdout
+    assert out == f"{tmp_path}\n0000\n".encode()
+    assert os.getcwd() == here and current_umask() == 0o027
+    with copied_umask():
+        os.umask(0o077)  # sent, and set in the command's clone child
+        assert netrunner.run(["sh", "-c", "umask; pwd"], cwd=tmp_path, check=True).stdout == f"0077\n{tmp_path}\n".encode()
+        assert os.getcwd() == here and current_umask() == 0o077
+    # and a sharing zygote follows our cwd
+    netrunner.run(["true"])
+    os.chdir(tmp_path)
+    try:
+        assert os.readlink(f"/proc/{zygote.current_pid()}/cwd") == str(tmp_path)
+        assert netrunner.run(["pwd"], check=True).stdout == f"{tmp_path}\n".encode()
+    finally:
+        os.chdir(here)
+    assert os.readlink(f"/proc/{zygote.current_pid()}/cwd") == here
+
+
+def test_the_umask_reaches_the_command_without_proc() -> None:
+    # /proc/self/status is where a copied umask is read; a shared one needs no /proc.
+    script = textwrap.dedent("""
+        import os, netrunner
+        from netrunner._io import zygote
+        netrunner.run(["true"])
+        os.umask(0o077)
+        out = netrunner.run(["sh", "-c", "umask"], check=True).stdout.decode().strip()
+        print(os.path.exists("/proc/self/status"), zygote._zygote.baseline.umask, out, flush=True)
+    """)
+    mount = 'mount -t tmpfs none /proc || exit 99; exec "$0" "$@"'
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, sys.executable, "-c",
+                           script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", str(SHARED_UMASK), "0077"]
+
+
+def test_a_forked_child_starts_its_own_sharing_zygote() -> None:
+    parent_zygote = zygote.current_pid()
+    assert parent_zygote is not None
+    before = umask_of(parent_zygote)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            os.close(r)
+            os.umask(0o077)
+            out = netrunner.run(["sh", "-c", "umask"], timeout=30).stdout
+            z = zygote._zygote
+            assert z is not None
+            report = repr((out, z.pid != parent_zygote, z.baseline.umask, umask_of(z.pid)))
+            zygote.shutdown()  # reaped here: nothing of the child's is left to PID 1
+            os.write(w, report.encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        report = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    assert report == repr((b"0077\n", True, SHARED_UMASK, 0o077)).encode()
+    assert umask_of(parent_zygote) == before == current_umask()
 
 
 def test_the_limits_read_from_proc_are_getrlimits() -> None:

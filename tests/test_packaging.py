@@ -127,3 +127,31 @@ def test_an_extension_module_is_refused(wheel: Path, tmp_path: Path) -> None:
         backend().retag(str(copy))
     assert copy.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [copy.name]
+
+
+SPAWN = "netrunner/netrunner-spawn.so"
+
+
+def test_the_zygotes_starter_needs_nothing_of_the_system(wheel: Path, tmp_path: Path) -> None:
+    # loaded into the interpreter with ctypes; like the static shepherd it
+    # names no library and no loader, so the manylinux tag stays true
+    with zipfile.ZipFile(wheel) as z:
+        z.extract(SPAWN, tmp_path)
+    dynamic = subprocess.run(["readelf", "-dW", str(tmp_path / SPAWN)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "(NEEDED)" not in dynamic
+    symbols = subprocess.run(["readelf", "--dyn-syms", "-W", str(tmp_path / SPAWN)], capture_output=True, text=True,
+                             check=True).stdout
+    exported = {line.split()[-1] for line in symbols.splitlines() if " GLOBAL " in line and " UND " not in line}
+    undefined = [line for line in symbols.splitlines() if " UND " in line and line.split()[-1] != "UND"]
+    assert exported == {"nr_spawn_zygote"}
+    assert undefined == []
+    assert not backend().is_extension_module(SPAWN)  # a file name Python would not import
+
+
+def test_a_starter_that_needs_a_library_keeps_the_local_platform_tag(wheel: Path, tmp_path: Path) -> None:
+    libc = next(Path(p) for p in ("/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6",
+                                  "/usr/lib64/libc.so.6", "/lib64/libc.so.6") if Path(p).exists())
+    copy = rebuilt(wheel, tmp_path, {SPAWN: libc.read_bytes()})  # a shared object with DT_NEEDED
+    name = backend().retag(str(copy))
+    assert name.endswith(f"-py3-none-linux_{platform.machine()}.whl"), name

@@ -1,17 +1,20 @@
 """The build backend: meson-python, with one wheel per platform.
 
-netrunner has no extension module; the only native file is the shepherd, a
-program that does not link Python. meson-python tags any wheel with files in
-``platlib`` for the building interpreter (``cp311-cp311-linux_x86_64``), so
-each CPython would need its own wheel. This backend lets meson-python build
-the wheel, then retags it ``py3-none-<platform>``:
+netrunner has no extension module; its native files are the shepherd, a
+program, and ``netrunner-spawn.so``, which the interpreter loads with ctypes
+to start the zygote; neither links Python. meson-python tags any wheel with
+files in ``platlib`` for the building interpreter
+(``cp311-cp311-linux_x86_64``), so each CPython would need its own wheel.
+This backend lets meson-python build the wheel, then retags it
+``py3-none-<platform>``:
 
-* a shepherd linked statically (no ``PT_INTERP``: it needs no C library of
-  the system) gets ``manylinux_2_17_<arch>``, the oldest policy every
-  architecture has (``auditwheel show`` agrees, or finds an older one);
-* a shepherd linked dynamically, or another system, keeps meson-python's
-  platform tag (``linux_x86_64``...): right for the machine that built it,
-  not for publishing.
+* native files that need nothing of the system (no ``PT_INTERP``, no
+  ``DT_NEEDED``: no C library, no loader) get ``manylinux_2_17_<arch>``,
+  the oldest policy every architecture has (``auditwheel show`` agrees, or
+  finds an older one);
+* one linked dynamically, or another system, keeps meson-python's platform
+  tag (``linux_x86_64``...): right for the machine that built it, not for
+  publishing.
 
 Only the ``WHEEL`` file's ``Tag`` lines, the ``RECORD`` line of ``WHEEL`` and
 the file name change; every other entry is copied as it is (the shepherd's
@@ -50,7 +53,9 @@ __all__ = [
     "get_requires_for_build_wheel",
 ]
 
+PT_DYNAMIC = 2
 PT_INTERP = 3
+DT_NEEDED = 1
 MANYLINUX = "manylinux_2_17"
 
 
@@ -71,7 +76,7 @@ def retag(path: str) -> str:
     with zipfile.ZipFile(path) as wheel:
         entries = [(info, wheel.read(info)) for info in wheel.infolist()]
     native = [(info.filename, data) for info, data in entries if data[:4] == b"\x7fELF"]
-    modules = [n for n, _ in native if n.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
+    modules = [n for n, _ in native if is_extension_module(n)]
     if modules:
         raise RuntimeError(f"the wheel has Python extension modules {modules}: py3-none is wrong for it")
     if native and platform.startswith("linux_") and all(is_static(data) for _, data in native):
@@ -112,18 +117,36 @@ def record_hash(data: bytes) -> str:
     return "sha256=" + digest.decode()
 
 
+def is_extension_module(name: str) -> bool:
+    """Whether Python would import the file ``name`` as a module: an
+    identifier, then an extension suffix (``netrunner-spawn.so`` is not)."""
+    base = name.rsplit("/", 1)[-1]
+    return any(
+        base.endswith(suffix) and base[: -len(suffix)].isidentifier()
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    )
+
+
 def is_static(elf: bytes) -> bool:
-    """True when the ELF image asks for no program interpreter (dynamic loader)."""
+    """True when the ELF image needs nothing of the system: it asks for no
+    program interpreter (dynamic loader) and names no shared library."""
     bits, order = elf[4], elf[5]
     endian = "<" if order == 1 else ">"
-    if bits == 2:  # ELFCLASS64
+    if bits == 2:  # ELFCLASS64: p_type, p_flags, p_offset, ..., p_filesz; d_tag, d_val of 8 bytes
         phoff, = struct.unpack_from(endian + "Q", elf, 0x20)
         phentsize, phnum = struct.unpack_from(endian + "HH", elf, 0x36)
-    else:
+        segment, entry = endian + "I4xQ16xQ", endian + "qQ"
+    else:  # p_type, p_offset, p_vaddr, p_paddr, p_filesz; d_tag, d_val of 4 bytes
         phoff, = struct.unpack_from(endian + "I", elf, 0x1C)
         phentsize, phnum = struct.unpack_from(endian + "HH", elf, 0x2A)
+        segment, entry = endian + "II8xI", endian + "iI"
     for i in range(phnum):
-        p_type, = struct.unpack_from(endian + "I", elf, phoff + i * phentsize)
+        p_type, offset, size = struct.unpack_from(segment, elf, phoff + i * phentsize)
         if p_type == PT_INTERP:
             return False
+        if p_type == PT_DYNAMIC:
+            step = struct.calcsize(entry)
+            tags = (struct.unpack_from(entry, elf, at)[0] for at in range(offset, offset + size - step + 1, step))
+            if DT_NEEDED in tags:
+                return False
     return True

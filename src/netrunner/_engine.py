@@ -1015,8 +1015,9 @@ def _send_spawn(
     for attempt in range(1, last + 1):
         pid, sock, baseline = zygote.take_shepherd()
         try:
-            if now is None:
-                now = read_attrs.current(thread)
+            shared = baseline.umask == attrs.SHARED_UMASK
+            if now is None or (now.umask == attrs.SHARED_UMASK) != shared:  # (another zygote, after a retry)
+                now = read_attrs.current(thread, umask_shared=shared)
             sent = attrs.changes(baseline, now)
             if sent is not None:
                 send_on(sock, codec.encode_attrs(sent))

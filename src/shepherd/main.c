@@ -10,6 +10,13 @@
  * SIGCHLD), ignoring the one requested: a shepherd is an ordinary child to
  * wait(), not a "clone child".
  *
+ * Shepherds are cloned with CLONE_FS too: they share the zygote's cwd, root
+ * and umask, which are the interpreter's when Python started the zygote
+ * sharing them (netrunner-spawn.so, spawn.c), so a command cloned by a
+ * shepherd (without CLONE_FS) gets them as they are at that moment. Neither
+ * the zygote nor a shepherd ever changes them: a chdir or umask here would
+ * be the interpreter's.
+ *
  * At start the zygote closes every fd it inherited except 0-2 and its socket
  * (moved to fd 3): posix_spawn cannot close the interpreter's inheritable fds,
  * and a pipe, lock or listening socket of the caller must not be held open by
@@ -114,7 +121,8 @@ static void reply(int sock, pid_t pid, int error)
     send_all(sock, rec, sizeof rec);
 }
 
-/* fork(), except that the child's parent is our parent. (exit_signal 0 is
+/* fork(), except that the child's parent is our parent and that it shares
+ * our cwd, root and umask (see the top). (exit_signal 0 is
  * asked for, but with CLONE_PARENT the kernel uses ours, SIGCHLD.) Without
  * clone3 (ENOSYS), or where a seccomp profile refuses it (EPERM, as older
  * container runtimes do), the classic clone does the same. */
@@ -124,14 +132,14 @@ static pid_t clone_parent(void)
     struct clone_args args;
     long pid;
     memset(&args, 0, sizeof args);
-    args.flags = CLONE_PARENT;
+    args.flags = CLONE_PARENT | CLONE_FS;
     args.exit_signal = 0;
     pid = syscall(SYS_clone3, &args, sizeof args);
     if (pid >= 0 || (errno != ENOSYS && errno != EPERM))
         return (pid_t)pid;
 #endif
 #if defined(__x86_64__) || defined(__aarch64__) || defined(__riscv)
-    return (pid_t)syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0);
+    return (pid_t)syscall(SYS_clone, CLONE_PARENT | CLONE_FS, 0, 0, 0, 0);
 #else
     errno = ENOSYS;
     return -1;

@@ -8,10 +8,15 @@ once, as the *baseline*; at each spawn the caller's are read again
 carry for the command to have the caller's: nothing at all in the common
 case, where nothing changed.
 
+Where the zygote shares the interpreter's umask (``CLONE_FS``, the common
+case: ``_io/zygote.py``), a command gets the umask at its clone, and both
+the baseline and the caller's snapshot say :data:`SHARED_UMASK` instead of
+a value: the umask is neither read nor sent.
+
 Invariants: pure functions of their arguments; a field the baseline does not
 know (None) is always sent when the caller's is known; a field of the caller
 that could not be read (None) is never sent, so the command keeps the
-shepherd's.
+shepherd's; a shared umask is never sent.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import wire
+
+#: The umask of a snapshot where the shepherds share the interpreter's (a
+#: command gets it at its clone): never compared with a value, never sent.
+SHARED_UMASK = -1
 
 #: Resource limits in Python's units (``resource.getrlimit``): (soft, hard).
 Limit = tuple[int, int]
@@ -34,8 +43,9 @@ class Attrs(NamedTuple):
     ``resource.getrlimit`` gives it (``RLIM_INFINITY`` is -1), or None when
     it is unknown. ``affinity`` is the set of CPUs (``os.sched_getaffinity``
     gives a set: it is never changed here), ``nice`` the nice value (both
-    per thread on Linux), ``umask`` the file mode creation mask. A named
-    tuple: one is made at every spawn, and compared."""
+    per thread on Linux), ``umask`` the file mode creation mask
+    (:data:`SHARED_UMASK`: the shepherds share it). A named tuple: one is
+    made at every spawn, and compared."""
 
     umask: int | None
     nice: int | None
@@ -61,6 +71,8 @@ def changes(baseline: Attrs, now: Attrs) -> Changes | None:
     if now == baseline:  # the common case: nothing changed since the zygote started
         return None
     umask = now.umask if now.umask is not None and now.umask != baseline.umask else None
+    if umask == SHARED_UMASK or baseline.umask == SHARED_UMASK:
+        umask = None  # the command has the caller's at its clone
     nice = now.nice if now.nice is not None and now.nice != baseline.nice else None
     affinity = now.affinity if now.affinity is not None and now.affinity != baseline.affinity else None
     if affinity is not None and not fits_mask(affinity):

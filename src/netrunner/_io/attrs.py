@@ -16,9 +16,11 @@ PRIO_PROCESS, 0, ...)``) and the CPU affinity (``os.sched_setaffinity(0,
 that starts it, as a ``subprocess`` child does. The umask and the resource
 limits belong to the process.
 
-The umask is read from the ``Umask:`` line of ``/proc/self/status`` (Linux
-4.7): setting it and setting it back, the only other way, would change it
-for every thread meanwhile. Where that cannot be read, the command keeps the
+The umask is not read at all where the shepherds share it (``CLONE_FS``,
+the common case: ``zygote.py``): a command gets it at its clone. Otherwise
+it is read from the ``Umask:`` line of ``/proc/self/status`` (Linux 4.7):
+setting it and setting it back, the only other way, would change it for
+every thread meanwhile. Where that cannot be read, the command keeps the
 shepherd's umask.
 """
 
@@ -28,7 +30,7 @@ import os
 import resource
 from collections.abc import Set as AbstractSet
 
-from .._core.attrs import Attrs, Limit
+from .._core.attrs import SHARED_UMASK, Attrs, Limit
 from . import fds
 
 __all__ = ["current", "current_umask", "of_zygote", "thread_attrs", "Thread", "RESOURCES", "RESOURCE_NAMES"]
@@ -164,12 +166,14 @@ def _parse_limits(text: bytes) -> tuple[Limit | None, ...] | None:
     return tuple(limits)
 
 
-def current(thread: Thread | None = None) -> Attrs:
-    """The caller's attributes now: the process's umask and resource limits,
-    and the nice value and CPU affinity of ``thread`` (from
-    :func:`thread_attrs`) or else of the calling thread."""
+def current(thread: Thread | None = None, *, umask_shared: bool = False) -> Attrs:
+    """The caller's attributes now: the process's umask (not read when the
+    shepherds share it: :data:`SHARED_UMASK`) and resource limits, and the
+    nice value and CPU affinity of ``thread`` (from :func:`thread_attrs`) or
+    else of the calling thread."""
     nice, cpus = thread if thread is not None else thread_attrs()
-    return Attrs(_umask_in(_status.read(512)), nice, cpus, RESOURCES, current_limits())
+    umask = SHARED_UMASK if umask_shared else _umask_in(_status.read(512))
+    return Attrs(umask, nice, cpus, RESOURCES, current_limits())
 
 
 def _one_limit(res: int) -> Limit | None:

@@ -8,6 +8,8 @@ from pathlib import Path
 from .._errors import ShepherdError
 
 BINARY = "netrunner-shepherd"
+#: The zygote's starter, loaded with ctypes (``zygote._spawn_sharing_fs``).
+SPAWN_LIBRARY = "netrunner-spawn.so"
 _cached: str | None = None
 
 
@@ -40,3 +42,17 @@ def find_shepherd() -> str:
         "reinstall with `pip install --force-reinstall pynetrunner` (or `pip install -e .` in a "
         "checkout), or point NETRUNNER_SHEPHERD at a built netrunner-shepherd"
     )
+
+
+def find_spawn_library() -> str | None:
+    """Path of ``netrunner-spawn.so`` installed beside the shepherd, or None:
+    without it the zygote is started without sharing (slower spawns, same
+    behaviour)."""
+    candidates = [Path(__file__).resolve().parent.parent / SPAWN_LIBRARY]
+    try:  # an editable install keeps it in the build tree
+        from importlib.resources import files
+
+        candidates.append(Path(str(files("netrunner") / SPAWN_LIBRARY)))
+    except Exception:  # pragma: no cover - resources unavailable
+        pass
+    return next((str(p) for p in candidates if p.is_file()), None)

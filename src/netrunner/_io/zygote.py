@@ -16,10 +16,18 @@ idle for the next command, instead of a new spare (at most
 :data:`MAX_IDLE`; ADR 9). So a sequence of commands costs no fork at all,
 and the zygote is asked only when no idle shepherd is left.
 
-Each zygote keeps the attributes its shepherds inherit (umask, resource
-limits, nice, CPU affinity: ``_io/attrs.py``), read when it has started;
-:func:`take_shepherd` hands them out with the shepherd, so that a spawn sends
-the command what differs from them at the call.
+The zygote is started sharing this process's cwd, root and umask
+(``CLONE_FS``, by the small ``netrunner-spawn.so`` loaded with ctypes), and so
+is every shepherd it forks: a command, cloned without it, gets them as they
+are at its clone, as a ``subprocess`` child does, and the umask is never read
+nor sent (ADR 6). Where that cannot be done (no ctypes, no such library, an
+architecture without it, ``clone3`` refused), the zygote is started as
+before, with copies of them.
+
+Each zygote keeps the attributes its shepherds inherit (the umask when it is
+not shared, resource limits, nice, CPU affinity: ``_io/attrs.py``), read when
+it has started; :func:`take_shepherd` hands them out with the shepherd, so
+that a spawn sends the command what differs from them at the call.
 
 Invariants: one zygote per process (a forked child starts its own); replies
 are read in request order under a lock; a zygote that died is replaced once,
@@ -35,12 +43,13 @@ import signal
 import socket
 import threading
 import time
+from typing import Any
 
 from .._core import codec, wire
-from .._core.attrs import Attrs
+from .._core.attrs import SHARED_UMASK, Attrs
 from .._errors import ShepherdError
 from . import attrs, fds
-from .shepherd import find_shepherd
+from .shepherd import find_shepherd, find_spawn_library
 
 __all__ = ["take_shepherd", "take_back", "wants_back", "replenish", "current_pid", "helper_pids", "shutdown"]
 
@@ -64,6 +73,7 @@ class _Zygote:
         ours, theirs = fds.socketpair()
         moved = devnull = -1
         umask_before = attrs.current_umask()
+        shared = False
         try:
             devnull = fds.open_fd(os.devnull, os.O_RDWR, "/dev/null")
             child_fd = theirs.fileno()
@@ -71,20 +81,25 @@ class _Zygote:
                 with fds.lock:
                     moved = child_fd = fds.adopt(os.dup(child_fd))
             env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+            pid = _spawn_sharing_fs(path, env, devnull, child_fd)
+            shared = pid is not None
             try:
-                self.pid = os.posix_spawn(
-                    path,
-                    [path, "--zygote", "3"],
-                    env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_DUP2, devnull, 0),
-                        (os.POSIX_SPAWN_DUP2, devnull, 1),
-                        (os.POSIX_SPAWN_DUP2, child_fd, 3),
-                    ],
-                    setpgroup=0,
-                    setsigmask=(),
-                    setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
-                )
+                if pid is not None:
+                    self.pid = pid
+                else:
+                    self.pid = os.posix_spawn(
+                        path,
+                        [path, "--zygote", "3"],
+                        env,
+                        file_actions=[
+                            (os.POSIX_SPAWN_DUP2, devnull, 0),
+                            (os.POSIX_SPAWN_DUP2, devnull, 1),
+                            (os.POSIX_SPAWN_DUP2, child_fd, 3),
+                        ],
+                        setpgroup=0,
+                        setsigmask=(),
+                        setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
+                    )
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.ENOSYS):
                     raise
@@ -120,10 +135,15 @@ class _Zygote:
                 f"(digest {wire.PROTOCOL_DIGEST:#010x}); rebuild with `pip install -e .` or reinstall"
             )
         # Its setup is over (the hello comes last): what it has now, every
-        # shepherd it forks has. A umask changed by another thread while it
-        # started is unknown, and sent with every spawn.
-        umask_after = attrs.current_umask()
-        self.baseline = attrs.of_zygote(self.pid, umask_before if umask_before == umask_after else None)
+        # shepherd it forks has. A umask it shares is the caller's at every
+        # clone; one changed by another thread while a copy was made is
+        # unknown, and sent with every spawn.
+        if shared:
+            umask: int | None = SHARED_UMASK
+        else:
+            umask_after = attrs.current_umask()
+            umask = umask_before if umask_before == umask_after else None
+        self.baseline = attrs.of_zygote(self.pid, umask)
 
     def _receive(self) -> codec.Event:
         try:
@@ -207,6 +227,54 @@ def check_kernel() -> None:
             ) from None
         raise
     _kernel_ok = True
+
+
+#: The starter of ``netrunner-spawn.so`` (None: none can be used here), loaded once.
+_starter: Any = None
+
+
+def _spawn_sharing_fs(path: str, env: dict[str, str], devnull: int, sock_fd: int) -> int | None:
+    """Start the zygote ``path`` sharing our cwd, root and umask, as
+    ``posix_spawn`` would start it otherwise (fds 0 and 1 on ``devnull``, 3
+    on ``sock_fd``, its own process group, every signal at its default):
+    its pid, or None where it cannot be started so (the caller then starts
+    it without sharing). Raises what ``posix_spawn`` would for the rest (no
+    such file, out of processes...)."""
+    global _starter
+    if _starter is None:
+        _starter = _load_starter()
+    if _starter is False:
+        return None
+    import ctypes  # loaded already by _load_starter
+
+    argv = [os.fsencode(path), b"--zygote", b"3", None]
+    envp = [*(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()), None]
+    pid = int(_starter(argv[0], (ctypes.c_char_p * len(argv))(*argv), (ctypes.c_char_p * len(envp))(*envp),
+                       devnull, sock_fd))
+    if pid in (-errno.ENOSYS, -errno.EPERM):  # no clone3 here, or a seccomp profile refuses it
+        return None
+    if pid < 0:
+        raise OSError(-pid, os.strerror(-pid), path)
+    return pid
+
+
+def _load_starter() -> Any:
+    """``nr_spawn_zygote`` of ``netrunner-spawn.so``, or False without ctypes or the library."""
+    library = find_spawn_library()
+    if library is None:
+        return False
+    try:
+        import ctypes
+    except ImportError:  # an interpreter built without it
+        return False
+    try:
+        fn = ctypes.CDLL(library).nr_spawn_zygote
+    except (OSError, AttributeError):
+        return False
+    c_args = ctypes.POINTER(ctypes.c_char_p)
+    fn.argtypes = [ctypes.c_char_p, c_args, c_args, ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_long
+    return fn
 
 
 def _spawn_with_vfork(path: str, sock_fd: int, env: dict[str, str]) -> int:
