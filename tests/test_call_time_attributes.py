@@ -383,7 +383,8 @@ def copied_umask() -> Iterator[None]:
     zygote._starter = False
     try:
         netrunner.run(["true"])
-        assert zygote._zygote is not None and zygote._zygote.baseline.umask != SHARED_UMASK
+        assert zygote._zygote is not None
+        assert zygote._zygote.baseline.umask != SHARED_UMASK
         yield
     finally:
         zygote.shutdown()
@@ -396,12 +397,14 @@ def umask_of(pid: int) -> int:
 
 
 def test_the_shepherds_share_the_umask_so_it_is_never_sent() -> None:
-    assert zygote._zygote is not None and zygote._zygote.baseline.umask == SHARED_UMASK
+    assert zygote._zygote is not None
+    assert zygote._zygote.baseline.umask == SHARED_UMASK
     os.umask(0o077)
     assert sent_for_true() is None
     assert seen("sync").umask == 0o077
     helpers = zygote.helper_pids()
-    assert zygote.current_pid() in helpers and len(helpers) >= 2  # the zygote and an idle shepherd
+    assert zygote.current_pid() in helpers
+    assert len(helpers) >= 2  # the zygote and an idle shepherd
     os.umask(0o027)
     assert {pid: umask_of(pid) for pid in helpers} == dict.fromkeys(helpers, 0o027)
 
@@ -428,11 +431,14 @@ def test_the_interpreters_cwd_and_umask_stay_its_own(tmp_path: pathlib.Path) -> 
     resource.setrlimit(NOFILE, (soft - 1, hard))  # a C_ATTRS record, applied in the child too
     out = netrunner.run(["sh", "-c", "umask 0; pwd; umask"], cwd=tmp_path, check=True).stdout
     assert out == f"{tmp_path}\n0000\n".encode()
-    assert os.getcwd() == here and current_umask() == 0o027
+    assert os.getcwd() == here
+    assert current_umask() == 0o027
     with copied_umask():
         os.umask(0o077)  # sent, and set in the command's clone child
-        assert netrunner.run(["sh", "-c", "umask; pwd"], cwd=tmp_path, check=True).stdout == f"0077\n{tmp_path}\n".encode()
-        assert os.getcwd() == here and current_umask() == 0o077
+        out = netrunner.run(["sh", "-c", "umask; pwd"], cwd=tmp_path, check=True).stdout
+        assert out == f"0077\n{tmp_path}\n".encode()
+        assert os.getcwd() == here
+        assert current_umask() == 0o077
     # and a sharing zygote follows our cwd
     netrunner.run(["true"])
     os.chdir(tmp_path)
