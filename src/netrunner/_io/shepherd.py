@@ -46,8 +46,8 @@ def find_shepherd() -> str:
 
 def find_spawn_library() -> str | None:
     """Path of ``netrunner-spawn.so`` installed beside the shepherd, or None:
-    without it the zygote is started without sharing (slower spawns, same
-    behaviour)."""
+    without it the zygote gets copies of the interpreter's cwd and umask
+    instead of sharing them, and the umask is read at every spawn."""
     candidates = [Path(__file__).resolve().parent.parent / SPAWN_LIBRARY]
     try:  # an editable install keeps it in the build tree
         from importlib.resources import files
