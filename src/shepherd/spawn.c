@@ -83,10 +83,11 @@ fail:
 #endif
 
 /* Start `path` with `argv` and `envp` as a child of the caller that shares
- * its cwd, root and umask: fds 0 and 1 on `null_fd`, fd 3 on `sock_fd`, no
- * other fd (every fd of the interpreter is close-on-exec), in a process
- * group of its own, every signal at its default and unblocked. Returns its
- * pid, or -errno: -ENOSYS or -EPERM when it cannot be made this way. */
+ * its cwd, root and umask: fds 0 and 1 on `null_fd`, fd 3 on `sock_fd` (and,
+ * as under posix_spawn, any fd of the interpreter not marked close-on-exec,
+ * which the zygote closes first thing), in a process group of its own,
+ * every signal at its default and unblocked. Returns its pid, or -errno:
+ * -ENOSYS or -EPERM when it cannot be made this way. */
 EXPORT long nr_spawn_zygote(const char *path, char *const argv[], char *const envp[], int null_fd, int sock_fd)
 {
 #ifdef NR_HAVE_CLONE3_RUN
