@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from conftest import helper_pids, own_children, pids_with_marker, wait_until
@@ -148,3 +149,24 @@ def settled_fd_count() -> int:
     netrunner.run(["true"])
     assert wait_until(reaped_all, timeout=10), "a detached shepherd was never reaped"
     return len(os.listdir("/proc/self/fd"))
+
+
+def in_forked_child(body: Callable[[], bytes]) -> bytes:
+    """What ``body()`` returns when run in a child forked from this process;
+    an exception in it fails the child, and so this call."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            os.close(r)
+            os.write(w, body())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        report = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    return report

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-from helpers import wait_until
+from helpers import in_forked_child, wait_until
 
 import netrunner
 import netrunner.aio
@@ -471,28 +471,17 @@ def test_a_forked_child_starts_its_own_sharing_zygote() -> None:
     parent_zygote = zygote.current_pid()
     assert parent_zygote is not None
     before = umask_of(parent_zygote)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through the pipe
-        code = 1
-        try:
-            os.close(r)
-            os.umask(0o077)
-            out = netrunner.run(["sh", "-c", "umask"], timeout=30).stdout
-            z = zygote._zygote
-            assert z is not None
-            report = repr((out, z.pid != parent_zygote, z.baseline.umask, umask_of(z.pid)))
-            zygote.shutdown()  # reaped here: nothing of the child's is left to PID 1
-            os.write(w, report.encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        report = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, report
-    assert report == repr((b"0077\n", True, SHARED_UMASK, 0o077)).encode()
+
+    def child() -> bytes:
+        os.umask(0o077)
+        out = netrunner.run(["sh", "-c", "umask"], timeout=30).stdout
+        z = zygote._zygote
+        assert z is not None
+        report = repr((out, z.pid != parent_zygote, z.baseline.umask, umask_of(z.pid)))
+        zygote.shutdown()  # reaped here: nothing of the child's is left to PID 1
+        return report.encode()
+
+    assert in_forked_child(child) == repr((b"0077\n", True, SHARED_UMASK, 0o077)).encode()
     assert umask_of(parent_zygote) == before == current_umask()
 
 

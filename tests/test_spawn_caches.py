@@ -7,6 +7,7 @@ import fcntl
 import os
 
 import pytest
+from helpers import in_forked_child
 
 import netrunner
 from netrunner._io import fds
@@ -102,24 +103,13 @@ def test_a_forked_child_opens_its_own_dev_null() -> None:
     netrunner.run(["true"])
     kept = set(fds._devnull.values())
     assert kept
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through the pipe
-        code = 1
-        try:
-            os.close(r)
-            still_open = [fd for fd in kept if _open(fd)]
-            out = netrunner.run(["sh", "-c", "readlink /proc/self/fd/0; cat"], timeout=30).stdout
-            os.write(w, repr((still_open, out)).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        report = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, report
-    assert report == repr(([], b"/dev/null\n")).encode()
+
+    def child() -> bytes:
+        still_open = [fd for fd in kept if _open(fd)]
+        out = netrunner.run(["sh", "-c", "readlink /proc/self/fd/0; cat"], timeout=30).stdout
+        return repr((still_open, out)).encode()
+
+    assert in_forked_child(child) == repr(([], b"/dev/null\n")).encode()
 
 
 def _open(fd: int) -> bool:
