@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from netrunner._core import codec, wire
-from netrunner._core.attrs import Attrs, Changes, affinity_mask, changes, describe, fits_mask
+from netrunner._core.attrs import SHARED_UMASK, Attrs, Changes, affinity_mask, changes, describe, fits_mask
 
 RES = (0, 4, 7)  # RLIMIT_CPU, RLIMIT_CORE, RLIMIT_NOFILE
 LIMITS = ((-1, -1), (0, -1), (1024, 4096))
@@ -60,6 +60,16 @@ def test_what_could_not_be_read_is_never_sent() -> None:
     assert changes(BASE, unread) is None
     assert changes(BASE, Attrs(0o077, None, None, RES, (None, None, (1, 1)))) == Changes(
         umask=0o077, rlimits=((7, 1, 1),))
+
+
+def test_a_shared_umask_is_never_sent() -> None:
+    shared = at(umask=SHARED_UMASK)
+    assert changes(shared, shared) is None
+    assert changes(shared, at(umask=SHARED_UMASK, nice=4)) == Changes(nice=4)
+    # a snapshot and a baseline that disagree (one shares, one does not) still send no umask
+    assert changes(shared, at(umask=0o077)) is None
+    assert changes(BASE, shared) is None
+    assert changes(Attrs(None, 0, frozenset({0, 1}), RES, LIMITS), shared) is None
 
 
 def test_resources_the_baseline_lacks_are_sent() -> None:
