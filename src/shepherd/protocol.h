@@ -3,9 +3,9 @@
 #ifndef NR_PROTOCOL_H
 #define NR_PROTOCOL_H
 
-#define NR_PROTOCOL_DIGEST 0x19a3d5b2u
+#define NR_PROTOCOL_DIGEST 0xf3ea6b83u
 
-#define NR_PROTOCOL_VERSION 6
+#define NR_PROTOCOL_VERSION 7
 #define NR_FLAG_DETACH 1
 #define NR_FLAG_CWD 2
 #define NR_FLAG_PTY 4

@@ -27,7 +27,11 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 6
+#: 7: shepherds are cloned with CLONE_FS and share the zygote's cwd, root and
+#: umask -- the interpreter's, when it started the zygote sharing them -- so
+#: Python sends no umask (ADR 6). A version 6 shepherd would look the same on
+#: the wire and give commands a stale umask: the version refuses it.
+PROTOCOL_VERSION = 7
 
 #: C type name -> (struct code, size in bytes)
 FIELD_TYPES: dict[str, tuple[str, int]] = {
