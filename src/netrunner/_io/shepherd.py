@@ -23,14 +23,7 @@ def find_shepherd() -> str:
     else:
         if _cached is not None:
             return _cached
-        here = Path(__file__).resolve().parent.parent
-        candidates = [here / BINARY]
-        try:  # an editable install keeps the binary in the build tree
-            from importlib.resources import files
-
-            candidates.append(Path(str(files("netrunner") / BINARY)))
-        except Exception:  # pragma: no cover - resources unavailable
-            pass
+        candidates = _installed(BINARY)
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             if not override:
@@ -48,11 +41,17 @@ def find_spawn_library() -> str | None:
     """Path of ``netrunner-spawn.so`` installed beside the shepherd, or None:
     without it the zygote gets copies of the interpreter's cwd and umask
     instead of sharing them, and the umask is read at every spawn."""
-    candidates = [Path(__file__).resolve().parent.parent / SPAWN_LIBRARY]
-    try:  # an editable install keeps it in the build tree
+    return next((str(p) for p in _installed(SPAWN_LIBRARY) if p.is_file()), None)
+
+
+def _installed(name: str) -> list[Path]:
+    """Where a file installed in the package may be: beside the modules, or,
+    for an editable install, in the build tree (through its resources)."""
+    candidates = [Path(__file__).resolve().parent.parent / name]
+    try:
         from importlib.resources import files
 
-        candidates.append(Path(str(files("netrunner") / SPAWN_LIBRARY)))
+        candidates.append(Path(str(files("netrunner") / name)))
     except Exception:  # pragma: no cover - resources unavailable
         pass
-    return next((str(p) for p in candidates if p.is_file()), None)
+    return candidates
