@@ -198,12 +198,17 @@ def controller_dir(pid: int, controller: str) -> str:
 
 
 def members(directory: str) -> list[int]:
-    """The pids in a cgroup directory ([] when it is gone)."""
+    """The pids in a cgroup directory ([] when it is gone, or going: a
+    cgroup removed between the open and the read answers ENODEV)."""
     try:
         with open(os.path.join(directory, "cgroup.procs")) as f:
             return [int(x) for x in f.read().split()]
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return []
+        raise
 
 
 def read(directory: str, name: str) -> str:
