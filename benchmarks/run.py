@@ -107,6 +107,10 @@ def bench_latency(rounds: int) -> None:
     ratio = med["netrunner.run(['true'])"] / base
     aio_ratio = med["netrunner.aio.run(['true'])"] / med["asyncio create_subprocess_exec + wait"]
     print(f"  target: netrunner.run(['true']) <= 1.1x subprocess.run(['true']): {ratio:.2f}x")
+    # netrunner.run captures stdout and stderr by default; subprocess.run only when asked.
+    like = med["netrunner.run(['true'])"] / med["subprocess.run(['true'], capture_output=True)"]
+    print(f"  like for like, both capturing: netrunner.run(['true']) / subprocess.run(capture_output=True): "
+          f"{like:.2f}x")
     print(f"  target: netrunner.aio.run(['true']) <= 1.1x asyncio create_subprocess_exec + wait: {aio_ratio:.2f}x")
 
 
