@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_aio import PY, AsyncLineReader, arun, await_until, pid_alive, pids_with_marker, py, wait_until
 
 import netrunner
 import netrunner.aio
-from helpers_aio import PY, AsyncLineReader, arun, await_until, pid_alive, pids_with_marker, py, wait_until
 
 READY_SLEEPER = (
     "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); "
@@ -50,10 +50,13 @@ def test_start_is_awaited_and_returns_an_async_process() -> None:
         async with proc as entered:
             assert entered is proc
             assert isinstance(proc, netrunner.aio.Process)
-            assert isinstance(proc.pid, int) and pid_alive(proc.pid)
+            assert isinstance(proc.pid, int)
+            assert pid_alive(proc.pid)
             assert proc.alive
             assert proc.poll() is None
-            assert proc.returncode is None and proc.exit_status is None and proc.signal is None
+            assert proc.returncode is None
+            assert proc.exit_status is None
+            assert proc.signal is None
 
             await proc.write(b"hello\n")
             assert await AsyncLineReader(proc).readline() == b"hello\n"
@@ -62,7 +65,9 @@ def test_start_is_awaited_and_returns_an_async_process() -> None:
             assert await proc.wait() == 0
             assert not proc.alive
             assert proc.poll() == 0
-            assert proc.returncode == 0 and proc.exit_status == 0 and proc.signal is None
+            assert proc.returncode == 0
+            assert proc.exit_status == 0
+            assert proc.signal is None
             assert proc.stats.bytes_in == 6
             assert proc.stats.returncode == 0
 
@@ -75,7 +80,7 @@ def test_plain_methods_do_not_return_awaitables() -> None:
             assert await AsyncLineReader(proc).readline() == b"ready\n"
             for result in (proc.poll(), proc.send_signal(signal.SIGCONT), proc.terminate()):
                 assert not inspect.isawaitable(result)
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError, match="pty=True"):
                 proc.set_window_size(24, 80)  # not a pty
             assert not inspect.isawaitable(proc.kill())
             assert await proc.wait() == -signal.SIGKILL
@@ -193,7 +198,8 @@ def test_communicate_timeout_leaves_the_process_running() -> None:
         async with await netrunner.aio.start(py(IGNORE_TERM)) as proc:
             with pytest.raises(netrunner.Timeout):
                 await proc.communicate(timeout=0.5)
-            assert proc.alive and proc.poll() is None
+            assert proc.alive
+            assert proc.poll() is None
             assert await proc.stop(kill_timeout=0.2) == -signal.SIGKILL
 
     arun(main())
@@ -339,7 +345,8 @@ def test_cancelled_wait_leaves_the_process_usable() -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            assert proc.alive and proc.poll() is None
+            assert proc.alive
+            assert proc.poll() is None
             proc.close_stdin()
             assert await proc.wait() == 6
             assert await proc.wait() == 6
@@ -354,7 +361,8 @@ def test_wait_for_wait_times_out_cleanly() -> None:
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(proc.wait(), 0.1)
             assert time.monotonic() - t0 < 2.0
-            assert proc.alive and proc.poll() is None
+            assert proc.alive
+            assert proc.poll() is None
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(proc.read(), 0.1)
             proc.close_stdin()

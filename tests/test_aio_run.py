@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_aio import arun, await_until, pid_alive, pids_with_marker, py, result_fields, wait_until
 
 import netrunner
 import netrunner.aio
-from helpers_aio import arun, await_until, pid_alive, pids_with_marker, py, result_fields, wait_until
 
 SLEEPER = "import sys, time; open(sys.argv[1], 'w').write(str(__import__('os').getpid())); time.sleep(100)"
 IGNORE_TERM_SLEEPER = (
@@ -67,7 +67,10 @@ def test_run_is_a_coroutine_and_returns_a_result() -> None:
     result = arun(main())
     assert result.stdout == b"hi\n"
     assert result.stderr == b""
-    assert result.returncode == 0 and result.exit_status == 0 and result.signal is None and result.ok
+    assert result.returncode == 0
+    assert result.exit_status == 0
+    assert result.signal is None
+    assert result.ok
     assert result.args == ("echo", "hi")
     assert result.check() is result
     assert result.stats.returncode == 0
@@ -169,7 +172,10 @@ def test_timeout_with_partial_output() -> None:
         t0 = time.monotonic()
         with pytest.raises(netrunner.Timeout) as info:
             await netrunner.aio.run(
-                py("import sys, time; print('partial', flush=True); print('err', file=sys.stderr, flush=True); time.sleep(100)"),
+                py(
+                    "import sys, time; print('partial', flush=True); print('err', file=sys.stderr, flush=True); "
+                    "time.sleep(100)"
+                ),
                 timeout=1.0,
             )
         elapsed = time.monotonic() - t0

@@ -260,7 +260,8 @@ def test_nice_and_affinity_go_with_the_thread_umask_and_limits_with_the_process(
     in_thread(lambda: os.umask(0o077))
     resource.setrlimit(NOFILE, (200, limit_of(NOFILE)[1]))
     got = in_thread(lambda: seen("sync"))
-    assert got.umask == 0o077 and got.limits["Max open files"][0] == 200
+    assert got.umask == 0o077
+    assert got.limits["Max open files"][0] == 200
 
 
 def test_a_zygote_started_from_another_thread() -> None:

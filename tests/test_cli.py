@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import MARKER_VAR, pids_with_marker, wait_until
 
 PY = sys.executable

@@ -81,7 +81,8 @@ def term() -> Iterator[Terminal]:
 
 
 def test_the_command_sees_a_terminal_and_ours_is_restored(term: Terminal) -> None:
-    term.run("--pty", "--", PY, "-c", "import sys, os; print(sys.stdout.isatty(), os.isatty(0), os.get_terminal_size())")
+    code = "import sys, os; print(sys.stdout.isatty(), os.isatty(0), os.get_terminal_size())"
+    term.run("--pty", "--", PY, "-c", code)
     assert term.finish() == 0, term.out
     assert b"True True os.terminal_size(columns=100, lines=30)" in term.out, term.out
     assert termios.tcgetattr(term.slave) == term.mode, "the CLI left its terminal in another mode"

@@ -39,7 +39,8 @@ def test_options_merge_and_call_site_overrides() -> None:
 def test_equal_templates_compare_and_hash_alike() -> None:
     a = Command("ls", ["-l"], env={"A": "1"}, timeout=5)
     b = Command("ls", ("-l",), env={"A": "1"}, timeout=5)
-    assert a == b and hash(a) == hash(b)
+    assert a == b
+    assert hash(a) == hash(b)
     assert len({a, b}) == 1
     assert a != Command("ls", ["-l"], env={"A": "2"}, timeout=5)
     assert a != a("-a")

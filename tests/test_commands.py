@@ -10,9 +10,9 @@ import signal
 import threading
 
 import pytest
+from helpers import PY, LineReader, py, settled_strays, stray_children
 
 import netrunner
-from helpers import PY, LineReader, py, settled_strays, stray_children
 
 ENTRIES = ["run", "stream", "start"]
 
@@ -225,7 +225,7 @@ def test_garbage_file_is_enoexec(entry: str, tmp_path: pathlib.Path) -> None:
     prog = tmp_path / "garbage"
     prog.write_bytes(b"\x00\x01\x02garbage\xff\xfe\n" * 10)
     prog.chmod(0o755)
-    with pytest.raises(OSError) as ei:
+    with pytest.raises(OSError, match="Exec format error") as ei:
         launch(entry, [str(prog)])
     assert ei.value.errno == errno.ENOEXEC
     assert ei.value.filename == str(prog)
@@ -244,7 +244,7 @@ def test_no_shell_fallback_for_script_without_shebang(
         cmd, env = ["noshebang"], {**marker_env, "PATH": str(tmp_path)}
     else:
         cmd, env = [str(prog)], None
-    with pytest.raises(OSError) as ei:
+    with pytest.raises(OSError, match="Exec format error") as ei:
         netrunner.run(cmd, env=env)
     assert ei.value.errno == errno.ENOEXEC
     assert ei.value.filename == cmd[0]
@@ -356,7 +356,7 @@ def test_clean_signals_from_a_thread_with_a_blocked_signal() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGINT, signal.SIGCHLD})
         try:
             out["stdout"] = netrunner.run(["cat", "/proc/self/status"]).stdout
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             out["error"] = exc
 
     t = threading.Thread(target=body)

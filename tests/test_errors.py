@@ -167,7 +167,10 @@ MAKERS = {
     "UnknownSignal": _unknown_signal,
 }
 
-FIELD_NAMES = ["cmd", "returncode", "output", "stdout", "stderr", "timeout", "exit_status", "signal", "limit", "stream", "stats", "errno", "strerror", "filename"]
+FIELD_NAMES = [
+    "cmd", "returncode", "output", "stdout", "stderr", "timeout", "exit_status", "signal", "limit", "stream", "stats",
+    "errno", "strerror", "filename",
+]
 
 
 def _fields(err: BaseException) -> dict[str, object]:
@@ -200,7 +203,9 @@ def test_pickle_round_trip_of_real_errors(name: str) -> None:
         lambda: netrunner.ShepherdError(errno.ECONNRESET, "control socket closed"),
         lambda: netrunner.NetRunnerError("base"),
     ],
-    ids=["InvalidCgroup", "CgroupUnavailable", "CgroupUnavailable-errno", "ShepherdError", "ShepherdError-errno", "base"],
+    ids=[
+        "InvalidCgroup", "CgroupUnavailable", "CgroupUnavailable-errno", "ShepherdError", "ShepherdError-errno", "base",
+    ],
 )
 def test_pickle_round_trip_of_constructed_errors(make) -> None:  # type: ignore[no-untyped-def]
     err = make()
@@ -226,7 +231,7 @@ def test_errors_caught_as_their_builtins() -> None:
         netrunner.run(["sleep", "100"], timeout=0.2)
     with pytest.raises(TimeoutError):
         netrunner.run(["sleep", "100"], timeout=0.2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cmd is empty"):
         netrunner.run([])
     with pytest.raises(TypeError):
         netrunner.run(["echo", 3])

@@ -158,7 +158,8 @@ def test_pty_validated(entry: str, value: object, error: type[Exception]) -> Non
 def test_pty_excludes_stdio_options(entry: str) -> None:
     with pytest.raises(TypeError) as ei:
         launch(entry, ["true"], pty=True, stdout="discard")
-    assert "'stdout'" in str(ei.value) and "'pty'" in str(ei.value)
+    assert "'stdout'" in str(ei.value)
+    assert "'pty'" in str(ei.value)
 
 
 # --- stderr modes -----------------------------------------------------------------
@@ -226,7 +227,10 @@ def test_stderr_discard_in_start() -> None:
 
 
 def test_run_drains_large_stderr_concurrently() -> None:
-    code = "import sys; sys.stderr.buffer.write(b'e' * 3_000_000); sys.stderr.flush(); sys.stdout.buffer.write(b'o' * 3_000_000)"
+    code = (
+        "import sys; sys.stderr.buffer.write(b'e' * 3_000_000); sys.stderr.flush(); "
+        "sys.stdout.buffer.write(b'o' * 3_000_000)"
+    )
     result = netrunner.run(py(code), timeout=30)
     assert result.stdout == b"o" * 3_000_000
     assert result.stderr == b"e" * 3_000_000
@@ -597,10 +601,12 @@ def test_stdout_to_a_file_and_discarded(tmp_path) -> None:  # type: ignore[no-un
     path = tmp_path / "out.txt"
     with open(path, "wb") as f:
         result = netrunner.run(["echo", "hi"], stdout=f)
-    assert result.stdout == b"" and path.read_bytes() == b"hi\n"
+    assert result.stdout == b""
+    assert path.read_bytes() == b"hi\n"
     assert result.stats.bytes_out is None  # handed to the command: not observed
     result = netrunner.run(["echo", "hi"], stdout="discard")
-    assert result.stdout == b"" and result.stats.bytes_out is None
+    assert result.stdout == b""
+    assert result.stats.bytes_out is None
     with netrunner.start(["echo", "hi"], stdout=subprocess.DEVNULL) as proc:
         assert proc.read(timeout=10) == b""
         assert proc.wait(timeout=10) == 0
@@ -625,7 +631,9 @@ def test_stream_needs_a_captured_stdout(value) -> None:  # type: ignore[no-untyp
         netrunner.stream(["true"], stdout=value)
 
 
-@pytest.mark.parametrize("name,value", [("stdin", "capture"), ("stdout", "redirect"), ("stdin", -7), ("stdout", 2.5)])
+@pytest.mark.parametrize(
+    ("name", "value"), [("stdin", "capture"), ("stdout", "redirect"), ("stdin", -7), ("stdout", 2.5)]
+)
 def test_bad_stdio_targets_name_the_option(name: str, value) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises((ValueError, TypeError)) as ei:
         netrunner.run(["true"], **{name: value})

@@ -13,9 +13,9 @@ import threading
 import time
 
 import pytest
+from helpers import LineReader, gone, own_children, pid_alive, py, stray_children, wait_until
 
 import netrunner
-from helpers import LineReader, gone, own_children, pid_alive, py, stray_children, wait_until
 
 # A child that announces readiness, then reads stdin to EOF and exits 0.
 READY_THEN_READ = py("import sys; print('ready', flush=True); sys.stdin.buffer.read()")
@@ -88,7 +88,7 @@ def test_write_backpressure(tmp_path: pathlib.Path) -> None:
         def writer() -> None:
             try:
                 proc.write(b"x" * size)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
             done.set()
 
@@ -405,7 +405,7 @@ def test_send_signal_unknown_raises() -> None:
     with netrunner.start(["cat"]) as proc:
         with pytest.raises(netrunner.UnknownSignal):
             proc.send_signal("SIGNOPE")
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not a valid signal"):
             proc.send_signal(0)
         assert proc.alive
         proc.close_stdin()
@@ -551,7 +551,7 @@ def test_status_fields_none_while_running() -> None:
 
 def test_set_window_size_without_pty_is_value_error() -> None:
     with netrunner.start(["cat"]) as proc:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="pty=True"):
             proc.set_window_size(24, 80)
         proc.close_stdin()
         proc.wait(timeout=10)
@@ -667,7 +667,7 @@ def test_thread_safety_smoke() -> None:
                     proc.write(b"%d:%05d\n" % (w, i))
                     proc.poll()
                     _ = proc.alive, proc.stats
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
 
         def read() -> None:
@@ -677,7 +677,7 @@ def test_thread_safety_smoke() -> None:
                     if not chunk:
                         return
                     out.extend(chunk)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
 
         reader = threading.Thread(target=read)
@@ -739,7 +739,7 @@ def test_read_and_wait_from_different_threads() -> None:
 
 def test_communicate_str_input() -> None:
     with netrunner.start(["cat"]) as proc:
-        out, err = proc.communicate("héllo", timeout=10)
+        out, _ = proc.communicate("héllo", timeout=10)
     assert out == "héllo".encode()
 
 

@@ -8,10 +8,10 @@ import asyncio
 import re
 
 import pytest
+from helpers import py
 
 import netrunner
 from netrunner import aio
-from helpers import py
 
 # Writes its argument in pieces, pausing between them, so patterns straddle reads.
 PIECES = py(

@@ -11,9 +11,9 @@ import subprocess
 import time
 
 import pytest
+from helpers import PY, gone, pids_with_marker, py, settled_strays, stray_children, wait_until
 
 import netrunner
-from helpers import PY, gone, pids_with_marker, py, settled_strays, stray_children, wait_until
 
 
 def test_result_fields() -> None:
@@ -378,7 +378,8 @@ def test_stdin_without_input_is_at_its_end_from_the_start() -> None:
     assert r.stdout == b"/dev/null\nread-to-the-end\n"
     # with input, a pipe as before
     r = netrunner.run(["sh", "-c", "readlink /proc/self/fd/0; cat"], input=b"in", timeout=30)
-    assert r.stdout.startswith(b"pipe:[") and r.stdout.endswith(b"]\nin")
+    assert r.stdout.startswith(b"pipe:[")
+    assert r.stdout.endswith(b"]\nin")
 
 
 def test_output_written_at_the_last_moment_is_all_there() -> None:
@@ -424,7 +425,9 @@ def test_timeout_when_child_closed_its_stdout() -> None:
 
 def test_max_output_size_with_redirected_stderr() -> None:
     with pytest.raises(netrunner.OutputLimitExceeded) as ei:
-        netrunner.run(["sh", "-c", "head -c 5000 /dev/zero >&2; exec sleep 100"], stderr="redirect", max_output_size=100)
+        netrunner.run(
+            ["sh", "-c", "head -c 5000 /dev/zero >&2; exec sleep 100"], stderr="redirect", max_output_size=100
+        )
     assert ei.value.stream == "stdout"
     assert ei.value.stdout == b"\0" * 100
 
@@ -458,7 +461,7 @@ def test_run_from_many_threads() -> None:
             for i in range(10):
                 out = netrunner.run(["sh", "-c", f"echo {n}-{i}; echo e{n} >&2"], input=b"x").stdout
                 assert out == f"{n}-{i}\n".encode()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=body, args=(n,)) for n in range(8)]

@@ -7,9 +7,9 @@ import datetime as dt
 import time
 
 import pytest
+from helpers import LineReader, py, wait_until
 
 import netrunner
-from helpers import LineReader, py, wait_until
 
 FIELDS = [
     "bytes_in",
@@ -40,7 +40,8 @@ def test_every_field_and_type_after_exit() -> None:
     assert isinstance(stats, netrunner.Stats)
     for name in FIELDS:
         assert hasattr(stats, name), name
-    for name in ("bytes_in", "bytes_out", "bytes_err", "read_count", "write_count", "returncode", "exit_status", "max_rss"):
+    counts = ("bytes_in", "bytes_out", "bytes_err", "read_count", "write_count", "returncode", "exit_status", "max_rss")
+    for name in counts:
         value = getattr(stats, name)
         assert isinstance(value, int) and not isinstance(value, bool), (name, value)
     for name in ("duration", "cpu_user", "cpu_system"):
@@ -58,7 +59,8 @@ def test_every_field_and_type_after_exit() -> None:
 
 
 def test_byte_and_call_counts() -> None:
-    result = netrunner.run(py("import sys; sys.stdout.buffer.write(sys.stdin.buffer.read()); sys.stderr.write('7 bytes')"), input=b"x" * 100_000)
+    echo = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read()); sys.stderr.write('7 bytes')"
+    result = netrunner.run(py(echo), input=b"x" * 100_000)
     stats = result.stats
     assert stats.bytes_in == 100_000
     assert stats.bytes_out == 100_000
@@ -100,7 +102,8 @@ def test_counts_in_stream() -> None:
 def test_duration_grows_while_running_and_is_fixed_after_exit() -> None:
     with netrunner.start(["cat"]) as proc:
         first = proc.stats
-        assert first.returncode is None and first.exit_status is None
+        assert first.returncode is None
+        assert first.exit_status is None
         assert first.duration >= 0
         assert wait_until(lambda: proc.stats.duration > first.duration + 0.05, timeout=5)
         proc.close_stdin()
@@ -131,7 +134,10 @@ def test_cpu_counts_descendants() -> None:
 
 
 def test_cpu_system() -> None:
-    code = "import os, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    os.getppid(); os.stat('/')\n"
+    code = (
+        "import os, time\nt = time.process_time()\n"
+        "while time.process_time() - t < 0.3:\n    os.getppid(); os.stat('/')\n"
+    )
     stats = netrunner.run(py(code)).stats
     assert stats.cpu_user + stats.cpu_system > 0.2
     assert stats.cpu_system > 0

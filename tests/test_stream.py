@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from helpers import gone, pids_with_marker, py, rss_bytes, settled_strays, stray_children, wait_until
 
 import netrunner
-from helpers import gone, pids_with_marker, py, rss_bytes, settled_strays, stray_children, wait_until
 
 # A tree that would run forever: sh (exec'd into `yes`) with a background sleep.
 # The first two lines are the sleep's pid and the command's pid.
@@ -58,7 +58,10 @@ def test_lines_across_chunk_boundaries() -> None:
 
 
 def test_lines_written_slowly() -> None:
-    code = "import sys, time\nfor part in ['ab', 'c\\nd', 'e\\n', 'f']:\n    sys.stdout.write(part); sys.stdout.flush(); time.sleep(0.05)\n"
+    code = (
+        "import sys, time\nfor part in ['ab', 'c\\nd', 'e\\n', 'f']:\n"
+        "    sys.stdout.write(part); sys.stdout.flush(); time.sleep(0.05)\n"
+    )
     with netrunner.stream(py(code)) as s:
         assert list(s.lines()) == [b"abc\n", b"de\n", b"f"]
 
@@ -325,7 +328,10 @@ def test_max_output_size_does_not_limit_stream_stdout() -> None:
 
 def test_stderr_drained_while_consumer_reads_stdout() -> None:
     # 1 MB of stderr interleaved with stdout: the child must never block on stderr
-    code = "import sys\nfor i in range(1000):\n    sys.stderr.buffer.write(b'e' * 1000); sys.stdout.buffer.write(b'o')\n"
+    code = (
+        "import sys\nfor i in range(1000):\n"
+        "    sys.stderr.buffer.write(b'e' * 1000); sys.stdout.buffer.write(b'o')\n"
+    )
     with netrunner.stream(py(code), timeout=30) as s:
         assert b"".join(s) == b"o" * 1000
     assert s.result.stderr == b"e" * 65536

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import MARKER_VAR, pids_with_env, wait_until
+from conftest import MARKER_VAR, wait_until
 from helpers import pid_alive
 
 ROOT_VARIABLE = "NETRUNNER_CGROUP_ROOT"

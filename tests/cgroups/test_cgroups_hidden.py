@@ -27,11 +27,10 @@ from _host import (
     expected_v2_line,
     kill_quietly,
     pid_alive,
-    pids_with_env,
     proc_cgroup,
     tracked,
 )
-from conftest import wait_until
+from conftest import pids_with_env, wait_until
 
 from netrunner._io.shepherd import find_shepherd
 

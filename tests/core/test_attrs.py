@@ -104,7 +104,9 @@ def test_affinity_mask_layout() -> None:
     assert affinity_mask({64}) == bytes(8) + b"\x01" + bytes(7)  # whole 64-bit words
     last = wire.AFFINITY_MAX_BYTES * 8 - 1
     assert affinity_mask({last}) == bytes(wire.AFFINITY_MAX_BYTES - 1) + b"\x80"
-    assert fits_mask(frozenset({0, last})) and not fits_mask(frozenset({last + 1})) and not fits_mask(frozenset())
+    assert fits_mask(frozenset({0, last}))
+    assert not fits_mask(frozenset({last + 1}))
+    assert not fits_mask(frozenset())
     for bad in (set(), {last + 1}, {-1}):
         with pytest.raises(ValueError):  # noqa: PT011
             affinity_mask(bad)

@@ -14,7 +14,8 @@ def test_decode_each_event_type() -> None:
     assert codec.decode(struct.pack("<Bii", 0x03, 77, 0)) == codec.Forked(77, 0)
     assert codec.decode(struct.pack("<Bi", 0x20, 1234)) == codec.Started(1234)
     assert codec.decode(struct.pack("<BiI", 0x21, 2, 3)) == codec.ExecFailed(2, 3)
-    assert codec.decode(struct.pack("<BiQQQIQ", 0x22, 256, 10, 20, 30, 3, 4096)) == codec.Exited(256, 10, 20, 30, 3, 4096)
+    record = struct.pack("<BiQQQIQ", 0x22, 256, 10, 20, 30, 3, 4096)
+    assert codec.decode(record) == codec.Exited(256, 10, 20, 30, 3, 4096)
     assert codec.decode(struct.pack("<BIi", 0x23, 1, 0)) == codec.ShepherdFault(1, 0)
 
 
@@ -51,7 +52,8 @@ def test_spawn_splits_into_parts_that_reassemble() -> None:
     records = codec.encode_spawn([b"true"], env, [b"/bin/true"], None, detach=False, kill_timeout=5)
     assert len(records) > 1
     assert all(len(r) <= wire.MAX_RECORD for r in records)
-    assert all(r[0] == 0x11 for r in records[:-1]) and records[-1][0] == 0x10
+    assert all(r[0] == 0x11 for r in records[:-1])
+    assert records[-1][0] == 0x10
     head = wire.BY_NAME["C_SPAWN"].struct
     tail = b"".join(r[1:] for r in records[:-1]) + records[-1][head.size :]
     assert tail == b"\0".join([b"true", *env, b"/bin/true"]) + b"\0"

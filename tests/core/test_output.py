@@ -15,14 +15,16 @@ def test_capture_keeps_exactly_the_limit() -> None:
     assert c.add(b"abc") is False
     assert c.add(b"defg") is True  # the chunk that crosses the limit
     assert c.add(b"more") is False  # reported once
-    assert c.value() == b"abcde" and c.exceeded
+    assert c.value() == b"abcde"
+    assert c.exceeded
 
 
 def test_capture_without_limit() -> None:
     c = Capture()
     for _ in range(1000):
         c.add(b"x" * 100)
-    assert len(c.value()) == 100_000 and not c.exceeded
+    assert len(c.value()) == 100_000
+    assert not c.exceeded
 
 
 def test_tail_keeps_the_last_bytes() -> None:
@@ -67,7 +69,8 @@ def test_input_sources() -> None:
     chunks = []
     while (c := src.next_chunk()) is not None:
         chunks.append(c)
-    assert b"".join(chunks) == b"x" * 100_000 and len(chunks) == 2
+    assert b"".join(chunks) == b"x" * 100_000
+    assert len(chunks) == 2
     assert InputSource(io.StringIO("text"), None).next_chunk() == b"text"
 
 
@@ -81,7 +84,8 @@ def test_input_iterable_is_lazy_and_skips_empty_items() -> None:
 
     src = InputSource(gen(), None)
     assert pulled == []
-    assert src.next_chunk() == b"1" and pulled == [0, 1]
+    assert src.next_chunk() == b"1"
+    assert pulled == [0, 1]
     assert src.next_chunk() == b"2"
     assert src.next_chunk() is None
 
@@ -95,18 +99,22 @@ def test_backlog_serves_oldest_first_and_counts_what_it_drops() -> None:
     b = Backlog(limit=8)
     b.add(b"abcd")
     b.add(b"efgh")
-    assert len(b) == 8 and b.dropped == 0
+    assert len(b) == 8
+    assert b.dropped == 0
     b.add(b"ijk")  # 3 over the limit: the 3 oldest go
-    assert b.dropped == 3 and len(b) == 8
+    assert b.dropped == 3
+    assert len(b) == 8
     assert b.take(2) == b"de"
     assert b.take(100) == b"fghijk"
-    assert b.take(5) == b"" and len(b) == 0
+    assert b.take(5) == b""
+    assert len(b) == 0
 
 
 def test_backlog_with_one_chunk_larger_than_the_limit() -> None:
     b = Backlog(limit=4)
     b.add(b"0123456789")
-    assert b.take(10) == b"6789" and b.dropped == 6
+    assert b.take(10) == b"6789"
+    assert b.dropped == 6
 
 
 def test_capture_value_is_not_changed_by_later_adds() -> None:

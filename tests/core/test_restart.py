@@ -78,7 +78,8 @@ def test_a_run_longer_than_the_window_resets_count_and_backoff() -> None:
     first = runs(r, [1, 1], length=0.1)
     assert [d.delay for d in first] == [1.0, 2.0]
     healthy = r.after_run(1, 10.0, 16.0)  # lasted 6 s > 5 s
-    assert healthy.restart and healthy.delay == 1.0
+    assert healthy.restart
+    assert healthy.delay == 1.0
     assert r.after_run(1, 17.0, 17.1).restart  # the count started over too
     assert not r.after_run(1, 17.2, 17.3).restart  # and counts again
 

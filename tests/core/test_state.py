@@ -19,7 +19,8 @@ def test_normal_life() -> None:
     c.on_event(codec.Started(42), 100.1)
     assert (c.phase, c.pid, c.returncode) == (Phase.RUNNING, 42, None)
     c.on_event(codec.Exited(3 << 8, 1_500_000, 250_000, 2048), 101.0)
-    assert c.phase is Phase.EXITED and c.done
+    assert c.phase is Phase.EXITED
+    assert c.done
     assert (c.returncode, c.exit_status, c.signal) == (3, 3, None)
     s = c.stats(now=200.0)
     assert s.duration == pytest.approx(1.0)  # frozen at exit, whatever "now" is
@@ -36,13 +37,15 @@ def test_killed_by_signal() -> None:
 def test_exec_failure() -> None:
     c = core()
     c.on_event(codec.ExecFailed(2, 3), 100.0)
-    assert c.phase is Phase.FAILED and c.exec_error == codec.ExecFailed(2, 3)
+    assert c.phase is Phase.FAILED
+    assert c.exec_error == codec.ExecFailed(2, 3)
 
 
 def test_unexpected_event_loses_the_shepherd() -> None:
     c = core()
     c.on_event(codec.Exited(0, 0, 0, 0), 100.0)  # EXITED before STARTED
-    assert c.phase is Phase.LOST and "unexpected" in (c.fault or "")
+    assert c.phase is Phase.LOST
+    assert "unexpected" in (c.fault or "")
 
 
 def test_lose_is_final_and_noop_after_exit() -> None:
@@ -57,7 +60,9 @@ def test_stats_while_running_leave_exit_fields_empty() -> None:
     c = core()
     c.on_event(codec.Started(5), 100.0)
     s = c.stats(now=100.5)
-    assert s.returncode is None and s.cpu_user is None and s.max_rss is None
+    assert s.returncode is None
+    assert s.cpu_user is None
+    assert s.max_rss is None
     assert s.duration == pytest.approx(0.5)
     assert s.started_at.tzinfo is not None
 

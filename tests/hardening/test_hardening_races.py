@@ -4,6 +4,7 @@ never ``ShepherdError``. Loops; ``NETRUNNER_STRESS=1`` makes them 10x longer."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -132,10 +133,10 @@ def test_first_news_and_release_race_for_the_fds_handed_over() -> None:
     for i in range(iterations(1000)):
         h = Handle(args, argv, opts, keep_stdin=True)
         assert h.passed, f"iteration {i}: nothing handed over?"
-        barrier = threading.Barrier(2, action=lambda: time.sleep(0.00005 * (i % 8)))
+        barrier = threading.Barrier(2, action=functools.partial(time.sleep, 0.00005 * (i % 8)))
         errors: list[BaseException] = []
 
-        def pump() -> None:
+        def pump(h: Handle = h, barrier: threading.Barrier = barrier, errors: list[BaseException] = errors) -> None:
             barrier.wait()
             try:
                 h.pump_control()

@@ -37,7 +37,8 @@ fbuf = ctypes.create_string_buffer(fprog)
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 ul = ctypes.c_ulong  # prctl's arguments are unsigned longs (a bare int would be passed as an int)
 assert libc.prctl(PR_SET_NO_NEW_PRIVS, ul(1), ul(0), ul(0), ul(0)) == 0, ctypes.get_errno()
-assert libc.prctl(PR_SET_SECCOMP, ul(SECCOMP_MODE_FILTER), ul(ctypes.addressof(fbuf)), ul(0), ul(0)) == 0, ctypes.get_errno()
+filter_address = ul(ctypes.addressof(fbuf))
+assert libc.prctl(PR_SET_SECCOMP, ul(SECCOMP_MODE_FILTER), filter_address, ul(0), ul(0)) == 0, ctypes.get_errno()
 """
 
 # Refuses one system call (REFUSED_NR) with one errno (REFUSED_ERRNO).

@@ -61,7 +61,10 @@ def expect_line(owner: subprocess.Popen[str], prefix: str, timeout: float = 15.0
     deadline = time.monotonic() + timeout
     line = owner.stdout.readline()
     assert time.monotonic() < deadline, f"owner was silent for {timeout} s"
-    assert line.startswith(prefix), f"expected {prefix!r} from the owner, got {line!r}; stderr: {owner.stderr.read() if owner.poll() is not None else ''}"
+    assert line.startswith(prefix), (
+        f"expected {prefix!r} from the owner, got {line!r}; "
+        f"stderr: {owner.stderr.read() if owner.poll() is not None else ''}"
+    )
     return line.strip()
 
 

@@ -85,7 +85,7 @@ def test_keyboard_interrupt_during_run(marker: str) -> None:
 def test_interpreter_exits_with_a_process_open(marker: str) -> None:
     owner = start_owner(NR_TREE + "keep = p\nsys.exit(0)")
     expect_line(owner, "ready")
-    out, err = finish(owner)
+    _, err = finish(owner)
     assert owner.returncode == 0, err
     wait_tree_gone(marker)
 
@@ -244,8 +244,8 @@ def test_detached_leftovers_survive(marker: str) -> None:
 
 def test_control_subprocess_leaves_leftovers(marker: str) -> None:
     owner = start_owner("""
-    r = subprocess.run(["sh", "-c", "setsid sh -c 'sleep 1000 & exit' >/dev/null 2>&1; sleep 1000 >/dev/null 2>&1 & echo done"],
-                       capture_output=True)
+    script = "setsid sh -c 'sleep 1000 & exit' >/dev/null 2>&1; sleep 1000 >/dev/null 2>&1 & echo done"
+    r = subprocess.run(["sh", "-c", script], capture_output=True)
     announce("ran", r.stdout.decode().strip())
     """)
     assert expect_line(owner, "ran") == "ran done"

@@ -9,9 +9,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import helper_pids, own_children, wait_until
 
 import netrunner
-from conftest import helper_pids, own_children, wait_until
 from netrunner import aio
 
 

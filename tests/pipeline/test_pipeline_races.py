@@ -7,6 +7,7 @@ ten times longer."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import signal
 import sys
@@ -64,10 +65,15 @@ def test_stop_and_wait_from_threads_while_the_stages_exit() -> None:
     rnd = random.Random(seed)
     for i in range(iterations(300)):
         p = netrunner.start(pipe(["sleep", "0.004"], ["cat"]), kill_timeout=1)
-        barrier = threading.Barrier(6, action=lambda d=rnd.random() * 0.008: time.sleep(d))
+        barrier = threading.Barrier(6, action=functools.partial(time.sleep, rnd.random() * 0.008))
         results: list[object] = []
 
-        def call(method: str, p: netrunner.Process[bytes] = p, barrier: threading.Barrier = barrier) -> None:
+        def call(
+            method: str,
+            p: netrunner.Process[bytes] = p,
+            barrier: threading.Barrier = barrier,
+            results: list[object] = results,
+        ) -> None:
             barrier.wait()
             try:
                 results.append(getattr(p, method)())

@@ -14,12 +14,12 @@ import signal
 import warnings
 
 import pytest
-
-import netrunner
-import netrunner.aio
 from helpers import helper_pids
 from helpers_aio import arun, await_until, pids_with_marker, wait_until
 from pty_helpers import aread_to_eof, py
+
+import netrunner
+import netrunner.aio
 
 #: sh and a background job, both ignoring HUP and TERM.
 HARD_TREE = "trap '' HUP TERM; sleep 1000 & echo ready; wait"
@@ -66,7 +66,8 @@ def test_aio_read_until_dialogue_with_plain_methods() -> None:
                 assert result is None and not inspect.isawaitable(result), result
             assert await proc.read_until(b"winch 21 61\r\n", timeout=10) == b"winch 21 61\r\n"
             closed = proc.close_stdin()
-            assert closed is None and not inspect.isawaitable(closed)
+            assert closed is None
+            assert not inspect.isawaitable(closed)
             assert await proc.wait(timeout=10) == 0, "the reader did not see the terminal's EOF"
 
     arun(main())

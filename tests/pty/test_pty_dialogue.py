@@ -12,11 +12,11 @@ import ast
 import re
 
 import pytest
+from helpers_aio import arun
+from pty_helpers import PY, aread_to_eof, read_to_eof, repl_env
 
 import netrunner
 import netrunner.aio
-from helpers_aio import arun
-from pty_helpers import PY, aread_to_eof, read_to_eof, repl_env
 
 PROMPT = b">>> "
 REPL = [PY, "-i", "-q"]

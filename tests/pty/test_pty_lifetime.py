@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import pytest
-
-import netrunner
-import netrunner.aio
 from conftest import pids_with_marker, wait_until
 from helpers import gone, helper_pids, pid_alive
 from helpers_aio import arun, await_until
 from pty_helpers import PY, py, read_to_eof
+
+import netrunner
+import netrunner.aio
 
 KILL_TIMEOUT = 0.5
 

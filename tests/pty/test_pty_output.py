@@ -12,12 +12,12 @@ its output fits that buffer — see ``KERNEL_BUFFERED``."""
 from __future__ import annotations
 
 import pytest
-
-import netrunner
-import netrunner.aio
 from helpers import wait_until
 from helpers_aio import arun
 from pty_helpers import aread_to_eof, crlf_to_lf, describe, numbered_lines, py, read_to_eof, writer_code
+
+import netrunner
+import netrunner.aio
 
 MiB = 1 << 20
 
@@ -45,7 +45,8 @@ SMALL_WRITER = (
 def test_echo_via_run() -> None:
     result = netrunner.run(["echo", "hi"], pty=True, timeout=30)
     assert result.stdout == b"hi\r\n", f"echo hi on a terminal: {result!r}"
-    assert result.returncode == 0 and result.stderr == b""
+    assert result.returncode == 0
+    assert result.stderr == b""
 
 
 def test_echo_via_run_text_mode() -> None:
@@ -67,7 +68,8 @@ def test_stream_echo() -> None:
     with netrunner.stream(["echo", "hi"], pty=True) as s:
         chunks = list(s)
     assert b"".join(chunks) == b"hi\r\n", f"stream chunks: {chunks!r}"
-    assert s.result is not None and s.result.returncode == 0
+    assert s.result is not None
+    assert s.result.returncode == 0
 
 
 def test_stream_lines() -> None:
@@ -175,7 +177,8 @@ def test_stream_large_output(size: int) -> None:
     assert total == size + size // 8, f"sum of chunks {total}, expected {size + size // 8} (with \\r)"
     out = crlf_to_lf(b"".join(chunks))
     assert out == expected, describe(out, expected)
-    assert s.result is not None and s.result.returncode == 0
+    assert s.result is not None
+    assert s.result.returncode == 0
 
 
 @pytest.mark.parametrize("size", [MiB, 8 * MiB], ids=["1MiB", "8MiB"])
@@ -215,7 +218,8 @@ def test_aio_stream_large_output() -> None:
         assert total == size + size // 8, f"sum of chunks {total}, expected {size + size // 8} (with \\r)"
         out = crlf_to_lf(b"".join(chunks))
         assert out == expected, describe(out, expected)
-        assert s.result is not None and s.result.returncode == 0
+        assert s.result is not None
+        assert s.result.returncode == 0
 
     arun(main(), timeout=90)
 

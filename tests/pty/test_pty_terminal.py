@@ -15,12 +15,12 @@ import re
 import signal
 
 import pytest
-
-import netrunner
-import netrunner.aio
 from helpers import own_children, stray_children
 from helpers_aio import arun
 from pty_helpers import PY, py, read_to_eof
+
+import netrunner
+import netrunner.aio
 
 #: Prints, as one JSON line, what the command sees of its terminal.
 PROBE = r"""

@@ -215,7 +215,8 @@ def scenario_reuse(req: dict, zsock: socket.socket) -> dict:
              "        signal.pause(); os._exit(0)\n"
              "print('ok', flush=True); signal.pause()"],
             stdout=subprocess.PIPE, start_new_session=True)
-        assert filler.stdout is not None and filler.stdout.readline() == b"ok\n"
+        assert filler.stdout is not None
+        assert filler.stdout.readline() == b"ok\n"
         cmd.sock.send(struct.pack("<BI", 0x13, req["kill_timeout_ms"]))
         select.select([gfd], [], [], 10)
         taken = 0
@@ -235,7 +236,7 @@ def scenario_reuse(req: dict, zsock: socket.socket) -> dict:
         status = cmd.finish(10)
         result = {"g": g, "taken": bool(taken), "shepherd_status": status, "records": cmd.records}
         if taken:
-            done, wstatus = os.waitpid(taken, os.WNOHANG)
+            done, _ = os.waitpid(taken, os.WNOHANG)
             with open(f"/proc/{taken}/status") as f:
                 fields = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
             result["alive"] = done == 0

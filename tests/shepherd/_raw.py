@@ -8,6 +8,7 @@ import select
 import socket
 import sys
 import time
+from collections.abc import Sequence
 
 from netrunner._core import codec, wire
 from netrunner._io import zygote
@@ -23,7 +24,7 @@ def idle_shepherd() -> tuple[int, socket.socket]:
     return pid, sock
 
 
-def rights(fds: list[int]) -> list[tuple[int, int, bytes]]:
+def rights(fds: Sequence[int]) -> list[tuple[int, int, bytes]]:
     return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
 
 

@@ -4,17 +4,16 @@ when its owner hangs up, and leaves nothing behind; the zygote keeps serving."""
 
 from __future__ import annotations
 
-import os
 import random
 import select
 import socket
 
+from _raw import close_all, idle_shepherd, reap, recv_record, rights, started, std_fds
+from conftest import pids_with_marker, wait_until
+
 import netrunner
 from netrunner._core import codec, wire
 from netrunner._core.attrs import Changes
-
-from conftest import pids_with_marker, wait_until
-from _raw import close_all, idle_shepherd, reap, recv_record, rights, started, std_fds
 
 CODES = [m.code for m in wire.MESSAGES] + [0x00, 0x7F, 0xFF]
 

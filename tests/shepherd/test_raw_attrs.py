@@ -138,8 +138,9 @@ def probe(records: list[bytes]) -> list[str]:
 
 
 def test_without_a_record_the_command_has_the_shepherds() -> None:
-    umask, nice, cpus, soft, hard, core = probe([])
-    assert umask == "0022" and nice == str(os.getpriority(os.PRIO_PROCESS, 0))
+    umask, nice, _cpus, soft, _hard, _core = probe([])
+    assert umask == "0022"
+    assert nice == str(os.getpriority(os.PRIO_PROCESS, 0))
     assert soft == str(resource.getrlimit(NOFILE)[0])
 
 
@@ -176,7 +177,7 @@ def test_the_record_may_come_between_spawn_parts() -> None:
 
 
 def test_the_largest_record_is_accepted() -> None:
-    most = tuple((CORE, 0, -1) for _ in range(wire.MAX_RLIMITS - 1)) + ((CORE, 1024, -1),)
+    most = (*((CORE, 0, -1) for _ in range(wire.MAX_RLIMITS - 1)), (CORE, 1024, -1))
     record = codec.encode_attrs(Changes(rlimits=most))
     widest = record[:1] + struct.pack("<I", AFFINITY) + record[5:] + b"\xff" * wire.AFFINITY_MAX_BYTES
     *_, core = probe([widest])

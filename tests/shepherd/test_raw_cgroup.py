@@ -264,7 +264,8 @@ def test_a_cgroup_that_cannot_be_joined_fails_the_start(cg: Cgroups, tmp_path) -
     try:
         assert events(sock) == [codec.ExecFailed(errno.ENOENT, wire.STAGE_CGROUP), None]
         # the spawn's fds are closed: our pipes see end of file
-        assert read_all(ours[1], 5) == b"" and read_all(ours[2], 5) == b""
+        assert read_all(ours[1], 5) == b""
+        assert read_all(ours[2], 5) == b""
     finally:
         sock.close()
         close_all(ours)
@@ -463,7 +464,8 @@ def test_an_outsider_in_the_cgroup_is_stopped_before_the_end(cg: Cgroups) -> Non
     ofd = os.pidfd_open(outsider.pid)
     try:
         started(sock)
-        assert outsider.stdout is not None and outsider.stdout.readline() == b"ready\n"
+        assert outsider.stdout is not None
+        assert outsider.stdout.readline() == b"ready\n"
         with open(os.path.join(leaf, "cgroup.procs"), "w") as f:
             f.write(str(outsider.pid))
         t0 = time.monotonic()

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import struct
 import sys
 import time
 
 import pytest
+from _raw import close_all, events, idle_shepherd, reap, rights, spawn, started, std_fds
+from conftest import pids_with_marker, wait_until
 
 from netrunner._core import codec, wire
-
-from conftest import pids_with_marker, wait_until
-from _raw import close_all, events, idle_shepherd, reap, rights, spawn, started, std_fds
 
 SH = b"/bin/sh"
 PY = sys.executable.encode()

@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from _raw import close_all, events, idle_shepherd, reap, rights, spawn, started, std_fds
+from conftest import pids_with_marker, wait_until
 
 from netrunner._core import codec, wire
-
-from conftest import pids_with_marker, wait_until
-from _raw import close_all, events, idle_shepherd, reap, rights, spawn, started, std_fds
 
 SH = b"/bin/sh"
 
@@ -44,14 +43,17 @@ def run_to_end(argv: list[bytes], **kw: object) -> list[object]:
 
 def test_true_reports_started_then_exited() -> None:
     got = run_to_end([b"/bin/true"])
-    assert isinstance(got[0], codec.Started) and got[0].pid > 0
-    assert isinstance(got[1], codec.Exited) and got[1].status == 0
+    assert isinstance(got[0], codec.Started)
+    assert got[0].pid > 0
+    assert isinstance(got[1], codec.Exited)
+    assert got[1].status == 0
     assert got[2:] == [None]
 
 
 def test_exit_code_and_signal_death() -> None:
     got = run_to_end([SH, b"-c", b"exit 3"])
-    assert isinstance(got[1], codec.Exited) and os.WEXITSTATUS(got[1].status) == 3
+    assert isinstance(got[1], codec.Exited)
+    assert os.WEXITSTATUS(got[1].status) == 3
     pid, sock, ours = spawn([b"/bin/sleep", b"100"])
     try:
         started(sock)
@@ -102,7 +104,8 @@ def test_path_search_reports_the_first_real_error_and_goes_on() -> None:
 def test_leftovers_are_stopped_when_the_command_exits() -> None:
     t0 = time.monotonic()
     got = run_to_end([SH, b"-c", b"sleep 100 & setsid sleep 100 & echo hi"])
-    assert isinstance(got[1], codec.Exited) and got[1].status == 0
+    assert isinstance(got[1], codec.Exited)
+    assert got[1].status == 0
     assert time.monotonic() - t0 < 3
 
 
@@ -120,7 +123,8 @@ def test_detach_leaves_descendants_running(marker: str) -> None:
 def test_stop_escalates_to_sigkill_after_kill_timeout() -> None:
     pid, sock, ours = spawn(
         [sys.executable.encode(), b"-c",
-         b"import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(100)"],
+         b"import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         b"print('ready', flush=True); time.sleep(100)"],
         kill_timeout=0.3,
     )
     try:
@@ -161,7 +165,8 @@ def test_big_spawn_request_in_parts() -> None:
     pid, sock, ours = spawn([SH, b"-c", b'printf %s "$X299" | wc -c'], env=env)
     try:
         got = events(sock)
-        assert isinstance(got[1], codec.Exited) and got[1].status == 0
+        assert isinstance(got[1], codec.Exited)
+        assert got[1].status == 0
         assert os.read(ours[1], 100).strip() == b"1000"
     finally:
         sock.close()
@@ -170,7 +175,8 @@ def test_big_spawn_request_in_parts() -> None:
 
 
 def test_rusage_is_reported() -> None:
-    got = run_to_end([sys.executable.encode(), b"-c", b"import time\nt=time.process_time()\nwhile time.process_time()-t<0.2: pass"])
+    busy = b"import time\nt=time.process_time()\nwhile time.process_time()-t<0.2: pass"
+    got = run_to_end([sys.executable.encode(), b"-c", busy])
     exited = got[1]
     assert isinstance(exited, codec.Exited)
     assert exited.utime_us + exited.stime_us >= 150_000

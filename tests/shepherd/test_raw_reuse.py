@@ -162,7 +162,8 @@ def test_leftovers_are_stopped_first(marker: str) -> None:
         assert not pids_with_marker(marker)  # both stopped before S_EXITED
         assert children_of(pid) == ""
         done, out, _ = run_on(sock, [SH, b"-c", b"echo again"])
-        assert out == b"again\n" and done.flags & wire.EXITED_REUSABLE
+        assert out == b"again\n"
+        assert done.flags & wire.EXITED_REUSABLE
     finally:
         sock.close()
     reap(pid)
@@ -199,7 +200,8 @@ def test_reusable_after_a_stop(marker: str) -> None:
         assert not pids_with_marker(marker)
         assert children_of(pid) == ""
         done, out, _ = run_on(sock, [SH, b"-c", b"echo again"])
-        assert out == b"again\n" and done.flags & wire.EXITED_REUSABLE
+        assert out == b"again\n"
+        assert done.flags & wire.EXITED_REUSABLE
     finally:
         sock.close()
         close_all(ours)

@@ -43,4 +43,5 @@ def test_zygote_hello_matches() -> None:
 def test_bad_invocations() -> None:
     for args in ([], ["--zygote"], ["--zygote", "x"], ["--nope"]):
         r = subprocess.run([find_shepherd(), *args], capture_output=True, text=True)
-        assert r.returncode == wire.EXIT_USAGE and "usage" in r.stderr
+        assert r.returncode == wire.EXIT_USAGE
+        assert "usage" in r.stderr

@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
+from _raw import close_all, events, reap, rights, send_spawn
 
 from netrunner._core import codec, wire
 from netrunner._io.shepherd import find_shepherd
-
-from _raw import close_all, events, reap, rights, send_spawn
 
 EINVAL = 22
 
@@ -36,7 +35,7 @@ class Zygote:
         hello = codec.decode(self.sock.recv(wire.MAX_RECORD))
         assert hello == codec.Hello(wire.PROTOCOL_VERSION, wire.PROTOCOL_DIGEST, self.pid)
 
-    def ask(self, record: bytes, fds: list[int] = []) -> codec.Event:
+    def ask(self, record: bytes, fds: Sequence[int] = ()) -> codec.Event:
         self.sock.sendmsg([record], rights(fds) if fds else [])
         return codec.decode(self.sock.recv(wire.MAX_RECORD))
 
@@ -102,7 +101,7 @@ def test_shepherds_are_our_children(zygote: Zygote) -> None:
 
 def test_many_forks_in_a_row(zygote: Zygote) -> None:
     shepherds = [zygote.fork() for _ in range(50)]
-    for pid, sock in shepherds:
+    for _, sock in shepherds:
         sock.close()
     for pid, _ in shepherds:
         reap(pid)
