@@ -10,9 +10,9 @@ lifetime registration). It is a measurement, not an alternative: it is not
 safe to use. Variants leave out the attribute read, the ``Result`` and its
 ``Stats``, the start's time stamp, or all three.
 
-Every contender runs once per round, in an order shuffled each round (a
-fixed order favours whichever runs after a given other); medians, and the
-ratio to ``subprocess.run(["true"])``. See ADR 9, "Later: the floor in a
+Every contender runs once per round, in an order shuffled each round, as in
+``run.py`` (whose ``interleave`` this uses); medians, and the ratio to
+``subprocess.run(["true"])``. See ADR 9, "Later: the floor in a
 shuffled order".
 """
 
@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import array
 import os
-import random
 import select
 import socket
-import statistics
 import subprocess
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+
+from run import interleave, timed  # benchmarks/run.py, beside this file
 
 import netrunner
 from netrunner._core import attrs, codec, wire
@@ -118,31 +116,22 @@ def main() -> None:
     check = lean_run(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert check is not None
     assert (check.stdout, check.stderr, check.returncode) == (b"out\n", b"err\n", 3), check
-    contenders: dict[str, Callable[[], Any]] = {
-        "subprocess.run(['true'])": lambda: subprocess.run(["true"]),
-        "netrunner.run(['true'])": lambda: netrunner.run(["true"]),
-        "lean_run": lambda: lean_run(["true"]),
-        "lean_run, no attribute read": lambda: lean_run(["true"], read=False),
-        "lean_run, no Result": lambda: lean_run(["true"], result=False),
-        "lean_run, no time stamp": lambda: lean_run(["true"], stamp=False),
-        "lean_run, none of the three": lambda: lean_run(["true"], read=False, result=False, stamp=False),
+    contenders = {
+        "subprocess.run(['true'])": timed(lambda: subprocess.run(["true"])),
+        "netrunner.run(['true'])": timed(lambda: netrunner.run(["true"])),
+        "lean_run": timed(lambda: lean_run(["true"])),
+        "lean_run, no attribute read": timed(lambda: lean_run(["true"], read=False)),
+        "lean_run, no Result": timed(lambda: lean_run(["true"], result=False)),
+        "lean_run, no time stamp": timed(lambda: lean_run(["true"], stamp=False)),
+        "lean_run, none of the three": timed(lambda: lean_run(["true"], read=False, result=False, stamp=False)),
     }
     for _ in range(30):  # warm up: zygote started, caches hot
         for fn in contenders.values():
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    order = list(contenders.items())
-    rnd = random.Random(0)
-    for _ in range(rounds):
-        rnd.shuffle(order)
-        for name, fn in order:
-            t = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - t)
-    base = statistics.median(samples["subprocess.run(['true'])"])
+    med = interleave(contenders, rounds)
+    base = med["subprocess.run(['true'])"]
     print(f"## run(['true']) and its floor (median of {rounds}, shuffled rounds)")
-    for name, values in samples.items():
-        value = statistics.median(values)
+    for name, value in med.items():
         print(f"  {name:<32} {value * 1e3:7.3f} ms   {value / base:5.3f}x")
 
 
