@@ -9,6 +9,7 @@ sends back the set of ready fds (empty on timeout).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import select
@@ -48,111 +49,24 @@ def drive(flow: Flow) -> Any:
         flow.close()
 
 
-def _fire(fd: int, waiters: dict[asyncio.Future[None], set[int]]) -> None:
-    for fut, ready in waiters.items():
-        ready.add(fd)
-        if not fut.done():
-            fut.set_result(None)
-
-
-def _expire(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-class AsyncWaiter:
-    """Waits for fds on the running loop; any number of tasks may wait on the
-    same fd at once (the loop allows one callback per fd, so they share it).
-    An fd is registered only while someone waits on it, so closing an fd
-    never leaves a stale registration in the loop's selector."""
-
-    __slots__ = ("_readers", "_writers", "_loop")
-
-    #: asyncio has no convention that every call yields to the loop.
-    schedules = False
-
-    def __init__(self) -> None:
-        self._readers: dict[int, dict[asyncio.Future[None], set[int]]] = {}
-        self._writers: dict[int, dict[asyncio.Future[None], set[int]]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @staticmethod
-    async def before() -> None:
-        """Not called (``schedules`` is False): the trio waiter's twin."""
-
-    @staticmethod
-    async def after() -> None:
-        """Not called (``schedules`` is False): the trio waiter's twin."""
-
-    def forget(self, fd: int) -> None:
-        """``fd`` is about to be closed: wake whoever waits on it and drop
-        its registration."""
-        for table, remove in ((self._readers, "remove_reader"), (self._writers, "remove_writer")):
-            waiters = table.pop(fd, None)
-            if waiters is not None:
-                _fire(fd, waiters)
-                if self._loop is not None and not self._loop.is_closed():
-                    getattr(self._loop, remove)(fd)
-
-    async def wait(self, readers: tuple[int, ...], writers: tuple[int, ...], deadline: float | None) -> set[int]:
-        loop = self._loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        ready: set[int] = set()
-        for fd in readers:
-            self._watch(self._readers, loop.add_reader, fd, fut, ready)
-        for fd in writers:
-            self._watch(self._writers, loop.add_writer, fd, fut, ready)
-        timer = None
-        if deadline is not None:
-            timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, fut)
-        try:
-            await fut
-        finally:
-            if timer is not None:
-                timer.cancel()
-            for fd in readers:
-                self._unwatch(self._readers, loop.remove_reader, fd, fut)
-            for fd in writers:
-                self._unwatch(self._writers, loop.remove_writer, fd, fut)
-        return ready
-
-    @staticmethod
-    def _watch(table: dict[int, Any], add: Any, fd: int, fut: asyncio.Future[None], ready: set[int]) -> None:
-        waiters = table.get(fd)
-        if waiters is None:
-            waiters = table[fd] = {}
-            add(fd, _fire, fd, waiters)
-        waiters[fut] = ready
-
-    @staticmethod
-    def _unwatch(table: dict[int, Any], remove: Any, fd: int, fut: asyncio.Future[None]) -> None:
-        waiters = table.get(fd)
-        if waiters is None:
-            return
-        waiters.pop(fut, None)
-        if not waiters:
-            del table[fd]
-            remove(fd)
-
-
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
-#: Idle epoll instances of trio waits, reused (a new one costs two system calls).
+#: Idle epoll instances of waits, reused (a new one costs two system calls).
 _idle_epolls: list[select.epoll] = []
 _IDLE_EPOLLS = 32
 
 
-class _TrioWait:
-    """One wait of a :class:`TrioWaiter`: its epoll instance, the fds
-    registered in it, and the cancel scope that ends it."""
+class _Wait:
+    """One wait: its epoll instance, the fds registered in it, those found
+    ready, and how to end it early."""
 
-    __slots__ = ("ep", "fds", "ready", "scope", "clean")
+    __slots__ = ("ep", "fds", "ready", "wake", "clean")
 
     def __init__(self, ep: select.epoll) -> None:
         self.ep = ep
         self.fds: list[int] = []
         self.ready: set[int] = set()
-        self.scope: Any = None
+        self.wake: Callable[[], object] | None = None
         self.clean = True  # every fd unregistered: the instance can be reused
 
     def drop(self, fd: int) -> None:
@@ -163,35 +77,28 @@ class _TrioWait:
             self.ep.unregister(fd)
         except (ValueError, OSError):
             self.clean = False
-        if self.scope is not None:
-            self.scope.cancel()
+        if self.wake is not None:
+            self.wake()
 
 
-class TrioWaiter:
-    """Waits for fds under trio. trio waits for one fd per task, and for a
-    given fd and direction one task at a time; a flow waits for several fds
-    at once, and several tasks may wait on the same fd (a ``read`` and a
-    ``wait`` both watch the control socket). So each wait registers its fds
-    in an epoll instance of its own (taken from a small pool) and waits for
-    that one fd, in a cancel scope whose deadline is the flow's, on trio's
-    clock. As with asyncio, the fds are registered only while the wait lasts."""
+class _EpollWaiter:
+    """Waits for fds on an async library's event loop. A flow waits for
+    several fds at once, and several tasks may wait on the same fd (a
+    ``read`` and a ``wait`` both watch the control socket). So each wait
+    registers its fds in an epoll instance of its own (taken from a small
+    pool) and the library waits for that one fd to become readable, until
+    the flow's deadline. The fds are registered only while the wait lasts,
+    in the loop and in the instance alike: no stale registration can
+    survive an fd being closed, by a finalizer outside the loop included.
 
-    __slots__ = ("_waits", "_trio", "before", "after")
+    So a wait registers one fd with the loop however many it waits for:
+    under asyncio, two calls into the loop's selector per wait rather than
+    two per fd (ADR 3, "Later: one epoll instance per wait")."""
 
-    #: trio's convention: every async call notices a cancellation and lets
-    #: other tasks run, even when it finds what it needs without waiting.
-    schedules = True
+    __slots__ = ("_waits",)
 
     def __init__(self) -> None:
-        import trio  # running: imported already
-
-        self._trio = trio
-        self._waits: dict[int, dict[_TrioWait, None]] = {}
-        #: Before an operation: raise if the task is cancelled already.
-        self.before: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint_if_cancelled
-        #: After an operation that did not wait: let the others run, without
-        #: raising (what the operation did, a read, must not be lost).
-        self.after: Callable[[], Awaitable[None]] = trio.lowlevel.cancel_shielded_checkpoint
+        self._waits: dict[int, dict[_Wait, None]] = {}
 
     def forget(self, fd: int) -> None:
         """``fd`` is about to be closed: wake whoever waits on it."""
@@ -200,10 +107,14 @@ class TrioWaiter:
             for w in list(waits):
                 w.drop(fd)
 
+    async def _readable(self, w: _Wait, deadline: float | None) -> bool:
+        """Wait until ``w.ep`` is readable (True), or until the deadline or
+        ``w.wake()`` (False)."""
+        raise NotImplementedError
+
     async def wait(self, readers: tuple[int, ...], writers: tuple[int, ...], deadline: float | None) -> set[int]:
-        trio = self._trio
-        ep = _idle_epolls.pop() if _idle_epolls else fds.epoll("the epoll instance of a wait under trio")
-        w = _TrioWait(ep)
+        ep = _idle_epolls.pop() if _idle_epolls else fds.epoll("the epoll instance of a wait")
+        w = _Wait(ep)
         table = self._waits
         try:
             for fd in readers:
@@ -218,14 +129,9 @@ class TrioWaiter:
                 ep.register(fd, _EPOLLOUT)
                 w.fds.append(fd)
                 table.setdefault(fd, {})[w] = None
-            if deadline is None:
-                w.scope = scope = trio.CancelScope()
-            else:
-                w.scope = scope = trio.CancelScope(deadline=trio.current_time() + (deadline - time.monotonic()))
-            with scope:
-                await trio.lowlevel.wait_readable(ep)
+            readable = await self._readable(w, deadline)
             ready = w.ready
-            if len(w.fds) == 1 and not scope.cancelled_caught:
+            if readable and len(w.fds) == 1:
                 ready.add(w.fds[0])  # the only fd: no need to ask which
             else:
                 for fd, _ in ep.poll(0):
@@ -246,6 +152,81 @@ class TrioWaiter:
                 _idle_epolls.append(ep)
             else:
                 fds.close_epoll(ep)
+
+
+def _settle(fut: asyncio.Future[bool], readable: bool) -> None:
+    if not fut.done():
+        fut.set_result(readable)
+
+
+class AsyncWaiter(_EpollWaiter):
+    """Waits under asyncio (any loop that has ``add_reader``): a reader on
+    the running loop for the wait's epoll instance, and a timer for its
+    deadline."""
+
+    __slots__ = ()
+
+    #: asyncio has no convention that every call yields to the loop.
+    schedules = False
+
+    @staticmethod
+    async def before() -> None:
+        """Not called (``schedules`` is False): the trio waiter's twin."""
+
+    @staticmethod
+    async def after() -> None:
+        """Not called (``schedules`` is False): the trio waiter's twin."""
+
+    async def _readable(self, w: _Wait, deadline: float | None) -> bool:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        w.wake = functools.partial(_settle, fut, False)
+        efd = w.ep.fileno()
+        loop.add_reader(efd, _settle, fut, True)
+        timer = None
+        if deadline is not None:
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), _settle, fut, False)
+        try:
+            return await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            loop.remove_reader(efd)
+
+
+class TrioWaiter(_EpollWaiter):
+    """Waits under trio: ``trio.lowlevel.wait_readable`` on the wait's epoll
+    instance (trio waits for one fd per call, and for a given fd and
+    direction one task at a time), in a cancel scope whose deadline is the
+    flow's, on trio's clock."""
+
+    __slots__ = ("_trio", "before", "after")
+
+    #: trio's convention: every async call notices a cancellation and lets
+    #: other tasks run, even when it finds what it needs without waiting.
+    schedules = True
+
+    def __init__(self) -> None:
+        import trio  # running: imported already
+
+        super().__init__()
+        self._trio = trio
+        #: Before an operation: raise if the task is cancelled already.
+        self.before: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint_if_cancelled
+        #: After an operation that did not wait: let the others run, without
+        #: raising (what the operation did, a read, must not be lost).
+        self.after: Callable[[], Awaitable[None]] = trio.lowlevel.cancel_shielded_checkpoint
+
+    async def _readable(self, w: _Wait, deadline: float | None) -> bool:
+        trio = self._trio
+        if deadline is None:
+            scope = trio.CancelScope()
+        else:
+            scope = trio.CancelScope(deadline=trio.current_time() + (deadline - time.monotonic()))
+        w.wake = scope.cancel
+        with scope:
+            await trio.lowlevel.wait_readable(w.ep)
+        return not scope.cancelled_caught
 
 
 def _forget_idle_epolls() -> None:
