@@ -338,6 +338,75 @@ def test_keys_typed_reach_the_command() -> None:
         os.close(master)
 
 
+
+# A shell's job control, small: the CLI runs as a job (its own process group,
+# the terminal's foreground); the "shell" reports how the job stopped and
+# who had the terminal then, brings it back with `fg` or `bg`, and reports
+# how it ended.
+JOB_SHELL = (
+    "import os, signal, sys\n"
+    "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
+    "how, cli = sys.argv[1], sys.argv[2:]\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.setpgid(0, 0)\n"
+    "    os.tcsetpgrp(0, os.getpgrp())\n"
+    "    signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
+    "    os.execv(cli[0], cli)\n"
+    "os.setpgid(pid, pid)\n"
+    "os.tcsetpgrp(0, pid)\n"
+    "_, st = os.waitpid(pid, os.WUNTRACED)\n"
+    "holder = 'job' if os.tcgetpgrp(0) == pid else 'other'\n"
+    "print('job', 'stopped' if os.WIFSTOPPED(st) else 'ended', os.WSTOPSIG(st), holder, flush=True)\n"
+    "os.tcsetpgrp(0, pid if how == 'fg' else os.getpgrp())\n"
+    "os.killpg(pid, signal.SIGCONT)\n"
+    "_, st = os.waitpid(pid, 0)\n"
+    "holder = {pid: 'job', os.getpgrp(): 'shell'}.get(os.tcgetpgrp(0), 'other')\n"
+    "print('job exited', os.waitstatus_to_exitcode(st), holder, flush=True)\n"
+)
+
+
+@pytest.mark.parametrize("how", ["fg", "bg"])
+def test_ctrl_z_stops_the_job_and_fg_or_bg_continues_it(how: str, marker: str) -> None:
+    # Ctrl-Z reaches the command (its group has the terminal): the CLI sees
+    # it stopped, gives the terminal back and stops its own job, as a shell
+    # job would; `fg` or `bg` continues the CLI, which continues the command.
+    command = "echo ready; sleep 1; echo resumed"
+    pid, master = os.forkpty()
+    if pid == 0:  # pragma: no cover - the child execs at once
+        os.execv(PY, [PY, "-c", JOB_SHELL, how, *MODULE, "run", "--", "sh", "-c", command])
+    try:
+        read_until(master, b"ready")
+        os.write(master, b"\x1a")  # Ctrl-Z: SIGTSTP to the terminal's foreground group
+        out = _read_to_the_end(master)
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    # Stopped by our SIGTSTP, with the terminal given back to the CLI's group
+    assert b"job stopped %d job" % signal.SIGTSTP in out, out
+    assert b"resumed" in out.split(b"job stopped")[1], out
+    # After `fg` the CLI took the terminal back from the command's group, as
+    # at any end; after `bg` it was the shell's, and the CLI left it so.
+    assert b"job exited 0 %s" % (b"job" if how == "fg" else b"shell") in out, out
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _read_to_the_end(master: int, timeout: float = 15.0) -> bytes:
+    """Everything a PTY's master reads until the last slave fd is closed (EIO)."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return buf
+            if not data:
+                return buf
+            buf += data
+    raise AssertionError(f"the terminal was still open after {timeout}s; have {buf!r}")
+
 def test_interleaved_stdout_and_stderr_keep_their_order() -> None:
     code = "import os\nfor i in range(200):\n    os.write(1, b'out %d\\n' % i)\n    os.write(2, b'err %d\\n' % i)\n"
     r = cli("--", PY, "-c", code, stderr=subprocess.STDOUT)
@@ -593,6 +662,29 @@ def test_forwarded_signal_default_action_is_128_plus_n(sig: signal.Signals) -> N
     assert rc == 128 + sig
     assert time.monotonic() - t0 < 4.0, "the signal was not forwarded (the CLI waited for kill_timeout)"
 
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_forwarded_signal_reaches_a_stopped_command(sig: signal.Signals) -> None:
+    # As timeout(1) does, SIGCONT follows the forwarded signal: a stopped
+    # command would keep it pending, and the CLI would wait for ever.
+    stopped = (
+        "import os, signal\n"
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+        "print('ready', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGSTOP)\n"
+        "print('continued without the signal', flush=True)\n"
+    )
+    with popen_cli("--", PY, "-c", stopped) as proc:
+        assert proc.stdout is not None
+        read_until(proc.stdout.fileno(), b"ready\n")
+        time.sleep(0.3)  # stopped by now
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, _, rc = finish(proc)
+    assert rc == 128 + sig, out
+    assert b"continued" not in out
+    assert time.monotonic() - t0 < 4.0
 
 def test_sigterm_is_forwarded_while_relaying() -> None:
     with popen_cli("--max-output", "10M", "--", PY, "-c", DEFAULT_PY) as proc:

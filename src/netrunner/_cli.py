@@ -328,12 +328,22 @@ class _Runner:
         self.over: str | None = None  # the stream that passed --max-output
         self.deadline: float | None = None
         self.tty: int | None = None  # our controlling terminal, while the command has its foreground
+        self.stops = 0  # the command's stops acted on (S_STOPPED)
+        self.background = False  # continued by `bg` after a stop: the terminal is the shell's
 
     def _forward(self, signum: int, frame: Any) -> None:
         if self.h is None:
             self.early.append(signum)
         else:
-            self.h.send(codec.encode_signal(signum))
+            self._pass_on(signum)
+
+    def _pass_on(self, signum: int) -> None:
+        """Send a signal the CLI received to the command's group, then SIGCONT,
+        as timeout(1) does: a stopped command would otherwise keep it pending
+        (and the CLI wait) until something continued it."""
+        assert self.h is not None
+        self.h.send(codec.encode_signal(signum))
+        self.h.send(codec.encode_signal(signal.SIGCONT))
 
     def run(self, given: tuple[Any, ...], encoded: list[bytes], opts: Options) -> int:
         previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
@@ -341,7 +351,7 @@ class _Runner:
             previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resize)
         try:
             try:
-                self.h = h = Handle(given, encoded, opts, keep_stdin=True)
+                self.h = h = Handle(given, encoded, opts, keep_stdin=True, report_stops=not self.args.pty)
             except OSError as exc:
                 return _fail(str(exc))
             if self.args.pty:
@@ -350,7 +360,7 @@ class _Runner:
                 self.deadline = time.monotonic() + self.args.timeout
             try:
                 for signum in self.early:
-                    h.send(codec.encode_signal(signum))
+                    self._pass_on(signum)
                 drive(self._flow())
             finally:
                 self._restore_mode()
@@ -438,6 +448,10 @@ class _Runner:
                 handed = True
                 if not h.core.done and not self.args.pty:  # on a PTY it has a terminal of its own
                     self._hand_over_terminal(h.core.pid)
+            if h.core.stops != self.stops:
+                self.stops = h.core.stops
+                if self.tty is not None and not h.core.done:
+                    self._suspend(self.tty, h)
             if self.args.pty and not h.core.done:
                 self._type(ready)
             for relay in self.relays:
@@ -485,10 +499,36 @@ class _Runner:
         assert self.h is not None
         self.h.send(codec.encode_signal(signal.SIGCONT))
 
+    def _suspend(self, tty: int, h: Handle) -> None:
+        """The command was stopped (Ctrl-Z typed on the terminal it has, say):
+        do what a shell's job does, since under the shell it is ours. The
+        terminal goes back to our process group and the whole group stops
+        (SIGTSTP), so the shell sees the job stopped and takes the terminal.
+        Continued by ``fg``, the command gets the terminal again; by ``bg``,
+        it runs on without it (and a read of it stops it, and us, again).
+        Either way it is continued, through its shepherd."""
+        assert h.core.pid is not None
+        try:
+            if os.tcgetpgrp(tty) == h.core.pid:
+                _set_foreground(tty, os.getpgrp())
+        except OSError:
+            pass
+        os.killpg(os.getpgrp(), signal.SIGTSTP)  # returns once we are continued
+        try:
+            self.background = os.tcgetpgrp(tty) != os.getpgrp()
+        except OSError:
+            self.background = True
+        if not self.background:
+            _set_foreground(tty, h.core.pid)
+        h.send(codec.encode_signal(signal.SIGCONT))
+
     def _give_back_terminal(self) -> None:
+        """At the end: the terminal back to our process group -- unless we
+        were continued in the background (``bg``): the shell has it then."""
         tty, self.tty = self.tty, None
         if tty is not None:
-            _set_foreground(tty, os.getpgrp())
+            if not self.background:
+                _set_foreground(tty, os.getpgrp())
             os.close(tty)
 
     def _source(self, relay: _Relay) -> int:

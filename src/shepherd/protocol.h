@@ -3,13 +3,14 @@
 #ifndef NR_PROTOCOL_H
 #define NR_PROTOCOL_H
 
-#define NR_PROTOCOL_DIGEST 0xf3ea6b83u
+#define NR_PROTOCOL_DIGEST 0x92d75f7eu
 
-#define NR_PROTOCOL_VERSION 7
+#define NR_PROTOCOL_VERSION 8
 #define NR_FLAG_DETACH 1
 #define NR_FLAG_CWD 2
 #define NR_FLAG_PTY 4
 #define NR_FLAG_REUSE 8
+#define NR_FLAG_STOPS 16
 #define NR_STAGE_SETUP 1
 #define NR_STAGE_CHDIR 2
 #define NR_STAGE_EXEC 3
@@ -135,5 +136,10 @@
 #define NR_S_ERROR_SIZE 9
 #define NR_S_ERROR_CODE 1 /* u32 */
 #define NR_S_ERROR_ERROR 5 /* i32 */
+
+/* FLAG_STOPS only: the command (the process the shepherd started) was stopped by signal signo (a terminal's SIGTSTP, SIGTTIN or SIGTTOU, or SIGSTOP); once per stop, after S_STARTED and before S_EXITED, while no stop of the tree is under way. */
+#define NR_S_STOPPED 0x24
+#define NR_S_STOPPED_SIZE 5
+#define NR_S_STOPPED_SIGNO 1 /* u32 */
 
 #endif /* NR_PROTOCOL_H */

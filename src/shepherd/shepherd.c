@@ -852,6 +852,29 @@ static void send_started(struct shepherd *s)
     send_record_fd(s, rec, sizeof rec, s->pidfd); /* a copy: we keep ours */
 }
 
+/* FLAG_STOPS: tell the owner that the command was stopped (a terminal's
+ * SIGTSTP, SIGSTOP), once per stop: the waitid that finds a stop consumes
+ * it. Only the command itself is watched, through its pidfd, and only while
+ * it runs on its own: after S_STARTED, before its exit, and not once a stop
+ * of the tree has begun (which continues it anyway). Without P_PIDFD
+ * (Linux < 5.4) there are no reports. */
+static void report_stop(struct shepherd *s)
+{
+    unsigned char rec[NR_S_STOPPED_SIZE] = {NR_S_STOPPED};
+    siginfo_t si;
+
+    if (!(s->flags & NR_FLAG_STOPS) || s->state != RUNNING || !s->started_sent || !s->owner ||
+        s->child_exited || s->child_reaped || s->pidfd < 0)
+        return;
+    memset(&si, 0, sizeof si);
+    if (syscall(SYS_waitid, P_PIDFD, s->pidfd, &si, WSTOPPED | WNOHANG | __WALL, NULL) < 0)
+        return;
+    if (si.si_pid == 0 || si.si_code != CLD_STOPPED)
+        return;
+    nr_put_u32(rec + NR_S_STOPPED_SIGNO, (uint32_t)si.si_status);
+    send_record(s, rec, sizeof rec);
+}
+
 /* Whether the shepherd may serve another command once this one is
  * reported: the owner asked for it (FLAG_REUSE) and is there, nothing went
  * wrong, and no child of any kind is left (ECHILD, the anchor included:
@@ -1224,6 +1247,7 @@ static void on_exec_report(struct shepherd *s)
     send_started(s);
     if (s->state == EXECING)
         s->state = RUNNING;
+    report_stop(s); /* a stop that came before S_STARTED */
 }
 
 /* ---- the tree ------------------------------------------------------------- */
@@ -1623,6 +1647,8 @@ static void on_signals(struct shepherd *s)
         signal_round(s, s->state == KILLING);
         schedule_scan(s, 1);
     }
+    if (chld)
+        report_stop(s);
 }
 
 /* ---- main --------------------------------------------------------------- */

@@ -73,3 +73,14 @@ def test_transition_table_only_moves_forward() -> None:
         assert before in (Phase.STARTING, Phase.RUNNING)
         if after in order:
             assert order.index(after) > order.index(before)
+
+
+def test_a_stop_is_counted_while_running_and_breaks_protocol_otherwise() -> None:
+    core = ProcessCore(datetime.now(timezone.utc), 0.0)
+    core.on_event(codec.Stopped(20), 0.1)  # before STARTED
+    assert core.phase is Phase.LOST
+    core = ProcessCore(datetime.now(timezone.utc), 0.0)
+    core.on_event(codec.Started(42), 0.1)
+    core.on_event(codec.Stopped(20), 0.2)
+    core.on_event(codec.Stopped(19), 0.3)
+    assert (core.phase, core.stops) == (Phase.RUNNING, 2)

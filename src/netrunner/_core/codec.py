@@ -71,7 +71,11 @@ class ShepherdFault(NamedTuple):
     error: int
 
 
-Event = Hello | Forked | Started | ExecFailed | Exited | ShepherdFault
+class Stopped(NamedTuple):
+    signo: int
+
+
+Event = Hello | Forked | Started | ExecFailed | Exited | ShepherdFault | Stopped
 
 _DECODERS: dict[int, type] = {
     wire.BY_NAME["Z_HELLO"].code: Hello,
@@ -80,6 +84,7 @@ _DECODERS: dict[int, type] = {
     wire.BY_NAME["S_EXEC_FAILED"].code: ExecFailed,
     wire.BY_NAME["S_EXITED"].code: Exited,
     wire.BY_NAME["S_ERROR"].code: ShepherdFault,
+    wire.BY_NAME["S_STOPPED"].code: Stopped,
 }
 _STRUCTS = {code: wire.BY_CODE[code].struct for code in _DECODERS}
 
@@ -175,11 +180,14 @@ def encode_spawn(
     kill_timeout: float,
     pty: bool = False,
     reuse: bool = False,
+    stops: bool = False,
     max_record: int = wire.MAX_RECORD,
 ) -> list[bytes]:
     """The records of one spawn request: zero or more SPAWN_PARTs, then SPAWN."""
     strings = [*argv, *env, *paths]
     flags = (wire.FLAG_DETACH if detach else 0) | (wire.FLAG_PTY if pty else 0) | (wire.FLAG_REUSE if reuse else 0)
+    if stops:
+        flags |= wire.FLAG_STOPS
     if cwd is not None:
         strings.append(cwd)
         flags |= wire.FLAG_CWD

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 #: umask -- the interpreter's, when it started the zygote sharing them -- so
 #: Python sends no umask (ADR 6). A version 6 shepherd would look the same on
 #: the wire and give commands a stale umask: the version refuses it.
-PROTOCOL_VERSION = 7
+#: 8: FLAG_STOPS and S_STOPPED (the command line's job control).
+PROTOCOL_VERSION = 8
 
 #: C type name -> (struct code, size in bytes)
 FIELD_TYPES: dict[str, tuple[str, int]] = {
@@ -174,6 +175,14 @@ MESSAGES: tuple[Message, ...] = (
         "S_ERROR", 0x23, "from_shepherd", (("code", "u32"), ("error", "i32")),
         doc="A protocol or system error (ERR_*, errno); the shepherd stops the tree and exits.",
     ),
+    Message(
+        "S_STOPPED", 0x24, "from_shepherd", (("signo", "u32"),),
+        doc=(
+            "FLAG_STOPS only: the command (the process the shepherd started) was stopped by signal "
+            "signo (a terminal's SIGTSTP, SIGTTIN or SIGTTOU, or SIGSTOP); once per stop, after "
+            "S_STARTED and before S_EXITED, while no stop of the tree is under way."
+        ),
+    ),
 )
 
 # C_SPAWN flags
@@ -181,6 +190,7 @@ FLAG_DETACH = 0x1  # leftovers="detach"
 FLAG_CWD = 0x2  # the tail ends with a cwd (relative to the directory fd)
 FLAG_PTY = 0x4  # fds 0-2 are a PTY slave: a new session, with it as the controlling terminal
 FLAG_REUSE = 0x8  # the owner takes the shepherd back: it may stay after S_EXITED (EXITED_REUSABLE)
+FLAG_STOPS = 0x10  # report the command's stops (S_STOPPED)
 
 # S_EXEC_FAILED stages
 STAGE_SETUP = 1  # dup2, setpgid, prctl, signal reset
@@ -251,6 +261,7 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("FLAG_CWD", FLAG_CWD),
     ("FLAG_PTY", FLAG_PTY),
     ("FLAG_REUSE", FLAG_REUSE),
+    ("FLAG_STOPS", FLAG_STOPS),
     ("STAGE_SETUP", STAGE_SETUP),
     ("STAGE_CHDIR", STAGE_CHDIR),
     ("STAGE_EXEC", STAGE_EXEC),
