@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
+import logging
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from conftest import pids_with_marker, wait_until
-from helpers_aio import arun
+from helpers_aio import arun, await_until
 
 import netrunner
 import netrunner.aio as aio
@@ -184,3 +187,172 @@ def test_blocking_calls_refuse_an_async_input_before_spawning(entry: str, marker
         getattr(netrunner, entry)(["cat"], input=gen)
     assert pids_with_marker(marker) == []
     arun(gen.aclose())
+
+
+@pytest.mark.parametrize("entry", ["run", "stream"])
+def test_a_broken_pipe_error_of_the_source_is_raised(entry: str) -> None:
+    """Only a ``BrokenPipeError`` of the write to the command's stdin means
+    that it stopped reading (SPEC 2); one the source raises is its failure."""
+
+    async def source() -> AsyncIterator[bytes]:
+        yield b"first part\n"
+        raise BrokenPipeError("upstream")
+
+    async def main() -> None:
+        if entry == "run":
+            await aio.run(["cat"], input=source())
+            return
+        async with aio.stream(["cat"], input=source()) as s:
+            async for _ in s:
+                pass
+
+    with pytest.raises(BrokenPipeError, match="upstream"):
+        arun(main())
+
+
+def test_cancelling_run_twice_still_stops_the_tree_and_releases_the_fds() -> None:
+    """asyncio: a second cancellation, arriving while the feeding task is
+    being ended, must not skip stopping the tree and releasing its fds (the
+    marker fixture finds the commands and shepherds that would be left)."""
+
+    async def main() -> None:
+        waiting = asyncio.Event()
+
+        async def forever() -> AsyncIterator[bytes]:
+            yield b"x"
+            waiting.set()
+            await asyncio.Event().wait()
+
+        for _ in range(10):
+            waiting.clear()
+            task = asyncio.ensure_future(aio.run(["cat"], input=forever()))
+            await waiting.wait()
+            task.cancel()
+            await asyncio.sleep(0)  # the task is ending the feeding task now
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    arun(main())  # warm up the helpers
+    before = len(os.listdir("/proc/self/fd"))
+    arun(main())
+    assert wait_until(lambda: len(os.listdir("/proc/self/fd")) <= before, timeout=5), (
+        f"{len(os.listdir('/proc/self/fd')) - before} fds left open"
+    )
+
+
+@pytest.mark.parametrize("how", ["command", "pipeline"])
+def test_a_stream_raises_the_error_of_its_source_not_its_own_stop(how: str) -> None:
+    """The source's failure stops the command (SIGTERM): the stream raises
+    the source's error, as ``aio.run`` and the blocking stream do, not an
+    ``AbnormalExit`` for that SIGTERM."""
+
+    class Broken(Exception):
+        pass
+
+    got: list[bytes] = []
+
+    async def main() -> None:
+        first_read = asyncio.Event()
+
+        async def source() -> AsyncIterator[bytes]:
+            yield b"hello\n"
+            await first_read.wait()
+            raise Broken("boom")
+
+        cmd: Any = ["cat"] if how == "command" else netrunner.pipe(["cat"], ["cat"])
+        async with aio.stream(cmd, input=source()) as s:
+            async for chunk in s:
+                got.append(chunk)
+                first_read.set()
+
+    with pytest.raises(Broken, match="boom"):
+        arun(main())
+    assert got == [b"hello\n"]
+
+
+def test_a_failing_upstream_stream_fails_the_downstream_with_its_exit() -> None:
+    async def main() -> None:
+        upstream = aio.stream(["sh", "-c", "echo up; exit 3"])
+        async with aio.stream(["sh", "-c", "cat; sleep 100"], input=upstream) as s:
+            async for _ in s:
+                pass
+
+    with pytest.raises(netrunner.AbnormalExit) as info:
+        arun(main())
+    assert info.value.returncode == 3, info.value
+
+
+def _feeding_task(name: str) -> asyncio.Task[Any]:
+    (task,) = [t for t in asyncio.all_tasks() if t.get_name() == f"netrunner input of {name!r}"]
+    return task
+
+
+def test_dropping_a_started_stream_ends_its_blocked_input_task(marker: str) -> None:
+    """The stream is dropped while its feeding task waits for room in the
+    pipe: the tree is handed to the shepherd, and the task is cancelled on
+    the loop (it closes the source) rather than left pending for ever."""
+    pulled: list[int] = []
+    closed: list[bool] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                pulled.append(1)
+                yield b"x" * 65536
+        finally:
+            closed.append(True)
+
+    async def main() -> None:
+        s = aio.stream(["sh", "-c", "echo hi; sleep 100"], input=endless())
+        assert await s.__anext__() == b"hi\n"
+        task = _feeding_task("sh")
+        assert await await_until(lambda: len(pulled) >= 2), "the feeding task never blocked"
+        assert not task.done()
+        del s
+        gc.collect()
+        assert await await_until(task.done, timeout=5), "the feeding task of a dropped stream is still pending"
+        assert task.cancelled()
+        assert closed == [True]
+        assert await await_until(lambda: not pids_with_marker(marker), timeout=10)
+
+    arun(main())
+
+
+def test_a_dropped_stream_whose_source_failed_reports_it_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The source failed and nobody iterates any more: its error is logged
+    to ``netrunner.aio``, and asyncio has no "Task exception was never
+    retrieved" to report."""
+
+    class Broken(Exception):
+        pass
+
+    unhandled: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: unhandled.append(ctx))
+        fail = asyncio.Event()
+
+        async def failing() -> AsyncIterator[bytes]:
+            yield b"x"
+            await fail.wait()
+            raise Broken("upstream failed")
+
+        s = aio.stream(["sh", "-c", "echo hi; sleep 100"], input=failing())
+        assert await s.__anext__() == b"hi\n"
+        task = _feeding_task("sh")
+        fail.set()
+        assert await await_until(task.done)
+        del s
+        gc.collect()
+        assert await await_until(lambda: caplog.records, timeout=5), "the failure was not reported"
+        del task
+        gc.collect()  # an asyncio task whose exception was never retrieved reports it now
+
+    with caplog.at_level(logging.WARNING, logger="netrunner.aio"):
+        arun(main())
+    assert unhandled == []
+    (record,) = caplog.records
+    assert "dropped aio.stream" in record.getMessage()
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], Broken)

@@ -13,10 +13,14 @@ scope exits.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 import os
 import re
-from collections.abc import AsyncIterator
+import sys
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
 
 from ._api import (
@@ -35,6 +39,7 @@ from ._core.output import Capture, Lines, input_chunk
 from ._daemon import DaemonBase
 from ._drivers import AsyncWaiter, TrioWaiter, adrive
 from ._engine import Feeder, Handle, WaitTimeout, feeder_for, finalize_on_drop
+from ._errors import AbnormalExit
 from ._help import document, params
 from ._options import is_async_input
 from ._pipeline import handle_for
@@ -71,6 +76,9 @@ else:
 
 __all__ = ["run", "stream", "start", "Process", "Stream", "Daemon"]
 
+log = logging.getLogger("netrunner.aio")
+log.addHandler(logging.NullHandler())
+
 
 Waiter = AsyncWaiter | TrioWaiter
 
@@ -95,9 +103,10 @@ class _AsyncInput:
     When the command stops reading, the rest is dropped; the source is closed
     at the end (``aclose``: an ``aio.Stream``'s tree is stopped). The task
     never outlives the command's ``run``/``Stream``: every way out of them
-    ends it (:meth:`finish`, :meth:`abandon`) and waits for its end."""
+    ends it (:meth:`finish`, :meth:`abandon`) and waits for its end; a
+    dropped ``Stream`` ends it through :meth:`dropped`."""
 
-    __slots__ = ("_h", "_waiter", "_lib", "_task", "_closing")
+    __slots__ = ("_h", "_waiter", "_lib", "_task", "_closing", "_soon", "_dropped")
 
     def __init__(self, source: Any, h: Handle, waiter: Waiter, lib: Library) -> None:
         self._h = h
@@ -108,9 +117,20 @@ class _AsyncInput:
         #: Under asyncio ``shielded()`` shields nothing, and a cancellation
         #: arriving in the middle of that stop would abandon it.
         self._closing = False
+        #: Its owner was dropped: nobody will ask for its outcome (dropped()).
+        self._dropped = False
+        self._soon = _threadsafe_soon(lib)
         self._task: Task = lib.spawn(self._feed, source, name=f"netrunner input of {h.args[0]!r}")
 
     async def _feed(self, source: Any) -> None:
+        try:
+            await self._write_all(source)
+        except Exception as exc:
+            if not self._dropped:
+                raise  # for finish()
+            _report_dropped(self._h, exc)  # nobody is left to raise it to
+
+    async def _write_all(self, source: Any) -> None:
         h = self._h
         encoding = h.opts.encoding or "utf-8"
         try:
@@ -120,11 +140,14 @@ class _AsyncInput:
                     continue
                 if h.stdin_fd is None:
                     break
-                await adrive(h.flow_write(data), self._waiter)
-        except BrokenPipeError:
-            pass  # the command stopped reading: the rest is dropped (SPEC 2)
+                try:
+                    await adrive(h.flow_write(data), self._waiter)
+                except BrokenPipeError:
+                    break  # the command stopped reading: the rest is dropped (SPEC 2)
         except BaseException:
-            h.send(codec.encode_stop(None))  # it would wait for the rest forever
+            # the source failed (a BrokenPipeError of its own too), or the
+            # task is cancelled: the command would wait for the rest forever
+            h.send(codec.encode_stop(None))
             raise
         finally:
             self._closing = True
@@ -154,6 +177,60 @@ class _AsyncInput:
             await self.finish()
         except Exception:
             pass
+
+    def dropped(self) -> None:
+        """The owning ``Stream`` was garbage-collected (its tree is handed to
+        its shepherd): end the task on its loop, which may be another
+        thread's, or closed. Runs in a finalizer: nothing here blocks or
+        needs the loop; the rest is :meth:`_end_dropped`, on the loop."""
+        if self._soon is not None and not self._h.foreign:
+            self._soon(self._end_dropped)
+
+    def _end_dropped(self) -> None:
+        self._dropped = True
+        task = self._task
+        if not task.done():
+            if not self._closing:
+                task.cancel()  # its own cleanup closes the source
+            return  # what it raises from now on is reported by _feed
+        failure = task.failure()  # retrieved: asyncio does not log it as lost
+        if isinstance(failure, Exception):
+            _report_dropped(self._h, failure)
+
+
+def _threadsafe_soon(lib: Library) -> Callable[[Callable[[], object]], None] | None:
+    """A function that has a callback run soon on the running loop (asyncio)
+    or run (trio), callable from any thread and from a finalizer; a no-op
+    once that loop is closed or that run has ended."""
+    if lib.name == "asyncio":
+        loop = asyncio.get_running_loop()
+
+        def soon_on_loop(fn: Callable[[], object]) -> None:
+            if not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(fn)
+                except RuntimeError:  # closed meanwhile
+                    pass
+
+        return soon_on_loop
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    token = trio.lowlevel.current_trio_token()
+
+    def soon_in_run(fn: Callable[[], object]) -> None:
+        try:
+            token.run_sync_soon(fn)
+        except trio.RunFinishedError:
+            pass
+
+    return soon_in_run
+
+
+def _report_dropped(h: Handle, exc: BaseException) -> None:
+    log.warning(
+        "netrunner: the input source of a dropped aio.stream of %r failed", list(h.args), exc_info=exc
+    )
 
 
 def _feeding(h: Handle, opts: Any, waiter: Waiter, lib: Library) -> tuple[Feeder | None, _AsyncInput | None]:
@@ -305,9 +382,11 @@ async def run(cmd: Any, **options: Any) -> Result[Any]:
         if fed is not None:
             await fed.finish()
     except BaseException:
-        if fed is not None:
-            await fed.abandon()
-        await _abort(h, waiter, lib)
+        try:
+            if fed is not None:
+                await fed.abandon()  # a second cancellation may end this (asyncio) ...
+        finally:
+            await _abort(h, waiter, lib)  # ... never this: the tree is stopped, the fds released
         raise
     try:
         return conclude(h, out, err, stopped, check=opts.check)
@@ -718,6 +797,7 @@ class Stream(StreamBase[OutT]):
         self._feeder: Feeder | None = None
         self._fed: _AsyncInput | None = None
         self._finalizer: Any = None
+        self._fed_finalizer: weakref.finalize[Any, Any] | None = None
 
     async def _ensure_started(self) -> Handle:
         if self._h is not None:
@@ -735,7 +815,16 @@ class Stream(StreamBase[OutT]):
         self._attach(h)
         self._feeder, self._fed = _feeding(h, self._opts, waiter, lib)
         self._finalizer = finalize_on_drop(self, h)
+        if self._fed is not None:  # dropped: the feeding task ends too
+            fin = self._fed_finalizer = weakref.finalize(self, self._fed.dropped)
+            fin.atexit = False  # the loop is gone by then, and the task with it
         return h
+
+    def _detach(self) -> None:
+        """The stream is ended or closed: no finalizer is due."""
+        self._finalizer.detach()
+        if self._fed_finalizer is not None:
+            self._fed_finalizer.detach()
 
     def __aiter__(self) -> Stream[OutT]:
         return self
@@ -768,26 +857,35 @@ class Stream(StreamBase[OutT]):
                 await self.aclose()
                 raise
             if data is None:
-                self._finalizer.detach()
-                try:
-                    if self._fed is not None:
+                rest = self._last_chunk()  # text mode: a character cut short by the end
+                if rest:
+                    return cast("OutT", rest)
+                self._detach()
+                if self._fed is not None:
+                    try:
                         await self._fed.finish()
-                finally:
-                    self._finish()
+                    except BaseException:
+                        # the source failed (and stopped the tree: the
+                        # command's own exit, a SIGTERM, is no news), or
+                        # this task is cancelled: that is what is raised
+                        try:
+                            self._finish()
+                        except AbnormalExit:
+                            pass
+                        raise
+                self._finish()
                 break
             chunk = self._decode(data)
             if chunk:
                 return chunk
         raise StopAsyncIteration
 
-    async def lines(self) -> AsyncIterator[OutT]:
-        """Iterate over lines (newline kept), whatever the chunk boundaries."""
-        splitter = Lines(self._opts.encoding is not None)
-        async for chunk in self:
-            for line in splitter.split(chunk):
-                yield line
-        for line in splitter.finish():
-            yield line
+    def lines(self) -> StreamLines[OutT]:
+        """Iterate over lines (newline kept), whatever the chunk boundaries:
+        ``async for line in s.lines()``. Not an async generator: leaving the
+        loop early leaves nothing for the garbage collector to finish (see
+        :class:`StreamLines`)."""
+        return StreamLines(self)
 
     async def __aenter__(self) -> Stream[OutT]:
         await self._ensure_started()
@@ -810,14 +908,78 @@ class Stream(StreamBase[OutT]):
         assert lib is not None
         assert self._waiter is not None
         try:
-            if self._fed is not None:
-                await self._fed.abandon()
-            if not h.finished:
-                with lib.shielded():
-                    await adrive(h.flow_stop(None), self._waiter)
+            try:
+                if self._fed is not None:
+                    await self._fed.abandon()  # a second cancellation may end this (asyncio) ...
+            finally:
+                if not h.finished:  # ... never this
+                    with lib.shielded():
+                        await adrive(h.flow_stop(None), self._waiter)
         finally:
             h.release()
-            self._finalizer.detach()
+            self._detach()
+
+
+class StreamLines(AsyncIterator[OutT], Generic[OutT]):
+    """The lines of an :class:`aio.Stream <Stream>`, newline kept, whatever
+    the chunk boundaries; what ``Stream.lines()`` returns.
+
+    An async iterator object rather than an async generator: ``break`` out
+    of ``async for line in s.lines()`` leaves nothing suspended for the
+    garbage collector to finalize (trio warns about such a generator, and
+    asyncio closes it only later, keeping the stream and its tree alive
+    until then). The lines *are* the stream: ``aclose()``, or leaving
+    ``async with s.lines() as lines``, closes the stream (its tree is
+    stopped), as leaving ``async with s`` does."""
+
+    __slots__ = ("_stream", "_splitter", "_batch")
+
+    def __init__(self, stream: Stream[OutT]) -> None:
+        self._stream: Stream[OutT] = stream
+        #: None once the stream has ended: only ``_batch`` is left.
+        self._splitter: Lines | None = Lines(stream._opts.encoding is not None)
+        self._batch: Iterator[OutT] = iter(())
+
+    def __aiter__(self) -> StreamLines[OutT]:
+        return self
+
+    async def __anext__(self) -> OutT:
+        for line in self._batch:  # the hot path: a line of the last chunk
+            return line
+        return await self._next_chunk()
+
+    async def _next_chunk(self) -> OutT:
+        while True:
+            splitter = self._splitter
+            if splitter is None:
+                raise StopAsyncIteration
+            try:
+                chunk = await self._stream.__anext__()
+            except StopAsyncIteration:
+                self._splitter = None
+                self._batch = iter(splitter.finish())  # a last line without a newline
+            except BaseException:
+                self._splitter = None  # the stream is closed: no line is left
+                raise
+            else:
+                self._batch = iter(splitter.split(chunk))
+            for line in self._batch:
+                return line
+
+    async def aclose(self) -> None:
+        """Close the stream: stop its tree if still running, release every fd."""
+        self._splitter = None
+        self._batch = iter(())
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> StreamLines[OutT]:
+        await self._stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._splitter = None
+        self._batch = iter(())
+        await self._stream.__aexit__(*exc)
 
 
 class Daemon(DaemonBase):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import gc
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -320,6 +322,89 @@ def test_a_stream_piped_into_a_stream(marker: str) -> None:
 
     assert trun(main) == b"PIPED\n"
     assert not pids_with_marker(marker)
+
+
+@pytest.mark.parametrize("how", ["command", "pipeline"])
+def test_a_stream_raises_the_error_of_its_source_not_its_own_stop(how: str, marker: str) -> None:
+    """The failing source stops the command (SIGTERM); the stream raises the
+    source's error, not an ``AbnormalExit`` for that SIGTERM."""
+
+    class Broken(Exception):
+        pass
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        first_read = trio.Event()
+
+        async def source() -> AsyncIterator[bytes]:
+            yield b"hello\n"
+            await first_read.wait()
+            raise Broken("boom")
+
+        cmd: Any = ["cat"] if how == "command" else netrunner.pipe(["cat"], ["cat"])
+        with pytest.raises(Broken, match="boom"):
+            async with aio.stream(cmd, input=source()) as s:
+                async for chunk in s:
+                    got.append(chunk)
+                    first_read.set()
+        upstream = aio.stream(["sh", "-c", "echo up; exit 3"])
+        with pytest.raises(netrunner.AbnormalExit) as info:
+            async with aio.stream(["sh", "-c", "cat; sleep 100"], input=upstream) as s:
+                async for _ in s:
+                    pass
+        assert info.value.returncode == 3, info.value
+        return got
+
+    assert trun(main) == [b"hello\n"]
+    assert not pids_with_marker(marker)
+
+
+def test_dropping_a_started_stream_ends_its_input_task(marker: str) -> None:
+    """A stream dropped while its feeding (system) task waits for room in
+    the pipe: the task is cancelled, and closes the source, within the run
+    rather than when ``trio.run`` ends."""
+    pulled: list[int] = []
+    closed: list[bool] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                pulled.append(1)
+                yield b"x" * 65536
+        finally:
+            closed.append(True)
+
+    async def main() -> None:
+        s = aio.stream(["sh", "-c", "echo hi; sleep 100"], input=endless())
+        assert await s.__anext__() == b"hi\n"
+        assert await await_until(lambda: len(pulled) >= 2), "the feeding task never blocked"
+        del s
+        gc.collect()
+        assert await await_until(lambda: closed, patience=5), "the feeding task of a dropped stream still waits"
+        assert await await_until(lambda: not pids_with_marker(marker), patience=10)
+
+    trun(main)
+
+
+def test_break_out_of_lines_leaves_no_async_generator_behind(marker: str) -> None:
+    """``lines()`` is not an async generator, which trio would warn about
+    when ``break`` leaves it unexhausted."""
+    async def main() -> None:
+        async with aio.stream(["seq", "100000"]) as s:
+            async for line in s.lines():
+                assert line == b"1\n"
+                break
+        async for line in aio.stream(["seq", "100000"]).lines():
+            assert line == b"1\n"
+            break
+        gc.collect()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trun(main)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert wait_until(lambda: not pids_with_marker(marker), timeout=10)
 
 
 def test_daemon_stop_from_another_task(marker: str) -> None:
