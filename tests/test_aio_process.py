@@ -193,6 +193,22 @@ def test_communicate() -> None:
     arun(main())
 
 
+def test_communicate_after_reading_ahead_and_inside_a_character() -> None:
+    async def main() -> None:
+        async with await netrunner.aio.start(["printf", "l1\nl2\nl3\n"], text=True) as proc:
+            assert await proc.readline(timeout=10) == "l1\n"
+            assert await proc.communicate(timeout=10) == ("l2\nl3\n", "")
+        async with await netrunner.aio.start(["printf", "l1\nl2\nl3\n"]) as proc:
+            assert await proc.readline(timeout=10) == b"l1\n"
+            assert await proc.communicate(timeout=10) == (b"l2\nl3\n", b"")
+        cmd = ["sh", "-c", r"printf 'a\342\202'; sleep .3; printf '\254\n'"]
+        async with await netrunner.aio.start(cmd, text=True) as proc:
+            assert await proc.read(timeout=10) == "a"
+            assert await proc.communicate(timeout=10) == ("€\n", "")
+
+    arun(main())
+
+
 def test_communicate_timeout_leaves_the_process_running() -> None:
     async def main() -> None:
         async with await netrunner.aio.start(py(IGNORE_TERM)) as proc:

@@ -218,6 +218,30 @@ def test_text_mode_decodes_across_chunk_boundaries() -> None:
     assert lines == ["é€😀 mixed ✓\n", "second líne\n"]
 
 
+def test_text_character_cut_short_by_the_end_of_output() -> None:
+    async def main() -> str:
+        with pytest.raises(UnicodeDecodeError):
+            async with netrunner.aio.stream(["printf", r"ab\342\202"], text=True) as s:
+                await collect(s)
+        async with netrunner.aio.stream(["printf", r"ab\342\202"], text=True, errors="replace") as s:
+            return "".join(await collect(s))
+
+    assert arun(main()) == "ab\ufffd"
+
+
+def test_text_stderr_tail_cut_inside_a_character_is_counted() -> None:
+    code = "import sys; sys.stderr.write('€' * 25_000); print('ok')"
+
+    async def main() -> Any:
+        async with netrunner.aio.stream(py(code), text=True) as s:
+            assert await collect(s) == ["ok\n"]
+        return s.result
+
+    result = arun(main())
+    assert result.stderr == "€" * (65536 // 3)
+    assert result.stats.bytes_err_dropped == 75_000 - 3 * (65536 // 3)
+
+
 def test_result_after_exhaustion() -> None:
     async def main() -> Any:
         async with netrunner.aio.stream(
@@ -309,6 +333,20 @@ def test_timeout_during_iteration() -> None:
 
     arun(main())
 
+
+
+def test_timeout_comes_while_output_keeps_coming(marker: str) -> None:
+    # A consumer slower than the command finds a chunk waiting at every call.
+    async def main() -> None:
+        t0 = time.monotonic()
+        with pytest.raises(netrunner.Timeout) as ei:
+            async with netrunner.aio.stream(["yes"], timeout=0.5, kill_timeout=1) as s:
+                async for _ in s:
+                    await asyncio.sleep(0.01)
+        assert time.monotonic() - t0 < 0.5 + 1 + 2, "the timeout did not come while output was waiting"
+        assert ei.value.kill_timeout == 1
+
+    arun(main())
 
 # --------------------------------------------------------------- stopping
 
@@ -414,6 +452,54 @@ def test_stream_left_open_when_the_loop_closes_is_stopped(
     err = capfd.readouterr().err
     assert "Event loop is closed" not in err
     assert "Traceback" not in err
+
+
+ENDLESS_LINES = "import os\nwhile True: os.write(1, b'y\\n' * 2048)"
+
+
+def test_break_out_of_lines_leaves_nothing_for_the_gc(marker: str) -> None:
+    """``lines()`` is not an async generator: after ``break`` nothing is left
+    suspended, so a stream nobody holds is dropped at once -- its tree
+    stopped without the loop running again (an async generator would wait
+    for the loop to close it), and no warning."""
+
+    async def main() -> None:
+        async for line in netrunner.aio.stream(py(ENDLESS_LINES)).lines():
+            assert line == b"y\n"
+            break
+        # no await from here: the loop does not run
+        assert wait_until(lambda: not pids_with_marker(marker), timeout=5.0), "the tree waits for the loop"
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arun(main())
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_lines_has_aclose_and_is_an_async_context_manager(marker: str) -> None:
+    async def main() -> None:
+        async with netrunner.aio.stream(py(ENDLESS_LINES)).lines() as lines:
+            async for line in lines:
+                assert line == b"y\n"
+                break
+        assert await await_until(lambda: not pids_with_marker(marker), timeout=5.0), "leaving it left the tree"
+
+        lines = netrunner.aio.stream(py(ENDLESS_LINES)).lines()
+        assert await lines.__anext__() == b"y\n"
+        await lines.aclose()
+        await lines.aclose()  # idempotent
+        with pytest.raises(StopAsyncIteration):
+            await lines.__anext__()
+        assert await await_until(lambda: not pids_with_marker(marker), timeout=5.0), "aclose left the tree"
+
+        async with netrunner.aio.stream(["printf", "a\\nb"]) as s:
+            it = s.lines()
+            assert [line async for line in it] == [b"a\n", b"b"]
+            with pytest.raises(StopAsyncIteration):  # it stays ended
+                await it.__anext__()
+
+    arun(main())
 
 
 # --------------------------------------------------------------- backpressure & memory

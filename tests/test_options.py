@@ -3,6 +3,7 @@ text decoding, leftovers, cwd, env, check (sync API)."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pathlib
@@ -596,6 +597,25 @@ def test_stdin_from_an_fd_and_a_file_object(tmp_path) -> None:  # type: ignore[n
     finally:
         os.close(r)
 
+
+
+@pytest.mark.parametrize("name", ["stdin", "stdout", "stderr"])
+def test_a_closed_fd_target_is_named_at_the_call(name: str, marker: str) -> None:
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)  # both numbers are free now
+    for entry in ("run", "start"):
+        with pytest.raises(OSError, match=f"^\\[Errno 9\\] {name}={w} is not an open file descriptor$") as ei:
+            launch(entry, ["sh", "-c", "sleep 30"], **{name: w})
+        assert ei.value.errno == errno.EBADF
+        assert not isinstance(ei.value, netrunner.ShepherdError)
+
+
+@pytest.mark.parametrize("value", [2**31, 2**40])
+def test_an_fd_past_a_c_int_is_refused_by_name(value: int) -> None:
+    for name in ("stdin", "stdout", "stderr"):
+        with pytest.raises(ValueError, match=f"option '{name}'"):
+            netrunner.run(["true"], **{name: value})
 
 def test_stdout_to_a_file_and_discarded(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "out.txt"

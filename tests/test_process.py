@@ -270,6 +270,45 @@ def test_communicate_text() -> None:
     assert err == ""
 
 
+def test_communicate_returns_what_readline_read_ahead() -> None:
+    with netrunner.start(["printf", "l1\nl2\nl3\n"]) as proc:
+        assert proc.readline(timeout=10) == b"l1\n"  # reads l2 and l3 ahead, too
+        assert proc.communicate(timeout=10) == (b"l2\nl3\n", b"")
+    with netrunner.start(["printf", "l1\nl2\nl3\n"], text=True) as proc:
+        assert proc.read_until("1", timeout=10) == "l1"
+        assert proc.communicate(timeout=10) == ("\nl2\nl3\n", "")
+        assert proc.communicate(timeout=10) == ("\nl2\nl3\n", "")
+
+
+def test_communicate_completes_a_character_read_began() -> None:
+    # read() takes "a" and the first two bytes of the euro sign; its last byte comes later
+    with netrunner.start(["sh", "-c", r"printf 'a\342\202'; sleep .3; printf '\254\n'"], text=True) as proc:
+        assert proc.read(timeout=10) == "a"
+        assert proc.communicate(timeout=10) == ("€\n", "")
+        assert proc.read(timeout=10) == ""
+
+
+def test_text_stderr_backlog_cut_inside_a_character() -> None:
+    # 1.2 MB of euro signs (3 bytes each) on stderr: the 1 MiB backlog drops its
+    # oldest bytes, cutting a character; what is kept decodes from a whole one
+    code = "import sys; sys.stderr.write('€' * 400_000); sys.stderr.flush(); print('ok')"
+    total = 3 * 400_000
+    with netrunner.start(py(code), text=True) as proc:
+        assert proc.wait(timeout=30) == 0
+        first = proc.read_stderr(timeout=10)
+        assert set(first) == {"€"}
+        out, err = proc.communicate(timeout=30)
+        assert out == "ok\n"
+        assert set(err) == {"€"}
+        kept = 3 * (len(first) + len(err))
+        assert kept == 3 * (1024 * 1024 // 3)  # the whole characters of the last MiB
+        assert proc.stats.bytes_err_dropped == total - kept  # the cut one's bytes included
+    with netrunner.start(py(code), text=True) as proc:
+        assert proc.wait(timeout=30) == 0
+        out, err = proc.communicate(timeout=30)
+        assert (out, len(err)) == ("ok\n", 1024 * 1024 // 3)
+
+
 def test_communicate_timeout_does_not_stop_the_tree() -> None:
     with netrunner.start(["sh", "-c", "echo partial; exec sleep 100"]) as proc:
         start = time.monotonic()

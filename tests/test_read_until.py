@@ -66,6 +66,40 @@ def test_read_until_max_bytes_and_end_of_output() -> None:
         assert p.read(timeout=10) == b"0123456789"
 
 
+def test_text_mode_max_bytes_counts_bytes() -> None:
+    # four 2-byte characters: 8 bytes read, past max_bytes=5 (though only 4 characters)
+    with netrunner.start(["sh", "-c", "printf 'éééé'; exec sleep 30"], text=True) as p:
+        with pytest.raises(netrunner.OutputLimitExceeded) as ei:
+            p.read_until("X", max_bytes=5, timeout=5)
+        assert ei.value.stdout == "éééé"
+
+
+def test_text_mode_read_from_what_was_read_ahead_counts_bytes() -> None:
+    # read(2) gets one 2-byte character whether it comes from the pipe or from
+    # what read_until read ahead; a character larger than max_bytes comes whole
+    with netrunner.start(["printf", "ééé€x"], text=True) as p:
+        assert p.read(2, timeout=10) == "é"
+        assert p.read_until("x", timeout=10) == "éé€x"
+    with netrunner.start(["printf", "ééé€é|"], text=True) as p:
+        with pytest.raises(EOFError):
+            p.read_until("X", timeout=10)
+        assert [p.read(2, timeout=10) for _ in range(3)] == ["é", "é", "é"]
+        assert p.read(2, timeout=10) == "€"
+        assert p.read(5, timeout=10) == "é|"
+        assert p.read(timeout=10) == ""
+
+
+def test_aio_text_mode_max_bytes_and_read_ahead_count_bytes() -> None:
+    async def main() -> None:
+        async with await aio.start(["sh", "-c", "printf 'éééé'; exec sleep 30"], text=True) as p:
+            with pytest.raises(netrunner.OutputLimitExceeded):
+                await p.read_until("X", max_bytes=5, timeout=5)
+            assert await p.read(3, timeout=10) == "é"
+            assert await p.read(4, timeout=10) == "éé"
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("pattern", [b"", "text in binary mode", re.compile("str regex"), 5])
 def test_read_until_bad_patterns(pattern) -> None:  # type: ignore[no-untyped-def]
     with netrunner.start(["true"]) as p:

@@ -337,6 +337,17 @@ def test_max_output_size_is_per_stream() -> None:
     assert len(result.stderr) == 800
 
 
+def test_stderr_is_kept_whole_and_only_what_a_limit_turned_away_is_dropped() -> None:
+    result = netrunner.run(["sh", "-c", "head -c 2000000 /dev/zero >&2"])
+    assert len(result.stderr) == 2_000_000
+    assert result.stats.bytes_err_dropped == 0
+    with pytest.raises(netrunner.OutputLimitExceeded) as ei:
+        netrunner.run(["sh", "-c", "head -c 5000 /dev/zero >&2; exec sleep 100"], max_output_size=1000)
+    assert len(ei.value.stderr) == 1000
+    assert ei.value.stats is not None
+    assert ei.value.stats.bytes_err_dropped == ei.value.stats.bytes_err - 1000 > 0
+
+
 def test_max_output_size_text_mode() -> None:
     with pytest.raises(netrunner.OutputLimitExceeded) as ei:
         netrunner.run(["sh", "-c", "head -c 100000 /dev/zero; exec sleep 100"], max_output_size=10, text=True)

@@ -293,6 +293,34 @@ def test_stream_timeout() -> None:
     assert isinstance(ei.value, TimeoutError)
 
 
+
+def test_stream_timeout_comes_while_output_keeps_coming(marker: str) -> None:
+    # The consumer is slower than the command: a chunk is waiting at every
+    # call, and the timeout must come all the same, with the tree stopped.
+    start = time.monotonic()
+    chunks = 0
+    with pytest.raises(netrunner.Timeout) as ei:
+        with netrunner.stream(["yes"], timeout=0.5, kill_timeout=1) as s:
+            for _ in s:
+                chunks += 1
+                time.sleep(0.01)
+    assert time.monotonic() - start < 0.5 + 1 + 2, "the timeout did not come while output was waiting"
+    assert chunks > 0
+    assert ei.value.kill_timeout == 1
+    assert "kill_timeout=1" in str(ei.value), str(ei.value)
+
+
+def test_stream_output_of_a_finished_command_outlasts_its_timeout(marker: str) -> None:
+    # Once the tree is gone nothing is left to stop: what it wrote is read
+    # to the end, however slowly, with no Timeout.
+    with netrunner.stream(["head", "-c", "60000", "/dev/zero"], timeout=0.5, chunk_size=4096) as s:
+        first = next(s)
+        time.sleep(1.0)  # the command has exited, its output waits in the pipe
+        got = [first, *s]
+    assert len(b"".join(got)) == 60_000  # fits any pipe: the command is gone before the deadline
+    assert s.result is not None
+    assert s.result.returncode == 0
+
 # --- stderr while streaming -------------------------------------------------------
 
 STDERR_THEN_STDOUT = (
@@ -343,6 +371,37 @@ def test_stderr_abnormal_exit_keeps_tail() -> None:
             list(s)
     assert ei.value.stderr.endswith(b"tail\n")
     assert len(ei.value.stderr) == 65536
+
+
+def test_stderr_tail_counts_what_it_dropped() -> None:
+    with netrunner.stream(["sh", "-c", "head -c 200000 /dev/zero >&2; echo out"]) as s:
+        assert b"".join(s) == b"out\n"
+    assert s.result is not None
+    assert len(s.result.stderr) == 65536
+    assert s.result.stats.bytes_err == 200_000
+    assert s.result.stats.bytes_err_dropped == 200_000 - 65536
+
+
+@pytest.mark.parametrize("keep", [None, 2, 1000])
+def test_text_stderr_tail_cut_inside_a_character(keep: int | None) -> None:
+    # 75,000 bytes of 3-byte euro signs: the tail (64 KiB, or max_output_size)
+    # begins inside one, whose bytes are dropped (and counted) with the rest
+    code = "import sys; sys.stderr.write('€' * 25_000); print('ok')"
+    with netrunner.stream(py(code), text=True, max_output_size=keep) as s:
+        assert list(s) == ["ok\n"]
+    assert s.result is not None
+    kept = (keep or 65536) // 3
+    assert s.result.stderr == "€" * kept
+    assert s.result.stats.bytes_err_dropped == 75_000 - 3 * kept
+
+
+def test_text_character_cut_short_by_the_end_of_output() -> None:
+    with pytest.raises(UnicodeDecodeError):
+        list(netrunner.stream(["printf", r"ab\342\202"], text=True))
+    with netrunner.stream(["printf", r"ab\342\202"], text=True, errors="replace") as s:
+        assert "".join(s) == "ab\ufffd"
+    assert "".join(netrunner.stream(["printf", r"ab\342\202"], text=True, errors="replace").lines()) == "ab\ufffd"
+    assert s.result is not None and s.result.returncode == 0
 
 
 # --- interleaved input ------------------------------------------------------------

@@ -3,13 +3,14 @@ and turning a finished handle into a ``Result`` or the right error."""
 
 from __future__ import annotations
 
+import math
 import signal as _signal
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Generic
 
 from ._core import codec
-from ._core.output import Capture, InputSource, Lines, Tail, decode_all, finder
+from ._core.output import Capture, InputSource, Lines, Tail, cut_head, decode_all, encode_text, finder
 from ._core.state import Phase
 from ._engine import EndOfOutput, Feeder, Handle, LimitReached, WaitTimeout, set_window_size
 from ._errors import AbnormalExit, OutputLimitExceeded, ProcessError, Timeout
@@ -25,10 +26,16 @@ else:
 
 
 def deadline_of(timeout: float | None, name: str = "timeout") -> float | None:
+    """The ``time.monotonic()`` deadline of a method's ``timeout``: None
+    waits for ever, as ``float("inf")`` does (so does ``Popen.wait``)."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds >= 0 or None, got {timeout!r}")
+    if not timeout >= 0:  # NaN too
         raise ValueError(f"{name} must be a number of seconds >= 0 or None, got {timeout!r}")
+    if timeout == math.inf:
+        return None
     return time.monotonic() + timeout
 
 
@@ -67,14 +74,15 @@ def conclude(
         raise h.exec_error()
     if h.core.phase is Phase.LOST:
         raise h.shepherd_error()
+    kept_err = _stderr_kept(h, err)
     stats = h.stats()
     if stopped == "timeout":  # partial output stays bytes: it may end inside a character
-        raise Timeout(list(h.args), opts.timeout or 0.0, _raw(out), _raw(err), stats)
+        raise Timeout(list(h.args), opts.timeout or 0.0, _raw(out), _raw(err), stats, kill_timeout=opts.kill_timeout)
     if stopped in ("stdout", "stderr"):
         assert opts.max_output_size is not None
         raise OutputLimitExceeded(list(h.args), opts.max_output_size, stopped, _raw(out), _raw(err), stats)
     stdout = decode_all(out.value(), opts.encoding, opts.errors) if out is not None else b""
-    stderr = decode_all(err.value(), opts.encoding, opts.errors) if err is not None else b""
+    stderr = decode_all(kept_err, opts.encoding, opts.errors) if err is not None else b""
     if opts.encoding is not None:
         stdout = stdout or ""
         stderr = stderr or ""
@@ -100,12 +108,53 @@ def _raw(capture: Capture | Tail | None) -> bytes:
     return capture.value() if capture is not None else b""
 
 
-def decoded(h: Handle, out: Capture, err: Capture) -> tuple[Any, Any]:
-    """What ``communicate`` returns: both captures, decoded in text mode."""
-    opts = h.opts
-    if opts.encoding is None:
-        return out.value(), err.value()
-    return out.value().decode(opts.encoding, opts.errors), err.value().decode(opts.encoding, opts.errors)
+def _stderr_kept(h: Handle, err: Capture | Tail | None) -> bytes:
+    """What is kept of captured stderr, as bytes; what was not kept is
+    counted in ``Stats.bytes_err_dropped``: the oldest bytes a stream's tail
+    let go (in text mode with the rest of a character they cut, dropped too
+    so that decoding starts on a character: ``output.cut_head``), or what
+    ``run``'s ``max_output_size`` turned away."""
+    if err is None:
+        return b""
+    data = err.value()
+    if isinstance(err, Tail):
+        dropped = err.dropped  # also where the tail starts in the stream
+        if dropped and h.opts.encoding is not None:
+            cut = cut_head(data, h.opts.encoding, dropped)
+            data, dropped = data[cut:], dropped + cut
+        h.core.err_dropped = dropped
+    elif err.exceeded:
+        h.core.err_dropped = max(0, h.core.bytes_err - len(err))
+    return data
+
+
+class _Communication:
+    """What ``communicate`` keeps across calls: its captures, the stdout
+    that ``readline``/``read_until`` had read ahead (``ahead``, in text
+    mode; in binary mode it goes into ``out``), and once it is done, the
+    pair it returns."""
+
+    __slots__ = ("out", "err", "ahead", "pair")
+
+    def __init__(self, h: Handle) -> None:
+        self.out = Capture()
+        self.err = Capture()
+        self.ahead: Any = h.pending[:0]
+        self.pair: tuple[Any, Any] | None = None
+
+    def take_ahead(self, h: Handle) -> None:
+        """Take what was read ahead of stdout (before this call, or in
+        between two calls): it comes first."""
+        pending, h.pending = h.pending, h.pending[:0]
+        if not pending:
+            return
+        if h.text_out is None:
+            self.out.add(pending)
+        elif not len(self.out):
+            self.ahead += pending
+        else:  # after bytes collected: as bytes again
+            assert h.opts.encoding is not None
+            self.out.add(encode_text(pending, h.opts.encoding))
 
 
 class ProcessBase:
@@ -115,7 +164,7 @@ class ProcessBase:
 
     _h: Handle
     _finalizer: weakref.finalize[Any, Any]
-    _comm: tuple[Capture, Capture] | None
+    _comm: _Communication | None
 
     def __repr__(self) -> str:
         state = "running" if self._h.core.status is None else f"returncode={self._h.core.returncode}"
@@ -238,28 +287,50 @@ class ProcessBase:
         return 2
 
     def _communication(self, input: Any) -> tuple[Feeder | None, Capture, Capture]:
-        """Start (or go on with) ``communicate``: its feeder and captures."""
+        """Start (or go on with) ``communicate``: its feeder and captures.
+        Called with the process's stdout lock held."""
         h = self._h
-        if self._comm is None:
-            self._comm = (Capture(), Capture())
+        comm = self._comm
+        if comm is None:
+            comm = self._comm = _Communication(h)
+        comm.take_ahead(h)
         feeder = None
         if input is not None and h.stdin_fd is not None:
             feeder = Feeder(h, InputSource(encode_input(input, h.opts), h.opts.encoding))
         elif h.stdin_fd is not None:
             self.close_stdin()
-        return (feeder, *self._comm)
+        return feeder, comm.out, comm.err
 
     def _communicated(self) -> tuple[Any, Any]:
-        # The captures stay: a second call finds both streams at their end
-        # and returns the same pair (SPEC 5), as subprocess does.
-        assert self._comm is not None
-        return decoded(self._h, *self._comm)
+        """What ``communicate`` returns once both streams are at their end.
+        In text mode the captures are decoded by the decoders ``read`` and
+        ``read_stderr`` use, so a character they had begun is completed,
+        and at the end (``final``): a character cut short is an error with
+        ``errors="strict"``. The pair is kept: a second call returns it
+        again (SPEC 5), as subprocess does."""
+        comm = self._comm
+        assert comm is not None
+        if comm.pair is None:
+            h = self._h
+            if h.text_out is None or h.text_err is None:
+                comm.pair = (comm.out.value(), comm.err.value())
+            else:
+                stdout = comm.ahead + h.text_out(comm.out.value(), final=True)
+                comm.pair = (stdout, h.text_err(comm.err.value(), final=True))
+        return comm.pair
 
     def _comm_timeout(self, timeout: float | None) -> Timeout:
-        assert self._comm is not None
+        """The partial output, as bytes: what was read ahead and what the
+        decoders hold (a character begun) come first, as bytes again."""
+        comm = self._comm
+        assert comm is not None
         h = self._h
-        out, err = self._comm
-        return Timeout(list(h.args), timeout or 0.0, out.value(), err.value(), h.stats())
+        stdout, stderr = comm.out.value(), comm.err.value()
+        if h.text_out is not None and h.text_err is not None:
+            assert h.opts.encoding is not None
+            stdout = encode_text(comm.ahead, h.opts.encoding) + h.text_out.held() + stdout
+            stderr = h.text_err.held() + stderr
+        return Timeout(list(h.args), timeout or 0.0, stdout, stderr, h.stats())
 
     def _finder(self, pattern: Any, max_bytes: int | None) -> Any:
         """Validate ``read_until``'s arguments; its search function."""
@@ -310,6 +381,7 @@ class StreamBase(Generic[OutT]):
         self._h = None
         self._err = None
         self._done = False
+        self._undecodable: UnicodeDecodeError | None = None
         self.result = None
 
     def _attach(self, h: Handle) -> None:
@@ -328,6 +400,8 @@ class StreamBase(Generic[OutT]):
             h.reap()
             h.release()
         self.result = result
+        if self._undecodable is not None:  # as run does: the decoding error before the exit status
+            raise self._undecodable
         if self._opts.check and result.returncode != 0:
             raise AbnormalExit(
                 result.returncode, list(result.args), result.stdout, result.stderr,
@@ -338,8 +412,8 @@ class StreamBase(Generic[OutT]):
         h = self._h
         assert h is not None
         opts = self._opts
-        stderr = self._err.value() if self._err is not None else b""
-        return Timeout(list(self._args), opts.timeout or 0.0, b"", stderr, h.stats())
+        stderr = _stderr_kept(h, self._err)
+        return Timeout(list(self._args), opts.timeout or 0.0, b"", stderr, h.stats(), kill_timeout=opts.kill_timeout)
 
     def _decode(self, data: bytes) -> Any:
         h = self._h
@@ -347,6 +421,22 @@ class StreamBase(Generic[OutT]):
         if h.text_out is None:
             return data
         return h.text_out(data)
+
+    def _last_chunk(self) -> Any:
+        """At the end of stdout, in text mode, the end of what the decoder
+        holds: a character cut short by the end of output is U+FFFD with
+        ``errors="replace"`` (as ``run`` gives); with ``"strict"`` its
+        ``UnicodeDecodeError`` is raised by :meth:`_finish`, once the stream
+        is finished. Falsy when nothing is left (binary mode too); else the
+        driver returns it, and finds the end again at the next call."""
+        h = self._h
+        if h is None or h.text_out is None:
+            return None
+        try:
+            return h.text_out(b"", final=True)
+        except UnicodeDecodeError as exc:
+            self._undecodable = exc
+            return None
 
     def _chunk_waiting(self, h: Handle) -> Any:
         """A chunk already waiting in the pipe, with no flow (the hot path), or

@@ -50,7 +50,7 @@ from typing import Any
 
 from . import _lifetime
 from ._core import attrs, codec, wire
-from ._core.output import Backlog, Capture, Decoder, InputSource, Tail
+from ._core.output import Backlog, Capture, Decoder, InputSource, Tail, cut_head, encoded_size, text_prefix
 from ._core.state import Phase, ProcessCore
 from ._errors import ShepherdError
 from ._io import attrs as read_attrs
@@ -122,7 +122,7 @@ class Handle:
     def __init__(
         self, args: tuple[Any, ...], argv: list[bytes], opts: Options, *, keep_stdin: bool,
         lazy_reap: bool = False, stream_pipe: bool = False, drain_stderr: bool = False,
-        hold_output: bool = False, thread: read_attrs.Thread | None = None,
+        hold_output: bool = False, thread: read_attrs.Thread | None = None, report_stops: bool = False,
     ) -> None:
         """Start the command. It gets the caller's umask and resource limits
         as they are now, and the nice value and CPU affinity of ``thread``
@@ -133,7 +133,10 @@ class Handle:
         reach their end while the command runs. ``run`` reads until the
         outcome is known and then takes what is left without waiting; the
         ends of file would only wake it, once or twice, in the instant
-        between the command's exit and the shepherd's report of it."""
+        between the command's exit and the shepherd's report of it.
+
+        ``report_stops`` (the command line): the shepherd reports each stop
+        of the command (``core.stops`` counts them), for job control."""
         _lifetime.reap_detached()
         self.lazy_reap = lazy_reap
         self.args = args
@@ -144,7 +147,7 @@ class Handle:
         self.held = []
         self.passed = []
         self.closed = False  # close_fds() ran: a pidfd received later is closed, not kept
-        records = _spawn_records(argv, opts, lazy_reap)
+        records = _spawn_records(argv, opts, lazy_reap, report_stops)
         self.stdin_fd = self.stdout_fd = self.stderr_fd = None
         self.tty = opts.pty is not None  # stdout_fd is a PTY master, stdin_fd a copy of it
         self.last_in: int | None = None  # a PTY: the last byte written to it
@@ -241,6 +244,13 @@ class Handle:
         """The fd to hand over for one of stdin/stdout/stderr, or None when
         netrunner makes a pipe for it (or, for stderr, redirects it)."""
         if isinstance(mode, int):
+            try:  # named here, at the call: the shepherd would only see a failed hand-over
+                fcntl.fcntl(mode, fcntl.F_GETFD)
+            except OSError as exc:
+                if exc.errno != errno.EBADF:
+                    raise
+                name = ("stdin", "stdout", "stderr")[std]
+                raise OSError(errno.EBADF, f"{name}={mode} is not an open file descriptor") from None
             return mode
         if mode == "inherit":
             try:
@@ -652,8 +662,25 @@ class Handle:
             return self.read_once(2, size)
         with self._err_lock:  # the backlog first: it holds the older bytes
             if len(backlog):
-                return backlog.take(size)
+                return self.take_backlog(size)
             return self.read_once(2, size)
+
+    def take_backlog(self, size: int) -> bytes:
+        """Up to ``size`` of the oldest bytes of the stderr backlog (under
+        ``_err_lock``). In text mode, when bytes were dropped from its front
+        since the last take, the character the drop cut is dropped whole
+        (``output.cut_head``: its bytes left at the front, and those the
+        stderr decoder holds), and counted, so decoding never fails on it."""
+        backlog = self.err_backlog
+        assert backlog is not None
+        if backlog.cut and self.text_err is not None:
+            assert self.opts.encoding is not None
+            offset = self.core.bytes_err - len(backlog)  # the backlog holds the last bytes read
+            backlog.dropped += self.text_err.reset()  # the rest of the character it holds is gone
+            backlog.drop(cut_head(backlog.head(16), self.opts.encoding, offset))
+        data = backlog.take(size)
+        self.core.err_dropped = backlog.dropped
+        return data
 
     def flow_read(self, which: int, size: int, deadline: float | None) -> Flow:
         """The next bytes of stdout/stderr (b"" at the end)."""
@@ -684,9 +711,14 @@ class Handle:
     def flow_read_output(self, which: int, size: int, deadline: float | None, *, ahead: bool = True) -> Flow:
         """:meth:`flow_read`, decoded in text mode (a character split across
         reads is completed by the next read; "" only at the end). stdout read
-        ahead by :meth:`flow_read_until` comes first, unless ``ahead`` is off."""
+        ahead by :meth:`flow_read_until` comes first, unless ``ahead`` is off.
+        ``size`` counts bytes in text mode too: from what was read ahead, the
+        most characters whose encoding fits in ``size`` (``output.text_prefix``),
+        at least one, as a read from the pipe completes a character it began."""
         if ahead and which == 1 and self.pending:
-            data, self.pending = self.pending[:size], self.pending[size:]
+            pending = self.pending
+            n = size if self.opts.encoding is None else text_prefix(pending, size, self.opts.encoding)
+            data, self.pending = pending[:n], pending[n:]
             return data
         decoder = self.text_out if which == 1 else self.text_err
         while True:
@@ -702,23 +734,32 @@ class Handle:
         ``output.finder``); what follows stays in ``pending`` for the next
         read. At the end of output: everything left if ``eof_ok`` (readline),
         else :class:`EndOfOutput`. :class:`WaitTimeout` and
-        :class:`LimitReached` leave what was read in ``pending``."""
+        :class:`LimitReached` leave what was read in ``pending``.
+        ``max_bytes`` counts bytes in text mode too: those read by this call,
+        and what was read ahead before it (``output.encoded_size``)."""
         searched = 0
+        decoder = self.text_out
+        buf = self.pending
+        size = len(buf) if self.opts.encoding is None else encoded_size(buf, self.opts.encoding)
+        at_end = False
         while True:
-            buf = self.pending
             end, searched = find(buf, searched)
             if end >= 0:
                 self.pending = buf[end:]
                 return buf[:end]
-            if max_bytes is not None and len(buf) >= max_bytes:
-                raise LimitReached
-            data = yield from self.flow_read_output(1, READ_SIZE, deadline, ahead=False)
-            if not data:
+            if at_end:
                 if eof_ok:
                     self.pending = buf[:0]
                     return buf
                 raise EndOfOutput
-            self.pending = buf + data
+            if max_bytes is not None and size >= max_bytes:
+                raise LimitReached
+            raw = yield from self.flow_read(1, READ_SIZE, deadline)
+            size += len(raw)
+            at_end = not raw
+            data = raw if decoder is None else decoder(raw, final=at_end)
+            if data:
+                buf = self.pending = buf + data
 
     def flow_write(self, data: bytes) -> Flow:
         """Write all of ``data`` to stdin, waiting while the pipe is full."""
@@ -785,7 +826,7 @@ class Handle:
         stopped: str | None = None
         if self.err_backlog is not None and err is not None and len(self.err_backlog):
             with self._err_lock:
-                err.add(self.err_backlog.take(len(self.err_backlog)))
+                err.add(self.take_backlog(len(self.err_backlog)))
         size = READ_SIZE
         # The control socket is read after each wait, not before the first:
         # for a command just sent, the wait comes at once (see __init__), and
@@ -837,8 +878,15 @@ class Handle:
         self, feeder: Feeder | None, size: int, err: Tail | Capture | None, deadline: float | None
     ) -> Flow:
         """The next chunk of stdout for a stream, or None at the end (the
-        tree is gone and the shepherd reaped)."""
+        tree is gone and the shepherd reaped). The deadline is checked before
+        each read: a consumer slower than the command finds data waiting at
+        every call, and its timeout must still come. Once the tree is gone
+        nothing is left to stop, and what it wrote is read to the end."""
         while True:
+            if deadline is not None and _monotonic() >= deadline:
+                self.pump_control()
+                if not self.core.done:
+                    raise WaitTimeout
             data = self.read_once(1, size)
             if data:
                 return data
@@ -983,19 +1031,20 @@ def _current_environ() -> list[bytes]:
 _spawn_seen: tuple[list[bytes], Any, Any, tuple[Any, ...], list[bytes]] = ([], None, None, (), [])
 
 
-def _spawn_records(argv: list[bytes], opts: Options, reuse: bool) -> list[bytes]:
+def _spawn_records(argv: list[bytes], opts: Options, reuse: bool, stops: bool = False) -> list[bytes]:
     """The records of a spawn request for ``argv`` with ``opts``; the last
     one's again when nothing differs (a loop running one command)."""
     global _spawn_seen
     env = opts.env if opts.env is not None else _current_environ()
     paths = exec_paths(argv[0], opts.path_env)
-    rest = (opts.cwd, opts.leftovers, opts.kill_timeout, opts.pty is not None, reuse)
+    rest = (opts.cwd, opts.leftovers, opts.kill_timeout, opts.pty is not None, reuse, stops)
     seen_argv, seen_env, seen_paths, seen_rest, records = _spawn_seen
     if env is seen_env and paths is seen_paths and argv == seen_argv and rest == seen_rest:
         return records
     records = codec.encode_spawn(
         argv, env, paths, opts.cwd,
         detach=opts.leftovers == "detach", kill_timeout=opts.kill_timeout, pty=opts.pty is not None, reuse=reuse,
+        stops=stops,
     )
     _spawn_seen = (argv, env, paths, rest, records)
     return records

@@ -65,7 +65,11 @@ class Timeout(NetRunnerError, subprocess.TimeoutExpired, TimeoutError):
     """The command (or a wait) took longer than its ``timeout``.
 
     ``stdout``/``stderr`` hold the output read so far; ``stats`` the
-    statistics at that moment.
+    statistics at that moment. ``kill_timeout`` is set when the timeout
+    stopped the command's tree (``run``, ``stream``): SIGTERM, then SIGKILL
+    after that many seconds, so the call returned within ``timeout +
+    kill_timeout``; it is None when only a wait timed out and the command
+    runs on (``Process.wait``, ``read``, ``communicate``...).
     """
 
     def __init__(
@@ -75,12 +79,19 @@ class Timeout(NetRunnerError, subprocess.TimeoutExpired, TimeoutError):
         output: bytes | str | None = None,
         stderr: bytes | str | None = None,
         stats: Any = None,
+        *,
+        kill_timeout: float | None = None,
     ) -> None:
         subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)
         self.stats = stats
+        self.kill_timeout = kill_timeout
 
     def __str__(self) -> str:
-        return f"Command {self.cmd!r} timed out after {self.timeout:g} seconds"
+        said = f"Command {self.cmd!r} timed out after {self.timeout:g} seconds"
+        kill_timeout = getattr(self, "kill_timeout", None)  # None in one pickled by an older netrunner
+        if kill_timeout is None:
+            return said
+        return f"{said}; its tree was stopped (SIGTERM, then SIGKILL after kill_timeout={kill_timeout:g} seconds)"
 
 
 class OutputLimitExceeded(NetRunnerError):

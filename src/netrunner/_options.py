@@ -86,6 +86,10 @@ _SPELLINGS = {
 }
 
 
+#: File descriptors are C ints.
+_MAX_FD = 2**31 - 1
+
+
 def _stdio(entry: str, name: str, value: Any, modes: dict[Any, str]) -> str | int:
     """One stdio option -> a mode name, or an fd to hand over."""
     if not isinstance(value, bool):
@@ -93,7 +97,7 @@ def _stdio(entry: str, name: str, value: Any, modes: dict[Any, str]) -> str | in
             return modes[value]
         except (KeyError, TypeError):
             pass
-        if isinstance(value, int) and value >= 0:
+        if isinstance(value, int) and 0 <= value <= _MAX_FD:
             return value
         fileno = getattr(value, "fileno", None)
         if fileno is not None and not isinstance(value, (str, bytes)):
@@ -101,7 +105,7 @@ def _stdio(entry: str, name: str, value: Any, modes: dict[Any, str]) -> str | in
                 fd = fileno()
             except (OSError, ValueError) as exc:
                 raise _fail(entry, name, "an open file", value) from exc
-            if isinstance(fd, int) and fd >= 0:
+            if isinstance(fd, int) and 0 <= fd <= _MAX_FD:
                 return fd
     raise _fail(entry, name, f"{_SPELLINGS[name]}, an fd or an object with fileno()", value,
                 TypeError if not isinstance(value, (str, int)) else ValueError)

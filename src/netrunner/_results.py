@@ -37,9 +37,11 @@ class Stats:
     The CPU and memory fields are filled once the command has exited, from the
     shepherd's accounting of every process it reaped -- or, for the CPU times,
     from the command's cgroup when it ran in one (then every process of the
-    tree counts, whoever reaped it). ``peak_memory`` (bytes, the whole tree)
-    and ``oom_killed`` (the cgroup's memory limit killed a process of the
-    tree) are known only with a cgroup, else ``None``.
+    tree counts, whoever reaped it). They stay ``None`` when nothing was
+    accounted: the command never ran, or its shepherd was lost and netrunner
+    killed its group itself. ``peak_memory`` (bytes, the whole tree) and
+    ``oom_killed`` (the cgroup's memory limit killed a process of the tree)
+    are known only with a cgroup, else ``None``.
     """
 
     bytes_in: int | None

@@ -475,6 +475,13 @@ def stream(cmd: Any, **options: Any) -> Stream[Any]:
     return Stream(h)
 
 
+def _take(lock: threading.Lock, deadline: float | None) -> bool:
+    """Acquire ``lock`` by ``deadline`` (None: however long it takes)."""
+    if deadline is None:
+        return lock.acquire()
+    return lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+
+
 class Process(ProcessBase, Generic[OutT]):
     """A started command. Thread-safe; a context manager whose exit stops the
     tree (if still running) and releases every fd."""
@@ -522,7 +529,7 @@ class Process(ProcessBase, Generic[OutT]):
         self._h.own()
         check_size(max_bytes)
         deadline = deadline_of(timeout)
-        if not lock.acquire(timeout=-1 if timeout is None else timeout):
+        if not _take(lock, deadline):
             raise TimeoutError(f"no output within {timeout} seconds")
         try:
             return drive(self._h.flow_read_output(which, max_bytes, deadline))
@@ -561,7 +568,7 @@ class Process(ProcessBase, Generic[OutT]):
     def _until(self, pattern: Any, timeout: float | None, max_bytes: int | None, *, eof_ok: bool) -> Any:
         find = self._finder(pattern, max_bytes)
         deadline = deadline_of(timeout)
-        if not self._out_lock.acquire(timeout=-1 if timeout is None else timeout):
+        if not _take(self._out_lock, deadline):
             raise self._until_timeout(timeout)
         try:
             return drive(self._h.flow_read_until(find, deadline, max_bytes, eof_ok))
@@ -643,6 +650,9 @@ class Stream(StreamBase[OutT]):
                 self.close()
                 raise
             if data is None:
+                rest = self._last_chunk()  # text mode: a character cut short by the end
+                if rest:
+                    return cast("OutT", rest)
                 self._finalizer.detach()
                 self._finish()
                 break

@@ -7,7 +7,18 @@ import random
 
 import pytest
 
-from netrunner._core.output import Backlog, Capture, Decoder, InputSource, Lines, Tail
+from netrunner._core.output import (
+    Backlog,
+    Capture,
+    Decoder,
+    InputSource,
+    Lines,
+    Tail,
+    cut_head,
+    encode_text,
+    encoded_size,
+    text_prefix,
+)
 
 
 def test_capture_keeps_exactly_the_limit() -> None:
@@ -115,6 +126,65 @@ def test_backlog_with_one_chunk_larger_than_the_limit() -> None:
     b.add(b"0123456789")
     assert b.take(10) == b"6789"
     assert b.dropped == 6
+
+
+def test_tail_and_backlog_say_what_they_dropped() -> None:
+    t = Tail(4)
+    t.add(b"ab")
+    assert (t.total, t.dropped) == (2, 0)
+    t.add(b"cdefghijk")
+    assert (t.value(), t.total, t.dropped) == (b"hijk", 11, 7)
+    b = Backlog(limit=4)
+    b.add(b"abcd")
+    assert not b.cut
+    b.add(b"ef")
+    assert b.cut and b.head(2) == b"cd"
+    b.drop(1)
+    assert (b.dropped, b.take(9), b.cut) == (3, b"def", False)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [("utf-8", "a€😀é"), ("utf-16-le", "a😀é"), ("utf-16-be", "a😀é"), ("utf-16", "a😀é"),
+     ("utf-32", "a😀é"), ("shift_jis", "aあい"), ("latin-1", "aéb"), ("gb18030", "a中😀")],
+)
+def test_cut_head_starts_decoding_on_a_character(encoding: str, text: str) -> None:
+    # every cut of the stream decodes strictly, to a suffix of the text, once the
+    # partial character's bytes (at most 3) are dropped
+    data = (text * 3).encode(encoding)
+    for offset in range(len(data)):
+        tail = data[offset:]
+        cut = cut_head(tail, encoding, offset)
+        assert 0 <= cut <= 3
+        decoded = tail[cut:].decode(encoding)
+        if not encoding.startswith(("shift_jis", "gb")):  # there a cut may come out as another character
+            assert (text * 3).endswith(decoded), (offset, decoded)
+
+
+def test_cut_head_drops_nothing_of_a_whole_character() -> None:
+    assert cut_head("€x".encode(), "utf-8", 5) == 0
+    assert cut_head("€x".encode()[1:], "utf-8", 5) == 2
+    assert cut_head(b"\xff\xfe", "utf-8", 5) == 0  # not a continuation: invalid, left to the decoder
+    assert cut_head(b"abc", "latin-1", 1) == 0
+    assert cut_head(b"", "utf-16-le", 1) == 0
+
+
+def test_text_sizes_count_bytes() -> None:
+    assert encoded_size("aé€😀", "utf-8") == 10
+    assert encoded_size("ab", "utf-16") == 4  # no BOM
+    assert encode_text("ab", "utf-16") == "ab".encode("utf-16")[2:]
+    assert encode_text("a\udcff", "utf-8") == b"a\xff"  # what surrogateescape made
+    assert [text_prefix("éé€", n, "utf-8") for n in range(1, 9)] == [1, 1, 1, 2, 2, 2, 3, 3]
+    assert text_prefix("abc", 10, "utf-8") == 3
+
+
+def test_decoder_holds_and_forgets_a_character_under_way() -> None:
+    d = Decoder("utf-8", "strict")
+    assert d("a\u20ac".encode()[:3]) == "a"
+    assert d.held() == "€".encode()[:2]
+    assert d.reset() == 2
+    assert d.held() == b""
+    assert d(b"b", final=True) == "b"
 
 
 def test_capture_value_is_not_changed_by_later_adds() -> None:

@@ -187,13 +187,15 @@ def test_shepherd_sigkilled(marker: str) -> None:
 try:
     p.wait()
 except netrunner.ShepherdError as exc:
-    announce("shepherd-error", p.returncode)
+    s = p.stats
+    announce("shepherd-error", p.returncode, s.exit_status, s.cpu_user, s.cpu_system, s.max_rss)
 time.sleep(1000)
 """)
     line = expect_line(owner, "ready")
     command, shepherd = (int(x) for x in line.split()[1:3])
     os.kill(shepherd, signal.SIGKILL)
-    assert expect_line(owner, "shepherd-error") == "shepherd-error -9"
+    # Killed by us, SIGKILL; nothing of the tree was accounted: no figures made up
+    assert expect_line(owner, "shepherd-error") == "shepherd-error -9 137 None None None"
     # the command died with its shepherd (parent-death signal), its group was
     # SIGKILLed by Python, and nothing of the group is left
     assert wait_until(lambda: not _in_group(command))

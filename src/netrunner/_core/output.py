@@ -17,6 +17,7 @@ import codecs
 import io
 import itertools
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -62,19 +63,26 @@ class Capture:
 
 
 class Tail:
-    """The last ``keep`` bytes of a stream."""
+    """The last ``keep`` bytes of a stream; ``total`` counts all it was fed."""
 
-    __slots__ = ("_buf", "keep")
+    __slots__ = ("_buf", "keep", "total")
 
     def __init__(self, keep: int) -> None:
         self._buf = bytearray()
         self.keep = keep
+        self.total = 0
 
     def add(self, data: bytes) -> bool:
         self._buf += data
+        self.total += len(data)
         if len(self._buf) > 2 * self.keep:  # trim rarely: amortised O(1) per byte
             del self._buf[: -self.keep]
         return False
+
+    @property
+    def dropped(self) -> int:
+        """How many of the oldest bytes are gone (``total`` minus what is kept)."""
+        return max(0, self.total - self.keep)
 
     def value(self) -> bytes:
         return bytes(self._buf[-self.keep :])
@@ -84,12 +92,15 @@ class Backlog:
     """Bytes read ahead for a later reader, at most ``limit`` of them: past
     it the oldest are dropped, and counted in ``dropped``."""
 
-    __slots__ = ("_buf", "limit", "dropped")
+    __slots__ = ("_buf", "limit", "dropped", "cut")
 
     def __init__(self, limit: int) -> None:
         self._buf = bytearray()
         self.limit = limit
         self.dropped = 0
+        #: Bytes were dropped since the reader last took some: the head may
+        #: start inside a character (see :meth:`drop`).
+        self.cut = False
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -100,11 +111,23 @@ class Backlog:
         if excess > 0:
             del self._buf[:excess]  # O(excess): bytearray keeps an offset for its head
             self.dropped += excess
+            self.cut = True
+
+    def head(self, size: int) -> bytes:
+        """The ``size`` oldest bytes, left in place."""
+        return bytes(self._buf[:size])
+
+    def drop(self, size: int) -> None:
+        """Drop the ``size`` oldest bytes and count them (a text reader
+        drops the rest of a character whose start was dropped)."""
+        del self._buf[:size]
+        self.dropped += size
 
     def take(self, size: int) -> bytes:
         """Up to ``size`` of the oldest bytes, removed."""
         data = bytes(self._buf[:size])
         del self._buf[:size]
+        self.cut = False
         return data
 
 
@@ -119,9 +142,111 @@ class Decoder:
     def __call__(self, data: bytes, final: bool = False) -> str:
         return self._dec.decode(data, final)
 
+    def held(self) -> bytes:
+        """The bytes of a character begun but not finished yet."""
+        return bytes(self._dec.getstate()[0])
+
+    def reset(self) -> int:
+        """Forget the character under way (its rest was dropped); how many
+        bytes of it are forgotten."""
+        lost = len(self.held())
+        self._dec.reset()
+        return lost
+
 
 def decode_all(data: bytes, encoding: str | None, errors: str) -> bytes | str:
     return data if encoding is None else data.decode(encoding, errors)
+
+
+def cut_head(data: bytes, encoding: str, offset: int) -> int:
+    """How many leading bytes of ``data`` to drop so that decoding it starts
+    on a character: ``data`` is what is left of a stream in ``encoding``
+    from byte ``offset`` on, the bytes before it dropped (a tail, a backlog),
+    so it may begin in the middle of a character. Only the head is looked
+    at (16 bytes at most).
+
+    * UTF-8: the continuation bytes (``10xxxxxx``, at most 3) a character
+      that began before ``offset`` left: recognisable, so this is exact.
+    * UTF-16 and UTF-32: up to the next code unit, counted from the start
+      of the stream (a BOM is a unit too), and in UTF-16 a low surrogate
+      whose high half was dropped.
+    * Any other encoding: no byte sequence tells the middle of a character
+      from a start in general (in Shift-JIS, Big5 or GB18030 a trailing byte
+      may also be a leading one; in a single-byte encoding every byte is a
+      character). The fewest bytes (at most 3) after which a strict decoder
+      takes the next 8 bytes without an error (none, in a single-byte
+      encoding), or if no skip does (bad bytes further on, not the cut's
+      doing), after which it does not fail at the very first byte. The first
+      character may still come out wrong, as a different character, but
+      decoding does not fail because of the cut.
+    """
+    name = codecs.lookup(encoding).name
+    if name in ("utf-8", "utf-8-sig"):
+        n = 0
+        while n < 3 and n < len(data) and 0x80 <= data[n] <= 0xBF:
+            n += 1
+        return n
+    if name.startswith(("utf-16", "utf-32")):
+        unit = 2 if name.startswith("utf-16") else 4
+        n = (-offset) % unit
+        if unit == 2 and len(data) >= n + 2:
+            big = name == "utf-16-be" or (name == "utf-16" and sys.byteorder == "big")
+            high_byte = data[n] if big else data[n + 1]
+            if 0xDC <= high_byte <= 0xDF:  # a low surrogate: its pair's first half is gone
+                n += 2
+        return min(n, len(data))
+    failures: list[int] = []  # for each skip tried, where decoding failed
+    for n in range(min(4, len(data))):
+        try:
+            window = data[n : n + 8]  # at the end of ``data``: the end of what there is
+            codecs.getincrementaldecoder(encoding)("strict").decode(window, n + 8 >= len(data))
+        except UnicodeDecodeError as exc:
+            failures.append(exc.start)
+            continue
+        return n
+    # No skip decodes cleanly: bad bytes further on, not the cut's doing; the
+    # fewest bytes after which the first character at least decodes.
+    return next((n for n, at in enumerate(failures) if at > 0), 0)
+
+
+def encoded_size(text: str, encoding: str) -> int:
+    """How many bytes ``text`` stands for in ``encoding``: its length once
+    encoded again (exact for what a strict or ``surrogateescape`` decoder
+    made; a U+FFFD put in by ``replace`` counts as its own encoding; a BOM
+    that encoding puts first does not count)."""
+    if text.isascii() and codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
+        return len(text)
+    return len(encode_text(text, encoding))
+
+
+def encode_text(text: str, encoding: str) -> bytes:
+    """``text`` decoded from ``encoding`` as bytes again, for partial output
+    that must stay bytes (see :func:`encoded_size` for how exact), without
+    the BOM some encodings put first."""
+    if not text:
+        return b""
+    try:
+        data = text.encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:
+        data = text.encode(encoding, "replace")
+    return data[len("".encode(encoding)) :]
+
+
+def text_prefix(text: str, size: int, encoding: str) -> int:
+    """How many characters of ``text`` to hand out for a read of at most
+    ``size`` bytes: the most whose encoding (see :func:`encoded_size`) fits
+    in ``size``, and at least one (as a read that must complete a character
+    returns it whole)."""
+    if encoded_size(text[:size], encoding) <= size:  # a character is at least a byte
+        return min(size, len(text))
+    low, high = 1, min(size, len(text))  # encoded_size(text[:low]) fits, or low is the one character
+    while low < high:
+        mid = (low + high + 1) // 2
+        if encoded_size(text[:mid], encoding) <= size:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def finder(pattern: Any, text: bool) -> Callable[[Any, int], tuple[int, int]]:

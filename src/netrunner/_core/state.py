@@ -5,6 +5,8 @@ Invariants:
 * Phases only move forward along :data:`TRANSITIONS`; an event that the table
   does not allow moves the machine to ``LOST`` (the shepherd broke protocol),
   as does the control socket closing before ``EXITED``.
+* ``STOPPED`` (asked for by the command line) is news while ``RUNNING``, counted
+  in ``stops``; it moves no phase, and at any other time it is a broken protocol.
 * The exit status, once known, never changes.
 * Time is passed in by the driver (``now``); nothing here reads a clock, an fd
   or a thread.
@@ -49,6 +51,7 @@ class ProcessCore:
         "phase", "pid", "status", "exec_error", "fault", "utime_us", "stime_us", "maxrss_kb",
         "started_at", "t_start", "t_end", "bytes_in", "bytes_out", "bytes_err", "read_count",
         "write_count", "peak_memory", "oom_killed", "observes_in", "observes_out", "observes_err", "err_dropped",
+        "stops",
     )
 
     def __init__(self, started_at: datetime, now: float) -> None:
@@ -57,7 +60,11 @@ class ProcessCore:
         self.status: int | None = None
         self.exec_error: codec.ExecFailed | None = None
         self.fault: str | None = None
-        self.utime_us = self.stime_us = self.maxrss_kb = 0
+        # The shepherd's accounting of the tree, from EXITED; None without one
+        # (the shepherd lost, its command killed by us): nothing was measured.
+        self.utime_us: int | None = None
+        self.stime_us: int | None = None
+        self.maxrss_kb: int | None = None
         self.started_at = started_at
         self.t_start = now
         self.t_end: float | None = None
@@ -69,11 +76,15 @@ class ProcessCore:
         # to the command directly); counts it does not see are None.
         self.observes_in = self.observes_out = self.observes_err = True
         self.err_dropped = 0
+        self.stops = 0  # S_STOPPED records seen (FLAG_STOPS: the command line's job control)
 
     # --- events -----------------------------------------------------------
 
     def on_event(self, event: codec.Event, now: float) -> None:
         kind = type(event)
+        if kind is codec.Stopped and self.phase is Phase.RUNNING:  # news, not a phase (FLAG_STOPS only)
+            self.stops += 1
+            return
         nxt = TRANSITIONS.get((self.phase, kind))
         if nxt is None:
             self.lose(f"unexpected {kind.__name__} while {self.phase.value}", now)
@@ -129,7 +140,10 @@ class ProcessCore:
             returncode = exit_status = cpu_user = cpu_system = max_rss = None
         else:
             returncode, exit_status, _ = decode_status(self.status)
-            cpu_user, cpu_system, max_rss = self.utime_us / 1e6, self.stime_us / 1e6, self.maxrss_kb * 1024
+            if self.utime_us is None or self.stime_us is None or self.maxrss_kb is None:
+                cpu_user = cpu_system = max_rss = None
+            else:
+                cpu_user, cpu_system, max_rss = self.utime_us / 1e6, self.stime_us / 1e6, self.maxrss_kb * 1024
         return Stats(
             self.bytes_in if self.observes_in else None,
             self.bytes_out if self.observes_out else None,
