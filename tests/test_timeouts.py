@@ -38,21 +38,21 @@ def test_an_infinite_timeout_waits_for_ever_in_aio(marker: str) -> None:
     arun(main())
 
 
-@pytest.mark.parametrize("bad", ["1", b"1", [1], True])
-def test_a_method_timeout_of_the_wrong_type_is_a_type_error(marker: str, bad: Any) -> None:
+@pytest.mark.parametrize(
+    ("bad", "error", "says"),
+    [
+        *((bad, TypeError, "timeout must be a number of seconds") for bad in ("1", b"1", [1], True)),
+        *((bad, ValueError, "timeout must be a number of seconds >= 0") for bad in (-1, -0.5, math.nan, -math.inf)),
+    ],
+)
+def test_a_bad_method_timeout_is_refused(marker: str, bad: Any, error: type[Exception], says: str) -> None:
+    # A wrong type is a TypeError; a negative number or NaN a ValueError.
     with netrunner.start(["cat"]) as p:
-        for call in (lambda: p.read(timeout=bad), lambda: p.wait(timeout=bad), lambda: p.readline(timeout=bad)):
-            with pytest.raises(TypeError, match="timeout must be a number of seconds"):
-                call()
-        p.close_stdin()
-        assert p.wait(timeout=10) == 0
-
-
-@pytest.mark.parametrize("bad", [-1, -0.5, math.nan, -math.inf])
-def test_a_negative_or_nan_method_timeout_is_a_value_error(marker: str, bad: float) -> None:
-    with netrunner.start(["cat"]) as p:
-        for call in (lambda: p.read(timeout=bad), lambda: p.wait(timeout=bad), lambda: p.communicate(timeout=bad)):
-            with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0"):
+        for call in (
+            lambda: p.read(timeout=bad), lambda: p.readline(timeout=bad),
+            lambda: p.wait(timeout=bad), lambda: p.communicate(timeout=bad),
+        ):
+            with pytest.raises(error, match=says):
                 call()
         p.close_stdin()
         assert p.wait(timeout=10) == 0
