@@ -197,3 +197,47 @@ def test_output_limit_with_command_exiting() -> None:
             raise AssertionError(f"iteration {i}: expected OutputLimitExceeded, got {outcome!r}")
         got = (outcome.stdout, outcome.limit, outcome.stream)
         assert got == (b"abcd", 4, "stdout"), f"iteration {i}: (stdout, limit, stream) = {got!r}"
+
+
+def test_stop_reports_collide_with_the_exit_and_a_stop() -> None:
+    """FLAG_STOPS (the command line's job control): a command that stops
+    itself and exits as soon as it is continued, continued at every report,
+    and in one round of three stopped (C_STOP) at a varying moment. The
+    reports come only while it runs -- one after S_EXITED would break
+    protocol (phase LOST) -- at most one per stop, and the outcome is the
+    true one: exit 7, or SIGTERM when our stop came first."""
+    import select
+
+    from netrunner._command import resolve
+    from netrunner._core import codec
+    from netrunner._core.state import Phase
+    from netrunner._drivers import drive
+
+    args, argv, opts = resolve("start", ["sh", "-c", "kill -STOP $$; exit 7"], {"kill_timeout": 5})
+    outcomes: dict[tuple[int, int | None], int] = {}
+    for i in range(iterations(1000)):
+        h = Handle(args, argv, opts, keep_stdin=False, report_stops=True)
+        try:
+            stop_at = time.monotonic() + 0.0002 * (i % 10) if i % 3 == 0 else None
+            seen = 0
+            while not h.core.done:
+                h.pump_control()
+                if h.core.stops != seen:
+                    seen = h.core.stops
+                    h.send(codec.encode_signal(signal.SIGCONT))
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    stop_at = None
+                    h.send(codec.encode_stop(None))
+                if h.ctl_open and not h.core.done:
+                    select.select([h.ctl_fd], [], [], 0.0005)
+            assert h.core.phase is Phase.EXITED, f"iteration {i}: {h.core.phase} ({h.core.fault})"
+            assert h.core.stops <= 1, f"iteration {i}: {h.core.stops} reports of one stop"
+            assert h.core.returncode in (7, -signal.SIGTERM), f"iteration {i}: returncode {h.core.returncode}"
+            drive(h.flow_wait(time.monotonic() + 10))
+            key = (h.core.stops, h.core.returncode)
+            outcomes[key] = outcomes.get(key, 0) + 1
+        finally:
+            h.release()
+    # the loop collided: stops were reported and continued, and stops of ours won
+    assert outcomes.get((1, 7)), outcomes
+    assert any(rc == -signal.SIGTERM for _, rc in outcomes), outcomes
