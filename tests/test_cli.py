@@ -342,7 +342,8 @@ def test_keys_typed_reach_the_command() -> None:
 # A shell's job control, small: the CLI runs as a job (its own process group,
 # the terminal's foreground); the "shell" reports how the job stopped and
 # who had the terminal then, brings it back with `fg` or `bg`, and reports
-# how it ended.
+# how it ended (a job that never stopped is reported at its end only).
+# It says `job started` once the job has the terminal.
 JOB_SHELL = (
     "import os, signal, sys\n"
     "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
@@ -355,15 +356,25 @@ JOB_SHELL = (
     "    os.execv(cli[0], cli)\n"
     "os.setpgid(pid, pid)\n"
     "os.tcsetpgrp(0, pid)\n"
+    "print('job started', flush=True)\n"
+    "holder = lambda: {pid: 'job', os.getpgrp(): 'shell'}.get(os.tcgetpgrp(0), 'other')\n"
     "_, st = os.waitpid(pid, os.WUNTRACED)\n"
-    "holder = 'job' if os.tcgetpgrp(0) == pid else 'other'\n"
-    "print('job', 'stopped' if os.WIFSTOPPED(st) else 'ended', os.WSTOPSIG(st), holder, flush=True)\n"
-    "os.tcsetpgrp(0, pid if how == 'fg' else os.getpgrp())\n"
-    "os.killpg(pid, signal.SIGCONT)\n"
-    "_, st = os.waitpid(pid, 0)\n"
-    "holder = {pid: 'job', os.getpgrp(): 'shell'}.get(os.tcgetpgrp(0), 'other')\n"
-    "print('job exited', os.waitstatus_to_exitcode(st), holder, flush=True)\n"
+    "if os.WIFSTOPPED(st):\n"
+    "    print('job stopped', os.WSTOPSIG(st), holder(), flush=True)\n"
+    "    os.tcsetpgrp(0, pid if how == 'fg' else os.getpgrp())\n"
+    "    os.killpg(pid, signal.SIGCONT)\n"
+    "    _, st = os.waitpid(pid, 0)\n"
+    "print('job exited', os.waitstatus_to_exitcode(st), holder(), flush=True)\n"
 )
+
+
+def _job(how: str, *command: str) -> tuple[int, int]:
+    """The CLI running ``command`` as a job of JOB_SHELL on a new terminal:
+    the shell's pid and the terminal's master."""
+    pid, master = os.forkpty()
+    if pid == 0:  # pragma: no cover - the child execs at once
+        os.execv(PY, [PY, "-c", JOB_SHELL, how, *MODULE, "run", "--", *command])
+    return pid, master
 
 
 @pytest.mark.parametrize("how", ["fg", "bg"])
@@ -371,10 +382,11 @@ def test_ctrl_z_stops_the_job_and_fg_or_bg_continues_it(how: str, marker: str) -
     # Ctrl-Z reaches the command (its group has the terminal): the CLI sees
     # it stopped, gives the terminal back and stops its own job, as a shell
     # job would; `fg` or `bg` continues the CLI, which continues the command.
-    command = "echo ready; sleep 1; echo resumed"
-    pid, master = os.forkpty()
-    if pid == 0:  # pragma: no cover - the child execs at once
-        os.execv(PY, [PY, "-c", JOB_SHELL, how, *MODULE, "run", "--", "sh", "-c", command])
+    # `ready` comes after the command's last fork: `sh` waits in vfork()
+    # with every signal blocked until its child has exec'd, and a Ctrl-Z in
+    # that moment stops only the child, unseen by its shepherd as by any
+    # shell (bash's `sh -c 'echo ready; sleep 1'` job hangs the same way).
+    pid, master = _job(how, "sh", "-c", "sleep 1 & echo ready; wait; echo resumed")
     try:
         read_until(master, b"ready")
         os.write(master, b"\x1a")  # Ctrl-Z: SIGTSTP to the terminal's foreground group
@@ -388,6 +400,57 @@ def test_ctrl_z_stops_the_job_and_fg_or_bg_continues_it(how: str, marker: str) -
     # After `fg` the CLI took the terminal back from the command's group, as
     # at any end; after `bg` it was the shell's, and the CLI left it so.
     assert b"job exited 0 %s" % (b"job" if how == "fg" else b"shell") in out, out
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_command_stopped_for_the_terminal_it_has_goes_on(marker: str) -> None:
+    # Stopped by SIGTTIN while its group has the foreground, a command read
+    # the terminal before the CLI handed it over: the CLI continues it (and
+    # its own job is not stopped). The command stops itself so, at a moment
+    # surely after the handover.
+    code = (
+        "import os, signal\n"
+        "assert os.tcgetpgrp(0) == os.getpgrp(), 'no foreground'\n"
+        "os.kill(os.getpid(), signal.SIGTTIN)\n"
+        "print('went on', flush=True)\n"
+    )
+    pid, master = _job("fg", PY, "-c", code)
+    try:
+        out = _read_to_the_end(master)
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    assert b"went on" in out, out
+    assert b"job stopped" not in out, out
+    assert b"job exited 0 job" in out, out
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_command_reading_a_terminal_it_lost_stops_the_job_by_sigttin(marker: str) -> None:
+    # The command gives the foreground away (to its shepherd's group) and
+    # reads the terminal: stopped by SIGTTIN, it is the job's stop, as a
+    # shell shows it ("Stopped (tty input)"). `fg` gives the CLI the
+    # terminal, which it hands to the command, and the read goes through.
+    code = (
+        "import os, signal\n"
+        "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
+        "os.tcsetpgrp(0, os.getpgid(os.getppid()))\n"
+        "signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
+        "print('got', input(), flush=True)\n"
+    )
+    pid, master = _job("fg", PY, "-c", code)
+    try:
+        out = read_until(master, b"job stopped")
+        if b"\n" not in out.split(b"job stopped")[1]:
+            out += read_until(master, b"\n")
+        os.write(master, b"hello\n")
+        out += _read_to_the_end(master)
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    assert b"job stopped %d other" % signal.SIGTTIN in out, out
+    assert b"got hello" in out, out
+    assert b"job exited 0 job" in out, out
     assert os.waitstatus_to_exitcode(status) == 0
 
 

@@ -451,7 +451,7 @@ class _Runner:
             if h.core.stops != self.stops:
                 self.stops = h.core.stops
                 if self.tty is not None and not h.core.done:
-                    self._suspend(self.tty, h)
+                    self._on_stop(self.tty, h, h.core.stop_signal)
             if self.args.pty and not h.core.done:
                 self._type(ready)
             for relay in self.relays:
@@ -494,16 +494,29 @@ class _Runner:
             os.close(tty)
             return
         self.tty = tty
-        # A command that read the terminal before it had the foreground was
-        # stopped by SIGTTIN: let it go on (through the shepherd, to its group).
-        assert self.h is not None
-        self.h.send(codec.encode_signal(signal.SIGCONT))
 
-    def _suspend(self, tty: int, h: Handle) -> None:
+    def _on_stop(self, tty: int, h: Handle, signo: int) -> None:
+        """The command was stopped. By SIGTTIN or SIGTTOU while it has the
+        foreground, it touched the terminal before it had it (before the
+        handover): it goes on, continued now. Not blindly at the handover,
+        which would undo a Ctrl-Z typed in that instant. Any other stop is
+        the job's."""
+        if signo in (signal.SIGTTIN, signal.SIGTTOU) and not self.background:
+            try:
+                has_it = os.tcgetpgrp(tty) == h.core.pid
+            except OSError:
+                has_it = False
+            if has_it:
+                h.send(codec.encode_signal(signal.SIGCONT))
+                return
+        self._suspend(tty, h, signo)
+
+    def _suspend(self, tty: int, h: Handle, signo: int) -> None:
         """The command was stopped (Ctrl-Z typed on the terminal it has, say):
         do what a shell's job does, since under the shell it is ours. The
         terminal goes back to our process group and the whole group stops
-        (SIGTSTP), so the shell sees the job stopped and takes the terminal.
+        by the same signal (SIGTSTP for a SIGSTOP, which no shell sends), so
+        the shell sees the job stopped and why, and takes the terminal.
         Continued by ``fg``, the command gets the terminal again; by ``bg``,
         it runs on without it (and a read of it stops it, and us, again).
         Either way it is continued, through its shepherd."""
@@ -513,7 +526,8 @@ class _Runner:
                 _set_foreground(tty, os.getpgrp())
         except OSError:
             pass
-        os.killpg(os.getpgrp(), signal.SIGTSTP)  # returns once we are continued
+        own = signo if signo in (signal.SIGTTIN, signal.SIGTTOU) else signal.SIGTSTP
+        os.killpg(os.getpgrp(), own)  # returns once we are continued
         try:
             self.background = os.tcgetpgrp(tty) != os.getpgrp()
         except OSError:

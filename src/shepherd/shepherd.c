@@ -856,8 +856,7 @@ static void send_started(struct shepherd *s)
  * SIGTSTP, SIGSTOP), once per stop: the waitid that finds a stop consumes
  * it. Only the command itself is watched, through its pidfd, and only while
  * it runs on its own: after S_STARTED, before its exit, and not once a stop
- * of the tree has begun (which continues it anyway). Without P_PIDFD
- * (Linux < 5.4) there are no reports. */
+ * of the tree has begun (which continues it anyway). */
 static void report_stop(struct shepherd *s)
 {
     unsigned char rec[NR_S_STOPPED_SIZE] = {NR_S_STOPPED};
@@ -867,8 +866,11 @@ static void report_stop(struct shepherd *s)
         s->child_exited || s->child_reaped || s->pidfd < 0)
         return;
     memset(&si, 0, sizeof si);
-    if (syscall(SYS_waitid, P_PIDFD, s->pidfd, &si, WSTOPPED | WNOHANG | __WALL, NULL) < 0)
-        return;
+    if (syscall(SYS_waitid, P_PIDFD, s->pidfd, &si, WSTOPPED | WNOHANG | __WALL, NULL) < 0) {
+        /* No P_PIDFD before Linux 5.4: the pid is still ours (unreaped). */
+        if (errno != EINVAL || waitid(P_PID, (id_t)s->child, &si, WSTOPPED | WNOHANG | __WALL) < 0)
+            return;
+    }
     if (si.si_pid == 0 || si.si_code != CLD_STOPPED)
         return;
     nr_put_u32(rec + NR_S_STOPPED_SIGNO, (uint32_t)si.si_status);

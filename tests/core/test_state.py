@@ -83,4 +83,4 @@ def test_a_stop_is_counted_while_running_and_breaks_protocol_otherwise() -> None
     core.on_event(codec.Started(42), 0.1)
     core.on_event(codec.Stopped(20), 0.2)
     core.on_event(codec.Stopped(19), 0.3)
-    assert (core.phase, core.stops) == (Phase.RUNNING, 2)
+    assert (core.phase, core.stops, core.stop_signal) == (Phase.RUNNING, 2, 19)

@@ -241,3 +241,28 @@ def test_stop_reports_collide_with_the_exit_and_a_stop() -> None:
     # the loop collided: stops were reported and continued, and stops of ours won
     assert outcomes.get((1, 7)), outcomes
     assert any(rc == -signal.SIGTERM for _, rc in outcomes), outcomes
+
+
+def test_ctrl_z_at_any_moment_of_the_start_stops_the_job(marker: str) -> None:
+    """Ctrl-Z typed at a varying moment around the command's start, which
+    is when the CLI hands it the terminal: before, while, or after. It stops
+    the job every time -- the CLI itself, or the command and then the CLI --
+    and `fg` lets both go on to the command's end. (A SIGCONT sent with the
+    handover once undid a Ctrl-Z typed in that instant.) The command says
+    `ready` first thing and forks nothing (see the vfork note in
+    test_cli.py's Ctrl-Z test)."""
+    from test_cli import _job, _read_to_the_end, read_until
+
+    for i in range(iterations(20)):
+        pid, master = _job("fg", "sh", "-c", "echo ready; exec sleep 0.3")
+        try:
+            read_until(master, b"ready")
+            time.sleep(0.0002 * (i % 10))
+            os.write(master, b"\x1a")
+            out = _read_to_the_end(master)
+        finally:
+            os.close(master)
+            _, status = os.waitpid(pid, 0)
+        assert out.count(b"job stopped 20 job") == 1, f"iteration {i}: {out!r}"
+        assert b"job exited 0 job" in out, f"iteration {i}: {out!r}"
+        assert os.waitstatus_to_exitcode(status) == 0, f"iteration {i}: {out!r}"

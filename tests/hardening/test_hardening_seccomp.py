@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -161,8 +162,28 @@ leftover = netrunner.run(["sh", "-c", "sleep 30 & setsid sleep 30 & echo started
 with netrunner.start(["sleep", "30"]) as p:
     stopped = p.stop(kill_timeout=1)
     rusage = p.stats.cpu_user is not None
+# The command line's stop reports (FLAG_STOPS) come by pid too.
+import select, time
+from netrunner._command import resolve
+from netrunner._core import codec
+from netrunner._drivers import drive
+from netrunner._engine import Handle
+args, argv, opts = resolve("start", ["sh", "-c", "kill -STOP $$; exit 7"], {})
+h = Handle(args, argv, opts, keep_stdin=False, report_stops=True)
+try:
+    deadline = time.monotonic() + 20
+    while not h.core.done and time.monotonic() < deadline:
+        h.pump_control()
+        if h.core.stops == 1 and not h.core.done:
+            h.send(codec.encode_signal(signal.SIGCONT))
+        if h.ctl_open and not h.core.done:
+            select.select([h.ctl_fd], [], [], 0.05)
+    drive(h.flow_wait(time.monotonic() + 10))
+    stop_report = [h.core.stops, h.core.stop_signal, h.core.returncode]
+finally:
+    h.release()
 report(refused=refused, codes=codes, killed=killed, leftover=leftover.stdout.decode(), stopped=stopped,
-       rusage=rusage)
+       rusage=rusage, stop_report=stop_report)
 """
 
 
@@ -179,3 +200,4 @@ def test_no_waitid_p_pidfd_reaps_by_pid(tmp_path: Path) -> None:
     assert result["leftover"] == "started\n"
     assert result["stopped"] == -15
     assert result["rusage"]
+    assert result["stop_report"] == [1, signal.SIGSTOP, 7]

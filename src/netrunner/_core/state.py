@@ -6,7 +6,8 @@ Invariants:
   does not allow moves the machine to ``LOST`` (the shepherd broke protocol),
   as does the control socket closing before ``EXITED``.
 * ``STOPPED`` (asked for by the command line) is news while ``RUNNING``, counted
-  in ``stops``; it moves no phase, and at any other time it is a broken protocol.
+  in ``stops`` (the last one's signal in ``stop_signal``); it moves no phase,
+  and at any other time it is a broken protocol.
 * The exit status, once known, never changes.
 * Time is passed in by the driver (``now``); nothing here reads a clock, an fd
   or a thread.
@@ -52,6 +53,7 @@ class ProcessCore:
         "started_at", "t_start", "t_end", "bytes_in", "bytes_out", "bytes_err", "read_count",
         "write_count", "peak_memory", "oom_killed", "observes_in", "observes_out", "observes_err", "err_dropped",
         "stops",
+        "stop_signal",
     )
 
     def __init__(self, started_at: datetime, now: float) -> None:
@@ -77,13 +79,15 @@ class ProcessCore:
         self.observes_in = self.observes_out = self.observes_err = True
         self.err_dropped = 0
         self.stops = 0  # S_STOPPED records seen (FLAG_STOPS: the command line's job control)
+        self.stop_signal = 0  # the signal of the last of them
 
     # --- events -----------------------------------------------------------
 
     def on_event(self, event: codec.Event, now: float) -> None:
         kind = type(event)
-        if kind is codec.Stopped and self.phase is Phase.RUNNING:  # news, not a phase (FLAG_STOPS only)
+        if isinstance(event, codec.Stopped) and self.phase is Phase.RUNNING:  # news, not a phase (FLAG_STOPS only)
             self.stops += 1
+            self.stop_signal = event.signo
             return
         nxt = TRANSITIONS.get((self.phase, kind))
         if nxt is None:
