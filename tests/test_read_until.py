@@ -53,6 +53,12 @@ def test_read_until_timeout_carries_the_partial_output_and_keeps_it() -> None:
         assert isinstance(ei.value, TimeoutError)
         assert ei.value.stdout == b"prompt? "
         assert p.read_until(b"? ", timeout=5) == b"prompt? "
+    # in text mode, what was read is text, as the reads return it
+    with netrunner.start(["sh", "-c", "printf 'é? '; exec sleep 30"], text=True) as p:
+        with pytest.raises(netrunner.Timeout) as ei:
+            p.read_until("never", timeout=0.3)
+        assert ei.value.stdout == "é? "
+        assert p.read_until("? ", timeout=5) == "é? "
 
 
 def test_read_until_max_bytes_and_end_of_output() -> None:
@@ -60,6 +66,9 @@ def test_read_until_max_bytes_and_end_of_output() -> None:
         with pytest.raises(netrunner.OutputLimitExceeded) as ei:
             p.read_until(b"x", max_bytes=4, timeout=10)
         assert ei.value.stdout[:4] == b"0123"
+        # named for the option the caller gave, not for max_output_size
+        assert (ei.value.option, ei.value.limit, ei.value.stream) == ("max_bytes", 4, "stdout")
+        assert "max_bytes=4" in str(ei.value) and "max_output_size" not in str(ei.value), str(ei.value)
         with pytest.raises(EOFError) as eof:
             p.read_until(b"x", timeout=10)
         assert eof.value.partial == b"0123456789"  # type: ignore[attr-defined]
@@ -72,6 +81,7 @@ def test_text_mode_max_bytes_counts_bytes() -> None:
         with pytest.raises(netrunner.OutputLimitExceeded) as ei:
             p.read_until("X", max_bytes=5, timeout=5)
         assert ei.value.stdout == "éééé"
+        assert p.returncode is None  # the command runs on: no limit of its output was passed
 
 
 def test_text_mode_read_from_what_was_read_ahead_counts_bytes() -> None:

@@ -356,7 +356,9 @@ class ProcessBase:
         if isinstance(exc, WaitTimeout):
             return self._until_timeout(timeout)
         if isinstance(exc, LimitReached):
-            return OutputLimitExceeded(list(h.args), max_bytes or 0, "stdout", h.pending, b"", h.stats())
+            return OutputLimitExceeded(
+                list(h.args), max_bytes or 0, "stdout", h.pending, b"", h.stats(), option="max_bytes"
+            )
         err = EOFError(f"the command's output ended before {pattern!r} appeared")
         err.partial = h.pending  # type: ignore[attr-defined]
         return err

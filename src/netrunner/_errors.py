@@ -99,6 +99,11 @@ class OutputLimitExceeded(NetRunnerError):
 
     ``stdout``/``stderr`` hold exactly the first ``limit`` bytes of the stream
     that overflowed (and what was read of the other), ``stream`` names it.
+
+    Raised by ``read_until`` too, when ``max_bytes`` of stdout were read
+    without a match (``option`` is then ``"max_bytes"``): the command runs
+    on, and ``stdout`` holds what was read, which stays buffered for the
+    next read.
     """
 
     def __init__(
@@ -109,6 +114,8 @@ class OutputLimitExceeded(NetRunnerError):
         stdout: bytes | str = b"",
         stderr: bytes | str = b"",
         stats: Any = None,
+        *,
+        option: str = "max_output_size",
     ) -> None:
         super().__init__(cmd, limit, stream)
         self.cmd = cmd
@@ -118,8 +125,14 @@ class OutputLimitExceeded(NetRunnerError):
         self.stderr = stderr
         self.output = stdout
         self.stats = stats
+        self.option = option
 
     def __str__(self) -> str:
+        if self.option == "max_bytes":
+            return (
+                f"read_until found no match in the first max_bytes={self.limit} bytes of {self.stream} "
+                f"of {self.cmd!r} (they stay buffered for the next read)"
+            )
         return f"Command {self.cmd!r} wrote more than max_output_size={self.limit} bytes to {self.stream}"
 
 
