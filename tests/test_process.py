@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gc
 import os
 import pathlib
@@ -112,6 +113,8 @@ def test_write_after_close_stdin_raises_stdin_closed() -> None:
         with pytest.raises(netrunner.StdinClosed) as ei:
             proc.write(b"late")
         assert isinstance(ei.value, BrokenPipeError)
+        assert ei.value.errno == errno.EPIPE  # as `except OSError as e: if e.errno == EPIPE` expects
+        assert str(ei.value) == "stdin was closed with close_stdin(); nothing more can be written"
         with pytest.raises(BrokenPipeError):
             proc.write("late again")
         proc.wait(timeout=10)

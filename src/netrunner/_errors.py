@@ -8,6 +8,7 @@ survives ``pickle`` with its type and fields intact (errors cross
 
 from __future__ import annotations
 
+import errno
 import subprocess
 from typing import Any
 
@@ -52,13 +53,17 @@ class ShepherdError(NetRunnerError, OSError):
 
 
 class StdinClosed(NetRunnerError, BrokenPipeError):
-    """``write`` after ``close_stdin()``."""
+    """``write`` after ``close_stdin()``. ``errno`` is ``EPIPE``, as for any
+    ``BrokenPipeError``."""
 
     def __init__(self, message: str = "stdin was closed with close_stdin(); nothing more can be written") -> None:
-        super().__init__(message)
+        super().__init__(errno.EPIPE, message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.strerror,), self.__dict__ or None)
 
     def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+        return str(self.strerror or "")
 
 
 class Timeout(NetRunnerError, subprocess.TimeoutExpired, TimeoutError):
