@@ -368,12 +368,12 @@ JOB_SHELL = (
 )
 
 
-def _job(how: str, *command: str) -> tuple[int, int]:
-    """The CLI running ``command`` as a job of JOB_SHELL on a new terminal:
-    the shell's pid and the terminal's master."""
+def _job(how: str, *args: str) -> tuple[int, int]:
+    """``netrunner run ARGS`` as a job of JOB_SHELL on a new terminal: the
+    shell's pid and the terminal's master."""
     pid, master = os.forkpty()
     if pid == 0:  # pragma: no cover - the child execs at once
-        os.execv(PY, [PY, "-c", JOB_SHELL, how, *MODULE, "run", "--", *command])
+        os.execv(PY, [PY, "-c", JOB_SHELL, how, *MODULE, "run", *args])
     return pid, master
 
 
@@ -386,7 +386,7 @@ def test_ctrl_z_stops_the_job_and_fg_or_bg_continues_it(how: str, marker: str) -
     # with every signal blocked until its child has exec'd, and a Ctrl-Z in
     # that moment stops only the child, unseen by its shepherd as by any
     # shell (bash's `sh -c 'echo ready; sleep 1'` job hangs the same way).
-    pid, master = _job(how, "sh", "-c", "sleep 1 & echo ready; wait; echo resumed")
+    pid, master = _job(how, "--", "sh", "-c", "sleep 1 & echo ready; wait; echo resumed")
     try:
         read_until(master, b"ready")
         os.write(master, b"\x1a")  # Ctrl-Z: SIGTSTP to the terminal's foreground group
@@ -403,6 +403,26 @@ def test_ctrl_z_stops_the_job_and_fg_or_bg_continues_it(how: str, marker: str) -
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_ctrl_z_with_pty_goes_to_the_command_which_runs_on(marker: str) -> None:
+    # --pty: Ctrl-Z is relayed to the command's terminal like any key. The
+    # command leads its own session there, an orphaned group, so the kernel
+    # discards the stop (as for a command under `ssh -t`): nothing hangs,
+    # and neither the command nor the CLI's job stops.
+    code = "import time; print('ready', flush=True); time.sleep(1); print('resumed', flush=True)"
+    pid, master = _job("fg", "--pty", "--", PY, "-c", code)
+    try:
+        read_until(master, b"ready")
+        os.write(master, b"\x1a")
+        out = _read_to_the_end(master)
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    assert b"resumed" in out, out
+    assert b"job stopped" not in out, out
+    assert b"job exited 0 job" in out, out
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_a_command_stopped_for_the_terminal_it_has_goes_on(marker: str) -> None:
     # Stopped by SIGTTIN while its group has the foreground, a command read
     # the terminal before the CLI handed it over: the CLI continues it (and
@@ -414,7 +434,7 @@ def test_a_command_stopped_for_the_terminal_it_has_goes_on(marker: str) -> None:
         "os.kill(os.getpid(), signal.SIGTTIN)\n"
         "print('went on', flush=True)\n"
     )
-    pid, master = _job("fg", PY, "-c", code)
+    pid, master = _job("fg", "--", PY, "-c", code)
     try:
         out = _read_to_the_end(master)
     finally:
@@ -438,7 +458,7 @@ def test_a_command_reading_a_terminal_it_lost_stops_the_job_by_sigttin(marker: s
         "signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
         "print('got', input(), flush=True)\n"
     )
-    pid, master = _job("fg", PY, "-c", code)
+    pid, master = _job("fg", "--", PY, "-c", code)
     try:
         out = read_until(master, b"job stopped")
         if b"\n" not in out.split(b"job stopped")[1]:

@@ -254,7 +254,7 @@ def test_ctrl_z_at_any_moment_of_the_start_stops_the_job(marker: str) -> None:
     from test_cli import _job, _read_to_the_end, read_until
 
     for i in range(iterations(20)):
-        pid, master = _job("fg", "sh", "-c", "echo ready; exec sleep 0.3")
+        pid, master = _job("fg", "--", "sh", "-c", "echo ready; exec sleep 0.3")
         try:
             read_until(master, b"ready")
             time.sleep(0.0002 * (i % 10))
