@@ -204,6 +204,7 @@ class ProcessBase:
     @property
     def returncode(self) -> int | None:
         """``subprocess``'s convention: exit code, or -N for signal N; None while running."""
+        self._h.own()
         return self._h.core.returncode
 
     @property
@@ -211,6 +212,7 @@ class ProcessBase:
         """Every stage's returncode, in order (one for a single command),
         once all have exited; else None."""
         h = self._h
+        h.own()
         if h.staged:
             return h.core.pipestatus  # type: ignore[attr-defined, no-any-return]
         rc = h.core.returncode
@@ -219,16 +221,19 @@ class ProcessBase:
     @property
     def exit_status(self) -> int | None:
         """The shell's convention: exit code, or 128+N for signal N; None while running."""
+        self._h.own()
         return self._h.core.exit_status
 
     @property
     def signal(self) -> _signal.Signals | int | None:
         """The signal that killed the command, else None."""
+        self._h.own()
         return self._h.core.signal
 
     @property
     def stats(self) -> Stats:
         """A snapshot of the statistics so far."""
+        self._h.own()
         stats: Stats = self._h.stats()
         return stats
 

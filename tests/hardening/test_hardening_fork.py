@@ -249,7 +249,10 @@ def _assert_all_refuse(outcomes: dict[str, Any], exit_names: set[str]) -> None:
 
 def test_process_used_in_forked_child() -> None:
     """Every method of a parent's Process raises NetRunnerError in a forked
-    child; leaving ``with`` there returns at once; the parent is unaffected."""
+    child, and so does every property that reports on the command (what it
+    returned there would be the parent's, as of the fork); ``pid`` and
+    ``args`` are facts and read as they are. Leaving ``with`` there returns
+    at once; the parent is unaffected."""
     p = netrunner.start(["sleep", "30"], kill_timeout=1)
     try:
         calls: dict[str, Any] = {
@@ -268,8 +271,19 @@ def test_process_used_in_forked_child() -> None:
             "close_stdin": p.close_stdin,
             "close": p.close,
             "with": lambda: p.__exit__(None, None, None),
+            "returncode": lambda: p.returncode,
+            "exit_status": lambda: p.exit_status,
+            "signal": lambda: p.signal,
+            "pipestatus": lambda: p.pipestatus,
+            "stats": lambda: p.stats,
+            "alive": lambda: p.alive,
+            "pid": lambda: p.pid == pid,
+            "args": lambda: p.args == ("sleep", "30"),
         }
+        pid = p.pid
         outcomes = _in_forked_child(calls)
+        facts = (outcomes.pop("pid"), outcomes.pop("args"))
+        assert [f.get("returned") for f in facts] == ["True", "True"], facts
         assert p.poll() is None, "the parent's command did not survive the child's calls"
         assert pid_alive(p.pid)
         _assert_all_refuse(outcomes, {"with"})
