@@ -354,7 +354,10 @@ JOB_SHELL = (
     "    os.tcsetpgrp(0, os.getpgrp())\n"
     "    signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
     "    os.execv(cli[0], cli)\n"
-    "os.setpgid(pid, pid)\n"
+    "try:\n"
+    "    os.setpgid(pid, pid)\n"
+    "except PermissionError:\n"
+    "    pass  # the child has exec'd: it did it itself, as shells know\n"
     "os.tcsetpgrp(0, pid)\n"
     "print('job started', flush=True)\n"
     "holder = lambda: {pid: 'job', os.getpgrp(): 'shell'}.get(os.tcgetpgrp(0), 'other')\n"
@@ -377,6 +380,23 @@ def _job(how: str, *args: str) -> tuple[int, int]:
     return pid, master
 
 
+def _job_run(how: str, *args: str, keys: tuple[tuple[bytes, bytes], ...] = ()) -> tuple[bytes, int]:
+    """Run the job of ``_job`` to its end: for each of ``keys``, wait for
+    the text, then type the keys. Everything read, and the shell's status."""
+    pid, master = _job(how, *args)
+    out = b""
+    try:
+        for text, typed in keys:
+            if text not in out:
+                out += read_until(master, text)
+            os.write(master, typed)
+        out += _read_to_the_end(master)
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    return out, os.waitstatus_to_exitcode(status)
+
+
 @pytest.mark.parametrize("how", ["fg", "bg"])
 def test_ctrl_z_stops_the_job_and_fg_or_bg_continues_it(how: str, marker: str) -> None:
     # Ctrl-Z reaches the command (its group has the terminal): the CLI sees
@@ -386,64 +406,51 @@ def test_ctrl_z_stops_the_job_and_fg_or_bg_continues_it(how: str, marker: str) -
     # with every signal blocked until its child has exec'd, and a Ctrl-Z in
     # that moment stops only the child, unseen by its shepherd as by any
     # shell (bash's `sh -c 'echo ready; sleep 1'` job hangs the same way).
-    pid, master = _job(how, "--", "sh", "-c", "sleep 1 & echo ready; wait; echo resumed")
-    try:
-        read_until(master, b"ready")
-        os.write(master, b"\x1a")  # Ctrl-Z: SIGTSTP to the terminal's foreground group
-        out = _read_to_the_end(master)
-    finally:
-        os.close(master)
-        _, status = os.waitpid(pid, 0)
+    out, status = _job_run(
+        how, "--", "sh", "-c", "sleep 1 & echo ready; wait; echo resumed",
+        keys=((b"ready", b"\x1a"),),  # Ctrl-Z: SIGTSTP to the terminal's foreground group
+    )
     # Stopped by our SIGTSTP, with the terminal given back to the CLI's group
     assert b"job stopped %d job" % signal.SIGTSTP in out, out
     assert b"resumed" in out.split(b"job stopped")[1], out
     # After `fg` the CLI took the terminal back from the command's group, as
     # at any end; after `bg` it was the shell's, and the CLI left it so.
     assert b"job exited 0 %s" % (b"job" if how == "fg" else b"shell") in out, out
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert status == 0
 
 
-def test_ctrl_z_with_pty_goes_to_the_command_which_runs_on(marker: str) -> None:
+# Stops that are not the job's: the command goes on, the CLI's job is never stopped.
+NOT_THE_JOBS = {
     # --pty: Ctrl-Z is relayed to the command's terminal like any key. The
     # command leads its own session there, an orphaned group, so the kernel
-    # discards the stop (as for a command under `ssh -t`): nothing hangs,
-    # and neither the command nor the CLI's job stops.
-    code = "import time; print('ready', flush=True); time.sleep(1); print('resumed', flush=True)"
-    pid, master = _job("fg", "--pty", "--", PY, "-c", code)
-    try:
-        read_until(master, b"ready")
-        os.write(master, b"\x1a")
-        out = _read_to_the_end(master)
-    finally:
-        os.close(master)
-        _, status = os.waitpid(pid, 0)
-    assert b"resumed" in out, out
-    assert b"job stopped" not in out, out
-    assert b"job exited 0 job" in out, out
-    assert os.waitstatus_to_exitcode(status) == 0
-
-
-def test_a_command_stopped_for_the_terminal_it_has_goes_on(marker: str) -> None:
+    # discards the stop (as for a command under `ssh -t`).
+    "ctrl-z-with-pty": (
+        ("--pty", "--", PY, "-c",
+         "import time; print('ready', flush=True); time.sleep(1); print('went on', flush=True)"),
+        ((b"ready", b"\x1a"),),
+    ),
     # Stopped by SIGTTIN while its group has the foreground, a command read
-    # the terminal before the CLI handed it over: the CLI continues it (and
-    # its own job is not stopped). The command stops itself so, at a moment
-    # surely after the handover.
-    code = (
-        "import os, signal\n"
-        "assert os.tcgetpgrp(0) == os.getpgrp(), 'no foreground'\n"
-        "os.kill(os.getpid(), signal.SIGTTIN)\n"
-        "print('went on', flush=True)\n"
-    )
-    pid, master = _job("fg", "--", PY, "-c", code)
-    try:
-        out = _read_to_the_end(master)
-    finally:
-        os.close(master)
-        _, status = os.waitpid(pid, 0)
+    # the terminal before the CLI handed it over: the CLI continues it. The
+    # command stops itself so, at a moment surely after the handover.
+    "sigttin-in-the-foreground": (
+        ("--", PY, "-c",
+         "import os, signal\n"
+         "assert os.tcgetpgrp(0) == os.getpgrp(), 'no foreground'\n"
+         "os.kill(os.getpid(), signal.SIGTTIN)\n"
+         "print('went on', flush=True)\n"),
+        (),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_THE_JOBS))
+def test_a_stop_that_is_not_the_jobs_lets_the_command_go_on(case: str, marker: str) -> None:
+    args, keys = NOT_THE_JOBS[case]
+    out, status = _job_run("fg", *args, keys=keys)
     assert b"went on" in out, out
     assert b"job stopped" not in out, out
     assert b"job exited 0 job" in out, out
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert status == 0
 
 
 def test_a_command_reading_a_terminal_it_lost_stops_the_job_by_sigttin(marker: str) -> None:
@@ -458,20 +465,11 @@ def test_a_command_reading_a_terminal_it_lost_stops_the_job_by_sigttin(marker: s
         "signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
         "print('got', input(), flush=True)\n"
     )
-    pid, master = _job("fg", "--", PY, "-c", code)
-    try:
-        out = read_until(master, b"job stopped")
-        if b"\n" not in out.split(b"job stopped")[1]:
-            out += read_until(master, b"\n")
-        os.write(master, b"hello\n")
-        out += _read_to_the_end(master)
-    finally:
-        os.close(master)
-        _, status = os.waitpid(pid, 0)
+    out, status = _job_run("fg", "--", PY, "-c", code, keys=((b"job stopped", b"hello\n"),))
     assert b"job stopped %d other" % signal.SIGTTIN in out, out
     assert b"got hello" in out, out
     assert b"job exited 0 job" in out, out
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert status == 0
 
 
 def _read_to_the_end(master: int, timeout: float = 15.0) -> bytes:
