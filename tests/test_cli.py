@@ -472,6 +472,30 @@ def test_a_command_reading_a_terminal_it_lost_stops_the_job_by_sigttin(marker: s
     assert status == 0
 
 
+def test_the_cli_stopped_on_its_own_hands_the_terminal_over_again_at_fg(marker: str) -> None:
+    # SIGTSTP sent to the CLI itself (not typed): its job stops, the command
+    # runs on. `fg` gives the terminal to the CLI's group; the command, which
+    # then reads it from the background, is stopped by SIGTTIN, and the CLI
+    # hands the terminal over and continues it -- one `fg`, as for any job.
+    # (The command finds the CLI as its shepherd's parent.)
+    code = (
+        "import os, signal, time\n"
+        "def ppid(pid):\n"
+        "    return int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+        "cli = ppid(os.getppid())\n"
+        "os.kill(cli, signal.SIGTSTP)\n"
+        "while os.tcgetpgrp(0) == os.getpgrp():\n"
+        "    time.sleep(0.01)  # until `fg` gave the terminal to the CLI's group\n"
+        "print('got', input(), flush=True)\n"
+    )
+    out, status = _job_run("fg", "--", PY, "-c", code, keys=((b"job stopped", b"hello\n"),))
+    assert b"job stopped %d other" % signal.SIGTSTP in out, out
+    assert b"got hello" in out, out
+    assert out.count(b"job stopped") == 1, out
+    assert b"job exited 0 job" in out, out
+    assert status == 0
+
+
 def _read_to_the_end(master: int, timeout: float = 15.0) -> bytes:
     """Everything a PTY's master reads until the last slave fd is closed (EIO)."""
     buf = b""

@@ -496,17 +496,21 @@ class _Runner:
         self.tty = tty
 
     def _on_stop(self, tty: int, h: Handle, signo: int) -> None:
-        """The command was stopped. By SIGTTIN or SIGTTOU while it has the
-        foreground, it touched the terminal before it had it (before the
-        handover): it goes on, continued now. Not blindly at the handover,
-        which would undo a Ctrl-Z typed in that instant. Any other stop is
-        the job's."""
+        """The command was stopped. By SIGTTIN or SIGTTOU, it touched the
+        terminal without the foreground: if it has it now, that was before
+        the handover; if our group has it (we were stopped on our own and
+        continued by ``fg``), it is handed over again. Either way the
+        command goes on, continued now -- not blindly at the handover, which
+        would undo a Ctrl-Z typed in that instant. Any other stop is the
+        job's."""
         if signo in (signal.SIGTTIN, signal.SIGTTOU) and not self.background:
             try:
-                has_it = os.tcgetpgrp(tty) == h.core.pid
+                holder = os.tcgetpgrp(tty)
             except OSError:
-                has_it = False
-            if has_it:
+                holder = -1
+            if holder == os.getpgrp() and h.core.pid is not None and _set_foreground(tty, h.core.pid):
+                holder = h.core.pid
+            if holder == h.core.pid:
                 h.send(codec.encode_signal(signal.SIGCONT))
                 return
         self._suspend(tty, h, signo)
