@@ -343,9 +343,10 @@ def test_keys_typed_reach_the_command() -> None:
 # the terminal's foreground); the "shell" reports how the job stopped and
 # who had the terminal then, brings it back with `fg` or `bg`, and reports
 # how it ended (a job that never stopped is reported at its end only).
+# `how` is `fg`, `bg`, or steps in turn: `bg-then-fg`.
 # It says `job started` once the job has the terminal.
 JOB_SHELL = (
-    "import os, signal, sys\n"
+    "import os, signal, sys, time\n"
     "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
     "how, cli = sys.argv[1], sys.argv[2:]\n"
     "pid = os.fork()\n"
@@ -364,8 +365,11 @@ JOB_SHELL = (
     "_, st = os.waitpid(pid, os.WUNTRACED)\n"
     "if os.WIFSTOPPED(st):\n"
     "    print('job stopped', os.WSTOPSIG(st), holder(), flush=True)\n"
-    "    os.tcsetpgrp(0, pid if how == 'fg' else os.getpgrp())\n"
-    "    os.killpg(pid, signal.SIGCONT)\n"
+    "    for i, step in enumerate(how.split('-then-')):\n"
+    "        if i:\n"
+    "            time.sleep(0.3)\n"
+    "        os.tcsetpgrp(0, pid if step == 'fg' else os.getpgrp())\n"
+    "        os.killpg(pid, signal.SIGCONT)\n"
     "    _, st = os.waitpid(pid, 0)\n"
     "print('job exited', os.waitstatus_to_exitcode(st), holder(), flush=True)\n"
 )
@@ -468,6 +472,35 @@ def test_a_command_reading_a_terminal_it_lost_stops_the_job_by_sigttin(marker: s
     out, status = _job_run("fg", "--", PY, "-c", code, keys=((b"job stopped", b"hello\n"),))
     assert b"job stopped %d other" % signal.SIGTTIN in out, out
     assert b"got hello" in out, out
+    assert b"job exited 0 job" in out, out
+    assert status == 0
+
+
+def test_fg_after_bg_hands_the_terminal_over_when_the_command_reads(marker: str) -> None:
+    # Ctrl-Z, `bg`, and later `fg` of the running job: the terminal goes to
+    # the CLI's group; the command, reading it from the background, is
+    # stopped by SIGTTIN, and the CLI hands it the terminal and continues
+    # it. The command waits for the handover before `ready`, and reads once
+    # the CLI's group has the terminal (the `fg`).
+    code = (
+        "import os, time\n"
+        "def ppid(pid):\n"
+        "    return int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+        "cli_group = os.getpgid(ppid(os.getppid()))\n"
+        "while os.tcgetpgrp(0) != os.getpgrp():\n"
+        "    time.sleep(0.01)\n"
+        "print('ready', flush=True)\n"
+        "while os.tcgetpgrp(0) != cli_group:\n"
+        "    time.sleep(0.01)\n"
+        "print('got', input(), flush=True)\n"
+    )
+    out, status = _job_run(
+        "bg-then-fg", "--", PY, "-c", code, keys=((b"ready", b"\x1a"), (b"job stopped", b"hello\n"))
+    )
+    assert b"job stopped %d job" % signal.SIGTSTP in out, out
+    assert b"got hello" in out, out
+    assert out.count(b"job stopped") == 1, out
+    # in the foreground at the end: the CLI took the terminal back
     assert b"job exited 0 job" in out, out
     assert status == 0
 

@@ -498,18 +498,19 @@ class _Runner:
     def _on_stop(self, tty: int, h: Handle, signo: int) -> None:
         """The command was stopped. By SIGTTIN or SIGTTOU, it touched the
         terminal without the foreground: if it has it now, that was before
-        the handover; if our group has it (we were stopped on our own and
-        continued by ``fg``), it is handed over again. Either way the
-        command goes on, continued now -- not blindly at the handover, which
-        would undo a Ctrl-Z typed in that instant. Any other stop is the
-        job's."""
-        if signo in (signal.SIGTTIN, signal.SIGTTOU) and not self.background:
+        the handover; if our group has it (``fg`` after ``bg``, or after we
+        alone were stopped), it is handed over again. Either way the command
+        goes on, continued now -- not blindly at the handover, which would
+        undo a Ctrl-Z typed in that instant. Any other stop, or one for a
+        terminal the shell holds, is the job's."""
+        if signo in (signal.SIGTTIN, signal.SIGTTOU):
             try:
                 holder = os.tcgetpgrp(tty)
             except OSError:
                 holder = -1
             if holder == os.getpgrp() and h.core.pid is not None and _set_foreground(tty, h.core.pid):
                 holder = h.core.pid
+                self.background = False  # in the foreground again: the terminal is ours at the end
             if holder == h.core.pid:
                 h.send(codec.encode_signal(signal.SIGCONT))
                 return
