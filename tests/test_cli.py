@@ -457,74 +457,71 @@ def test_a_stop_that_is_not_the_jobs_lets_the_command_go_on(case: str, marker: s
     assert status == 0
 
 
-def test_a_command_reading_a_terminal_it_lost_stops_the_job_by_sigttin(marker: str) -> None:
+_PPID = (
+    "import os, signal, time\n"
+    "def ppid(pid):\n"
+    "    return int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+)
+
+# Stops that are the job's, each followed by one `fg` after which the
+# command reads the terminal: (the shell's steps, the command, keys typed,
+# how the shell saw the job stop). The command finds the CLI as its
+# shepherd's parent.
+JOB_STOPS = {
     # The command gives the foreground away (to its shepherd's group) and
     # reads the terminal: stopped by SIGTTIN, it is the job's stop, as a
     # shell shows it ("Stopped (tty input)"). `fg` gives the CLI the
-    # terminal, which it hands to the command, and the read goes through.
-    code = (
-        "import os, signal\n"
-        "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
+    # terminal, which it hands to the command.
+    "sigttin-for-a-terminal-it-lost": (
+        "fg",
+        _PPID + "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
         "os.tcsetpgrp(0, os.getpgid(os.getppid()))\n"
         "signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
-        "print('got', input(), flush=True)\n"
-    )
-    out, status = _job_run("fg", "--", PY, "-c", code, keys=((b"job stopped", b"hello\n"),))
-    assert b"job stopped %d other" % signal.SIGTTIN in out, out
-    assert b"got hello" in out, out
-    assert b"job exited 0 job" in out, out
-    assert status == 0
-
-
-def test_fg_after_bg_hands_the_terminal_over_when_the_command_reads(marker: str) -> None:
+        "print('got', input(), flush=True)\n",
+        ((b"job stopped", b"hello\n"),),
+        b"job stopped %d other" % signal.SIGTTIN,
+    ),
     # Ctrl-Z, `bg`, and later `fg` of the running job: the terminal goes to
     # the CLI's group; the command, reading it from the background, is
     # stopped by SIGTTIN, and the CLI hands it the terminal and continues
     # it. The command waits for the handover before `ready`, and reads once
     # the CLI's group has the terminal (the `fg`).
-    code = (
-        "import os, time\n"
-        "def ppid(pid):\n"
-        "    return int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n"
-        "cli_group = os.getpgid(ppid(os.getppid()))\n"
+    "fg-after-bg": (
+        "bg-then-fg",
+        _PPID + "cli_group = os.getpgid(ppid(os.getppid()))\n"
         "while os.tcgetpgrp(0) != os.getpgrp():\n"
         "    time.sleep(0.01)\n"
         "print('ready', flush=True)\n"
         "while os.tcgetpgrp(0) != cli_group:\n"
         "    time.sleep(0.01)\n"
-        "print('got', input(), flush=True)\n"
-    )
-    out, status = _job_run(
-        "bg-then-fg", "--", PY, "-c", code, keys=((b"ready", b"\x1a"), (b"job stopped", b"hello\n"))
-    )
-    assert b"job stopped %d job" % signal.SIGTSTP in out, out
-    assert b"got hello" in out, out
-    assert out.count(b"job stopped") == 1, out
-    # in the foreground at the end: the CLI took the terminal back
-    assert b"job exited 0 job" in out, out
-    assert status == 0
-
-
-def test_the_cli_stopped_on_its_own_hands_the_terminal_over_again_at_fg(marker: str) -> None:
+        "print('got', input(), flush=True)\n",
+        ((b"ready", b"\x1a"), (b"job stopped", b"hello\n")),
+        b"job stopped %d job" % signal.SIGTSTP,
+    ),
     # SIGTSTP sent to the CLI itself (not typed): its job stops, the command
     # runs on. `fg` gives the terminal to the CLI's group; the command, which
     # then reads it from the background, is stopped by SIGTTIN, and the CLI
-    # hands the terminal over and continues it -- one `fg`, as for any job.
-    # (The command finds the CLI as its shepherd's parent.)
-    code = (
-        "import os, signal, time\n"
-        "def ppid(pid):\n"
-        "    return int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])\n"
-        "cli = ppid(os.getppid())\n"
-        "os.kill(cli, signal.SIGTSTP)\n"
+    # hands the terminal over and continues it.
+    "the-cli-stopped-on-its-own": (
+        "fg",
+        _PPID + "os.kill(ppid(os.getppid()), signal.SIGTSTP)\n"
         "while os.tcgetpgrp(0) == os.getpgrp():\n"
         "    time.sleep(0.01)  # until `fg` gave the terminal to the CLI's group\n"
-        "print('got', input(), flush=True)\n"
-    )
-    out, status = _job_run("fg", "--", PY, "-c", code, keys=((b"job stopped", b"hello\n"),))
-    assert b"job stopped %d other" % signal.SIGTSTP in out, out
+        "print('got', input(), flush=True)\n",
+        ((b"job stopped", b"hello\n"),),
+        b"job stopped %d other" % signal.SIGTSTP,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JOB_STOPS))
+def test_a_stop_of_the_job_needs_one_fg_and_the_command_reads(case: str, marker: str) -> None:
+    how, code, keys, stopped = JOB_STOPS[case]
+    out, status = _job_run(how, "--", PY, "-c", code, keys=keys)
+    assert stopped in out, out
+    assert out.count(b"job stopped") == 1, out  # a second stop would need a second `fg`
     assert b"got hello" in out, out
-    assert out.count(b"job stopped") == 1, out
+    # in the foreground at the end: the CLI took the terminal back
     assert b"job exited 0 job" in out, out
     assert status == 0
 
