@@ -365,11 +365,17 @@ JOB_SHELL = (
     "_, st = os.waitpid(pid, os.WUNTRACED)\n"
     "if os.WIFSTOPPED(st):\n"
     "    print('job stopped', os.WSTOPSIG(st), holder(), flush=True)\n"
-    "    for i, step in enumerate(how.split('-then-')):\n"
-    "        if i:\n"
+    "    continued = False\n"
+    "    for step in how.split('-then-'):\n"
+    "        if step == 'wait':  # the job stays stopped a while\n"
+    "            time.sleep(0.1)\n"
+    "            print('job waited', flush=True)\n"
+    "            continue\n"
+    "        if continued:\n"
     "            time.sleep(0.3)\n"
     "        os.tcsetpgrp(0, pid if step == 'fg' else os.getpgrp())\n"
     "        os.killpg(pid, signal.SIGCONT)\n"
+    "        continued = True\n"
     "    _, st = os.waitpid(pid, 0)\n"
     "print('job exited', os.waitstatus_to_exitcode(st), holder(), flush=True)\n"
 )
@@ -498,18 +504,30 @@ JOB_STOPS = {
         ((b"ready", b"\x1a"), (b"job stopped", b"hello\n")),
         b"job stopped %d job" % signal.SIGTSTP,
     ),
-    # SIGTSTP sent to the CLI itself (not typed): its job stops, the command
-    # runs on. `fg` gives the terminal to the CLI's group; the command, which
-    # then reads it from the background, is stopped by SIGTTIN, and the CLI
+    # SIGTSTP sent to the CLI itself (`kill -TSTP`, or Ctrl-Z typed while
+    # the CLI's group has the terminal, as around the handover): it stops
+    # the command, whose stop is the job's, the terminal taken back first.
+    # The command is stopped as it waits to read: `fg` continues it with
+    # the terminal.
+    "sigtstp-to-the-cli": (
+        "fg",
+        _PPID + "os.kill(ppid(os.getppid()), signal.SIGTSTP)\n"
+        "print('got', input(), flush=True)\n",
+        ((b"job stopped", b"hello\n"),),
+        b"job stopped %d job" % signal.SIGTSTP,
+    ),
+    # SIGSTOP sent to the CLI alone: its job stops, the command runs on.
+    # `fg` gives the terminal to the CLI's group; the command, which then
+    # reads it from the background, is stopped by SIGTTIN, and the CLI
     # hands the terminal over and continues it.
     "the-cli-stopped-on-its-own": (
         "fg",
-        _PPID + "os.kill(ppid(os.getppid()), signal.SIGTSTP)\n"
+        _PPID + "os.kill(ppid(os.getppid()), signal.SIGSTOP)\n"
         "while os.tcgetpgrp(0) == os.getpgrp():\n"
         "    time.sleep(0.01)  # until `fg` gave the terminal to the CLI's group\n"
         "print('got', input(), flush=True)\n",
         ((b"job stopped", b"hello\n"),),
-        b"job stopped %d other" % signal.SIGTSTP,
+        b"job stopped %d other" % signal.SIGSTOP,
     ),
 }
 

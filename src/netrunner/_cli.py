@@ -327,9 +327,10 @@ class _Runner:
         self.stopped: str | None = None
         self.over: str | None = None  # the stream that passed --max-output
         self.deadline: float | None = None
-        self.tty: int | None = None  # our controlling terminal, while the command has its foreground
+        self.tty: int | None = None  # our controlling terminal, if its foreground was ours at the start
         self.stops = 0  # the command's stops acted on (S_STOPPED)
         self.background = False  # continued by `bg` after a stop: the terminal is the shell's
+        self.tstp_waits = False  # a SIGTSTP came before the command exec'd: sent once it has
 
     def _forward(self, signum: int, frame: Any) -> None:
         if self.h is None:
@@ -340,19 +341,43 @@ class _Runner:
     def _pass_on(self, signum: int) -> None:
         """Send a signal the CLI received to the command's group, then SIGCONT,
         as timeout(1) does: a stopped command would otherwise keep it pending
-        (and the CLI wait) until something continued it."""
+        (and the CLI wait) until something continued it. SIGTSTP goes alone:
+        the command's stop is then the job's (see ``_on_tstp``)."""
         assert self.h is not None
         self.h.send(codec.encode_signal(signum))
-        self.h.send(codec.encode_signal(signal.SIGCONT))
+        if signum != signal.SIGTSTP:
+            self.h.send(codec.encode_signal(signal.SIGCONT))
+
+    def _on_tstp(self, signum: int, frame: Any) -> None:
+        """SIGTSTP for the CLI: Ctrl-Z typed while our group had the terminal
+        (around the handover, say: the command may run already) or a ``kill
+        -TSTP``. It stops the command, and the command's stop stops the job
+        (``_suspend``), so the command is never left running in a job the
+        shell shows stopped. Before the command has exec'd it waits for the
+        exec (``_flow`` sends it then): a stop before would hold the exec,
+        and its shepherd reports the stops of the command only. With the
+        command gone, or without a terminal (its stops are not acted on
+        then), the CLI just stops."""
+        h = self.h
+        if self.tty is None or (h is not None and h.core.done):
+            _stop_by(signal.SIGTSTP, group=False)
+        elif h is None or h.core.pid is None:
+            self.tstp_waits = True
+        else:
+            self._pass_on(signum)
 
     def run(self, given: tuple[Any, ...], encoded: list[bytes], opts: Options) -> int:
         previous = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
         if self.args.pty:
             previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resize)
+        else:  # on a PTY the command has a terminal of its own, and Ctrl-Z is a key
+            self.tty = _controlling_terminal()
+            previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._on_tstp)
         try:
             try:
                 self.h = h = Handle(given, encoded, opts, keep_stdin=True, report_stops=not self.args.pty)
             except OSError as exc:
+                self._give_back_terminal()
                 return _fail(str(exc))
             if self.args.pty:
                 self._raw_mode()
@@ -448,6 +473,9 @@ class _Runner:
                 handed = True
                 if not h.core.done and not self.args.pty:  # on a PTY it has a terminal of its own
                     self._hand_over_terminal(h.core.pid)
+            if self.tstp_waits and h.core.pid is not None:
+                self.tstp_waits = False
+                self._pass_on(signal.SIGTSTP)  # dropped if the command is gone
             if h.core.stops != self.stops:
                 self.stops = h.core.stops
                 if self.tty is not None and not h.core.done:
@@ -482,18 +510,13 @@ class _Runner:
         terminal, if we hold it: keys typed then reach the command (it would
         be stopped by SIGTTIN otherwise), and so do Ctrl-C and Ctrl-\\, as
         under a shell. Taken back when the command has exited."""
+        if self.tty is None:
+            return  # no terminal whose foreground was ours when we started
         try:
-            tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            handed = os.tcgetpgrp(self.tty) == os.getpgrp() and _set_foreground(self.tty, pgid)
         except OSError:
-            return  # no controlling terminal
-        try:
-            if os.tcgetpgrp(tty) != os.getpgrp() or not _set_foreground(tty, pgid):
-                os.close(tty)
-                return
-        except OSError:
-            os.close(tty)
-            return
-        self.tty = tty
+            handed = False
+        self.background = not handed
 
     def _on_stop(self, tty: int, h: Handle, signo: int) -> None:
         """The command was stopped. By SIGTTIN or SIGTTOU, it touched the
@@ -532,7 +555,7 @@ class _Runner:
         except OSError:
             pass
         own = signo if signo in (signal.SIGTTIN, signal.SIGTTOU) else signal.SIGTSTP
-        os.killpg(os.getpgrp(), own)  # returns once we are continued
+        _stop_by(own, group=True)  # returns once we are continued
         try:
             self.background = os.tcgetpgrp(tty) != os.getpgrp()
         except OSError:
@@ -711,6 +734,38 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
     return str(value)
+
+
+def _controlling_terminal() -> int | None:
+    """Our controlling terminal, if our process group is its foreground (a
+    job the shell runs in the foreground); None otherwise. Only then does
+    the CLI hand the terminal to the command and act on its stops."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None  # no controlling terminal
+    try:
+        if os.tcgetpgrp(tty) == os.getpgrp():
+            return tty
+    except OSError:
+        pass
+    os.close(tty)
+    return None
+
+
+def _stop_by(signo: int, group: bool) -> None:
+    """Stop the CLI (``group``: its whole process group, the job) by
+    ``signo``'s default action, our SIGTSTP handler set aside meanwhile.
+    Returns once continued."""
+    handler = signal.signal(signal.SIGTSTP, signal.SIG_DFL) if signo == signal.SIGTSTP else None
+    try:
+        if group:
+            os.killpg(os.getpgrp(), signo)
+        else:
+            os.kill(os.getpid(), signo)
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTSTP, handler)
 
 
 def _set_foreground(tty: int, pgid: int) -> bool:

@@ -52,13 +52,24 @@ static int usage(void)
  * all-zero kernel sigaction is SIG_DFL with no flags and an empty mask on
  * every architecture. Nothing is ignored or caught from here on: shepherds
  * send with MSG_NOSIGNAL and take signals through a signalfd, so commands
- * start with default dispositions without resetting them one by one. */
+ * start with default dispositions without resetting them one by one.
+ *
+ * The terminal's stop signals are ignored for a moment first, which drops
+ * one still pending (blocked): a Ctrl-Z typed while we were starting in our
+ * parent's process group, which the terminal's foreground may be. Let
+ * through, it would stop the zygote for good, and its parent would wait for
+ * a hello that never comes. Called once in a group of our own. */
 static void default_signals(void)
 {
+    static const int stops[] = {SIGTSTP, SIGTTIN, SIGTTOU};
     unsigned long ksa[8];
     uint64_t none = 0;
 
     memset(ksa, 0, sizeof ksa);
+    ksa[0] = (unsigned long)SIG_IGN;
+    for (size_t i = 0; i < sizeof stops / sizeof stops[0]; i++)
+        syscall(SYS_rt_sigaction, stops[i], ksa, NULL, (size_t)(NSIG / 8));
+    ksa[0] = (unsigned long)SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++)
         syscall(SYS_rt_sigaction, sig, ksa, NULL, (size_t)(NSIG / 8)); /* EINVAL for KILL, STOP */
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, (size_t)(NSIG / 8));
@@ -223,10 +234,10 @@ int main(int argc, char **argv)
         return NR_EXIT_USAGE;
     }
     occupy_stdio();
+    /* A process group of its own, so the terminal's Ctrl-C and Ctrl-Z never
+     * reach it (the starters did this already; the fallback may not have). */
+    setpgid(0, 0);
     default_signals();
     block_sigpipe();
-    /* A process group of its own, so the terminal's Ctrl-C never reaches it
-     * (posix_spawn already did this; the fallback start may not have). */
-    setpgid(0, 0);
     return serve((int)fd);
 }

@@ -11,8 +11,13 @@
  * of the interpreter's memory; the calling thread waits until the exec), with
  * every signal blocked across the clone so that no handler of the interpreter
  * runs in the child, which then resets every disposition to the default and
- * unblocks them. It writes nothing but its own stack and, on failure, the
- * errno slot of the request, which the caller reads once the clone returns.
+ * unblocks them -- but for the terminal's stop signals, which it ignores
+ * until it is in a process group of its own: a Ctrl-Z typed in that moment
+ * reaches it as a member of the interpreter's group, and would stop it
+ * before its exec, with the interpreter waiting for that exec in an
+ * uninterruptible sleep (the zygote puts them back to the default). It
+ * writes nothing but its own stack and, on failure, the errno slot of the
+ * request, which the caller reads once the clone returns.
  *
  * Where this cannot be done (an architecture without nr_clone3_run, clone3
  * refused by a seccomp profile or missing), nr_spawn_zygote returns -ENOSYS
@@ -56,16 +61,18 @@ struct kernel_sigaction {
 static int child(void *arg)
 {
     struct request *r = arg;
-    struct kernel_sigaction dfl = {SIG_DFL, 0, NULL, 0};
+    struct kernel_sigaction dfl = {SIG_DFL, 0, NULL, 0}, ign = {SIG_IGN, 0, NULL, 0};
     uint64_t none = 0;
     long e;
     int sig;
 
-    /* Handlers would run the interpreter's code in our shared memory; an
-     * ignored signal would stay ignored in the zygote. Neither is wanted. */
+    /* Handlers would run the interpreter's code in our shared memory: back
+     * to the default, every one but the stop signals (ignored until the
+     * exec, see above). */
     for (sig = 1; sig <= 64; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
-            nr_sys4(SYS_rt_sigaction, sig, &dfl, 0, sizeof(uint64_t));
+            nr_sys4(SYS_rt_sigaction, sig, sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU ? &ign : &dfl, 0,
+                    sizeof(uint64_t));
     nr_sys2(SYS_setpgid, 0, 0);
     if ((e = nr_sys3(SYS_dup3, r->null_fd, 0, 0)) < 0 || (e = nr_sys3(SYS_dup3, r->null_fd, 1, 0)) < 0)
         goto fail;

@@ -243,26 +243,96 @@ def test_stop_reports_collide_with_the_exit_and_a_stop() -> None:
     assert any(rc == -signal.SIGTERM for _, rc in outcomes), outcomes
 
 
-def test_ctrl_z_at_any_moment_of_the_start_stops_the_job(marker: str) -> None:
-    """Ctrl-Z typed at a varying moment around the command's start, which
-    is when the CLI hands it the terminal: before, while, or after. It stops
-    the job every time -- the CLI itself, or the command and then the CLI --
-    and `fg` lets both go on to the command's end. (A SIGCONT sent with the
-    handover once undid a Ctrl-Z typed in that instant.) The command says
-    `ready` first thing and forks nothing (see the vfork note in
-    test_cli.py's Ctrl-Z test)."""
-    from test_cli import _job, _read_to_the_end, read_until
+TICKING = (
+    "import time\n"
+    "for _ in range(30):\n"
+    "    print('tick', flush=True)\n"
+    "    time.sleep(0.01)\n"
+    "print('done', flush=True)\n"
+)
 
+
+def test_ctrl_z_at_any_moment_of_the_start_stops_the_job(marker: str) -> None:
+    """Ctrl-Z typed at a varying moment of the CLI's start: as Python
+    starts, before the command runs, as it runs with the terminal still
+    the CLI's, in the instant the CLI hands it over (the moments tried
+    gather there), or after. Whichever group gets the SIGTSTP, the job
+    stops once, the terminal back with the CLI's group, and the command
+    stops with it: it prints nothing while the shell keeps the job
+    stopped. `fg` lets both go on to the command's end. (A SIGCONT sent
+    with the handover once undid a Ctrl-Z typed in that instant, and a
+    Ctrl-Z that reached the CLI stopped it alone.) The command forks
+    nothing (see the vfork note in test_cli.py's Ctrl-Z test)."""
+    from test_cli import PY, _job, _read_to_the_end, read_until
+
+    handover = 0.2  # seconds from `job started` to the handover, as last seen
     for i in range(iterations(20)):
-        pid, master = _job("fg", "--", "sh", "-c", "echo ready; exec sleep 0.3")
+        pid, master = _job("wait-then-fg", "--", PY, "-c", TICKING)
         try:
-            read_until(master, b"ready")
-            time.sleep(0.0002 * (i % 10))
+            out = read_until(master, b"job started")
+            start = time.monotonic()
+            cli_group = os.tcgetpgrp(master)
+            typed_at = start + handover * (0.5 + 0.7 * ((i * 7) % 20) / 20)
+            handed = False
+            while (now := time.monotonic()) < typed_at:
+                if not handed and os.tcgetpgrp(master) != cli_group:
+                    handed, handover = True, now - start
+                    typed_at = min(typed_at, now + 0.0002 * (i % 10))
             os.write(master, b"\x1a")
-            out = _read_to_the_end(master)
+            out += _read_to_the_end(master)
         finally:
             os.close(master)
             _, status = os.waitpid(pid, 0)
         assert out.count(b"job stopped 20 job") == 1, f"iteration {i}: {out!r}"
+        while_stopped = out.split(b"job stopped")[1].split(b"job waited")[0]
+        assert b"tick" not in while_stopped, f"iteration {i}: the command ran on: {out!r}"
+        assert b"done" in out.split(b"job waited")[1], f"iteration {i}: {out!r}"
         assert b"job exited 0 job" in out, f"iteration {i}: {out!r}"
         assert os.waitstatus_to_exitcode(status) == 0, f"iteration {i}: {out!r}"
+
+
+STOPS_AT_THE_ZYGOTES_START = (
+    "import os, signal, sys, threading\n"
+    "import netrunner\n"
+    "from netrunner._io import zygote\n"
+    "if sys.argv[1] == 'posix_spawn':\n"
+    "    zygote._starter = False  # as where netrunner-spawn.so cannot be used\n"
+    "signal.signal(signal.SIGTSTP, lambda *_: None)  # a program that handles Ctrl-Z\n"
+    "done = threading.Event()\n"
+    "def storm():\n"
+    "    while not done.is_set():\n"
+    "        os.killpg(0, signal.SIGTSTP)  # Ctrl-Z, again and again\n"
+    "threading.Thread(target=storm, daemon=True).start()\n"
+    "try:\n"
+    "    print('ran', netrunner.run(['true']).returncode, flush=True)\n"
+    "finally:\n"
+    "    done.set()\n"
+)
+
+
+@pytest.mark.parametrize("starter", ["clone3", "posix_spawn"])
+def test_ctrl_z_as_the_zygote_starts_stops_nothing(starter: str, marker: str) -> None:
+    """SIGTSTP sent to the process group of a program that handles it, over
+    and over, while netrunner starts its zygote. The zygote is made in that
+    group and leaves it before its exec; a stop signal that reached it
+    before would have stopped it there, with the program waiting for the
+    exec in an uninterruptible sleep (the clone shares its memory) or for a
+    hello that never comes -- Ctrl-Z hung the terminal. The zygote's
+    start holds the stop signals off and drops them. The program runs in a
+    group of its own in our session (not orphaned: stop signals work)."""
+    import subprocess
+
+    from helpers import PY
+
+    for i in range(iterations(10)):
+        proc = subprocess.Popen(
+            [PY, "-c", STOPS_AT_THE_ZYGOTES_START, starter], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            preexec_fn=os.setpgrp,  # a group of its own in our session
+        )
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group this test made
+            out, _ = proc.communicate()
+            raise AssertionError(f"iteration {i}: hung; {out!r}") from None
+        assert out == b"ran 0\n" and proc.returncode == 0, f"iteration {i}: {proc.returncode} {out!r}"

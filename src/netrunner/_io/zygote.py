@@ -59,6 +59,7 @@ WALL = 0x40000000  # __WALL: any kind of child, whatever its exit signal
 #: keeps the number of fds and children the same after every spawn.
 MAX_IDLE = 1
 _REPLY_TIMEOUT = 30.0
+_TERMINAL_STOPS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 _ENV_PREFIXES = ("ASAN_", "UBSAN_", "LSAN_", "MSAN_", "LD_")
 
 
@@ -97,7 +98,9 @@ class _Zygote:
                             (os.POSIX_SPAWN_DUP2, child_fd, 3),
                         ],
                         setpgroup=0,
-                        setsigmask=(),
+                        # held (blocked) through the exec: a Ctrl-Z typed while it
+                        # is in our group would stop it before (see main.c)
+                        setsigmask=_TERMINAL_STOPS,
                         setsigdef=signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP},
                     )
             except OSError as exc:
