@@ -9,7 +9,7 @@ signal (never ``ShepherdError`` unless the shepherd was killed), every
 directory netrunner made gone *when the call returns* (the shepherd removes
 them before it reports the exit; Python, when it is the one that cleans up,
 before the call raises), nothing of the tree alive, and never a signal to a
-process outside the tree. ``NETRUNNER_STRESS=1`` makes the loops 10x longer."""
+process outside the tree. ``NETRUNNER_STRESS=1`` makes the loops 5x longer."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 the stages' own exits. Only true outcomes are accepted: each stage's real
 status or the stop netrunner sent, never ``ShepherdError``, never a hang;
 no stage and no fd is left behind. ``NETRUNNER_STRESS=1`` makes each loop
-ten times longer."""
+five times longer."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """SPEC sections 6 and 8 in PTY mode: races and hostile hosts.
 
-Race loops (``NETRUNNER_STRESS=1`` makes each ten times longer): a command on
+Race loops (``NETRUNNER_STRESS=1`` makes each five times longer): a command on
 a terminal exits at the same moment as ``stop()``, ``kill()``,
 ``terminate()`` or a ``timeout``; as end-of-file is typed and the terminal
 resized; a fork storm in the command's session ignores SIGHUP and SIGTERM

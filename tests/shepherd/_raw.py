@@ -142,8 +142,8 @@ def reap(pid: int, timeout: float = 10.0, *, check: bool = True, expect: int = w
 
 
 def stress_rounds(default: int = 1) -> int:
-    """How many times to repeat a long loop: 10x with NETRUNNER_STRESS=1."""
-    return default * (10 if os.environ.get("NETRUNNER_STRESS") == "1" else 1)
+    """How many times to repeat a long loop: 5x with NETRUNNER_STRESS=1."""
+    return default * (5 if os.environ.get("NETRUNNER_STRESS") == "1" else 1)
 
 
 def close_all(fds: list[int]) -> None:
