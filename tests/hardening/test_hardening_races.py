@@ -75,7 +75,10 @@ def test_terminate_then_wait_on_exiting_command() -> None:
     for i in range(iterations(500)):
         cmd = commands[i % len(commands)]
         own_exit = 3 if cmd[0] == "sh" else 0
-        p = netrunner.start(cmd, kill_timeout=1)
+        try:
+            p = netrunner.start(cmd, kill_timeout=1)
+        except netrunner.ShepherdError as exc:
+            raise AssertionError(f"iteration {i} ({cmd}): start(): ShepherdError: {exc}") from exc
         try:
             if i % 2:
                 time.sleep(0.001 * (i % 7))  # vary the phase; correctness is not decided by it
