@@ -113,7 +113,7 @@ def wakeups(call: Call, me: int) -> list[Wakeup]:
     for ts, cpu, pid, comm, event, f in call.events:
         if event == "sched_process_fork" and pid in ours:
             ours.add(int(f["child_pid"]))
-        elif event == "sched_process_exit" and pid in ours and pid != me and comm == "true":
+        elif event == "sched_process_exit" and pid in ours and comm == "true":
             exited = True
         elif event == "sched_waking":
             woken = int(f["pid"])
@@ -164,23 +164,22 @@ def record(rounds: int) -> str:
 
 
 def report(text: str) -> None:
-    calls = list(parse(text))
-    med = statistics.median
     me = os.getpid()
+    calls = [(call, wakeups(call, me)) for call in parse(text)]
+    med = statistics.median
     print(f"## wake-ups in run(['true']) and subprocess.run(['true']), {len(calls) // 2} rounds, medians in µs")
     for kind in ("subprocess", "netrunner"):
-        mine = [c for c in calls if c.kind == kind]
-        crossed = statistics.mean(sum(w.crossed for w in wakeups(c, me)) for c in mine)
-        took = med(c.end - c.start for c in mine)
+        mine = [(c, ws) for c, ws in calls if c.kind == kind]
+        crossed = statistics.mean(sum(w.crossed for w in ws) for _, ws in mine)
+        took = med(c.end - c.start for c, _ in mine)
         print(f"  {kind + '.run':<16} the call {took:6.0f}   wake-ups onto another CPU per call {crossed:.2f}")
     # netrunner's two on the critical path: the first of the shepherd's
     # (the request), and the first of ours after the command's exit.
     request: list[Wakeup] = []
     exited: list[Wakeup] = []
-    for call in calls:
+    for call, ws in calls:
         if call.kind != "netrunner":
             continue
-        ws = wakeups(call, me)
         request += [w for w in ws if w.comm.startswith("netrunner-sh")][:1]
         exited += [w for w in ws if w.after_exit and w.pid == me][:1]
     for name, ws in (("the shepherd, by the request", request), ("Python, by S_EXITED", exited)):
