@@ -3,12 +3,15 @@ record that does not fit waits for room (``_engine.send_on``)."""
 
 from __future__ import annotations
 
+import os
 import select
+import signal
 import socket
 import threading
 import time
 
 import pytest
+from conftest import pids_with_marker, wait_until
 
 import netrunner
 from netrunner._command import resolve
@@ -100,3 +103,38 @@ def test_a_flow_reads_up_to_started_and_the_rest_at_its_next_wait() -> None:
     finally:
         h.reap()
         h.release()
+
+
+def _shepherd_gone(pid: int) -> bool:
+    """The shepherd ``pid`` (our child) has been reaped, by whoever reaps it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "X"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_control_socket_that_fails_is_named_and_the_command_stopped(marker: str) -> None:
+    """Reading the control socket fails with an error that is not a hang-up
+    (here its number was made to name /dev/null behind netrunner's back):
+    the ShepherdError names the error, the command is stopped (our hang-up),
+    and the shepherd is reaped -- no wait for an exit that would not come."""
+    p = netrunner.start(["sleep", "30"], kill_timeout=1)
+    try:
+        h = p._h
+        shepherd = h.shepherd_pid
+        null = os.open(os.devnull, os.O_RDONLY)
+        try:
+            os.dup2(null, h.ctl_fd)  # the shepherd's last peer is gone: it hangs up too
+        finally:
+            os.close(null)
+        t0 = time.monotonic()
+        with pytest.raises(netrunner.ShepherdError, match="control socket failed: ENOTSOCK"):
+            p.wait(timeout=20)
+        assert time.monotonic() - t0 < 10
+        assert p.returncode == -signal.SIGKILL
+    finally:
+        p.close()
+    assert wait_until(lambda: _shepherd_gone(shepherd), timeout=15), f"shepherd {shepherd} not reaped"
+    assert wait_until(lambda: not pids_with_marker(marker), timeout=15)
+

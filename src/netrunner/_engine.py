@@ -310,7 +310,7 @@ class Handle:
                     if core.phase is Phase.STARTING:  # STARTED brings the pidfd
                         with fds.lock:
                             record, ancillary, _, _ = ctl.recvmsg(_RECORD_ROOM, _ANCILLARY, _CMSG_CLOEXEC)
-                            received = [fds.adopt(fd) for fd in _fds_of(ancillary)] if ancillary else []
+                            received = _adopt(_fds_of(ancillary)) if ancillary else []
                     else:  # no other record carries fds (any would be closed by the kernel)
                         record, received = ctl.recv(_RECORD_ROOM), []
                 except BlockingIOError:
@@ -323,8 +323,15 @@ class Handle:
                     if resets < 3:
                         continue
                     record, received = b"", []
-                except OSError:
-                    record, received = b"", []
+                except OSError as exc:
+                    if self.closed:  # release() in another thread closed it: the reaper has the shepherd
+                        self.ctl_open = False
+                        return
+                    # Not a hang-up: the shepherd may be running on. Hang
+                    # up ourselves (it stops the tree) rather than wait for
+                    # an exit that would never come.
+                    self._give_up(f"reading the shepherd's control socket failed: {_strerror(exc)}")
+                    return
                 if not record:
                     self._on_hangup()
                     return
@@ -383,15 +390,16 @@ class Handle:
         # once the outcome is known: a thread that finds it false without a
         # result would have nothing left to wait on.
         status = None
-        try:
-            status = os.waitpid(self.shepherd_pid, zygote.WALL)[1]
-        except ChildProcessError:
-            pass
-        self.reaped = True
+        if self._claim_reaping():  # else release() gave it to the reaper meanwhile
+            try:
+                status = os.waitpid(self.shepherd_pid, zygote.WALL)[1]
+            except ChildProcessError:
+                pass
         if self.lazy_reap:  # it did not come back to serve again: fork a spare in its place
             zygote.replenish()
         if not self.core.done:
-            self.core.lose(f"the shepherd exited unexpectedly ({_describe_exit(status)})", _monotonic())
+            when = "before reporting the start" if self.core.phase is Phase.STARTING else "before reporting the exit"
+            self.core.lose(f"the shepherd exited unexpectedly, {when} ({_describe_exit(status)})", _monotonic())
             self._kill_group()
             if self.placement is not None:  # what the shepherd would have done
                 cgroup.kill(self.placement)
@@ -413,10 +421,21 @@ class Handle:
             self.ctl.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        _lifetime.detach(self.shepherd_pid)
+        if self._claim_reaping():
+            _lifetime.detach(self.shepherd_pid)
         if self.lazy_reap:
             zygote.replenish()
         _lifetime.forget(self)
+
+    def _claim_reaping(self) -> bool:
+        """Whether the caller is the one to reap the shepherd (or hand it to
+        the reaper): true once per handle. A release in one thread and a
+        hang-up seen in another must not both wait for the same pid -- once
+        one has reaped it, the number may name a new shepherd of ours."""
+        with fds.lock:
+            mine = not self.reaped
+            self.reaped = True
+        return mine
 
     def _kill_group(self) -> None:
         """The shepherd is gone: SIGKILL the command's process group through
@@ -452,7 +471,8 @@ class Handle:
         """The command sees the end of its input: the pipe closed, or on a
         PTY the terminal's EOF character (after a newline when the line being
         typed is not empty: in canonical mode EOF only ends an empty line)."""
-        fd, self.stdin_fd = self.stdin_fd, None
+        with fds.lock:  # two threads may close it at once: one takes the number
+            fd, self.stdin_fd = self.stdin_fd, None
         if fd is None:
             return
         if self.tty:
@@ -473,10 +493,12 @@ class Handle:
             self.stdout_fd = self.stderr_fd = self.pidfd = None
             self.held = []
             fds.close_all(mine)
-        self.ctl_open = False
-        if self.reuse is not None:
-            if self.reuse == "pending":
+            reuse = self.reuse
+            if reuse == "pending":  # given back by one thread only
                 self.reuse = "given"
+        self.ctl_open = False
+        if reuse is not None:
+            if reuse == "pending":
                 if zygote.take_back(self.shepherd_pid, self.ctl, self.baseline):
                     return
                 fds.close_socket(self.ctl)  # not wanted after all: it exits
@@ -511,11 +533,11 @@ class Handle:
         if self.foreign:
             return
         self.out_eof = self.err_eof = True
-        handed_off = self.ctl_open
+        handed_off = self._claim_reaping()  # before the close a pumping thread would see
         self.close_fds()
         if handed_off:
             _lifetime.detach(self.shepherd_pid)
-            _lifetime.forget(self)
+        _lifetime.forget(self)
 
     def stats(self) -> Stats:
         return self.core.stats(_monotonic())
@@ -932,8 +954,31 @@ def _describe_exit(status: int | None) -> str:
         except ValueError:
             return f"killed by signal {sig}"
     code = os.WEXITSTATUS(status)
+    if code > wire.EXIT_SIGNALLED:
+        try:
+            return f"exit status {code}: it was sent {_signal.Signals(code - wire.EXIT_SIGNALLED).name}"
+        except ValueError:
+            pass
     meaning = {wire.EXIT_PROTOCOL: "protocol error", wire.EXIT_SYSTEM: "system error"}.get(code, "")
     return f"exit status {code}{' ' + meaning if meaning else ''}"
+
+
+def _strerror(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return f"{name}, {exc.strerror}" if exc.strerror else name
+
+
+def _adopt(received: list[int]) -> list[int]:
+    """The fds a record brought, registered; one that landed on 0-2 with no
+    number above free is closed and left out (STARTED's pidfd: the command
+    is then signalled through its shepherd only)."""
+    kept = []
+    for fd in received:
+        try:
+            kept.append(fds.adopt(fd))
+        except OSError:
+            pass  # adopt closed it
+    return kept
 
 
 def _close_all(received: list[int]) -> None:

@@ -486,11 +486,10 @@ class PipelineHandle(Handle):
     def _close_ends(self) -> None:
         """Close the pipeline's own ends (the stages' fds are theirs)."""
         self.close_stdin()
-        for name in ("stdout_fd", "stderr_fd"):
-            fd = getattr(self, name)
-            if fd is not None:
-                setattr(self, name, None)
-                fds.close(fd)
+        with fds.lock:  # several threads may release at once: each fd is closed once
+            mine = (self.stdout_fd, self.stderr_fd)
+            self.stdout_fd = self.stderr_fd = None
+            fds.close_all(mine)
         self._close_held()
 
     def close_fds(self) -> None:

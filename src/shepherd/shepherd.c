@@ -669,6 +669,14 @@ static void __attribute__((noreturn)) leave(struct shepherd *s)
     _exit(s->exit_code);
 }
 
+/* SIGTERM, SIGINT, SIGHUP or SIGQUIT with no command running: the exit code
+ * says which (an owner that reads it learns why its shepherd is gone). */
+static void __attribute__((noreturn)) leave_signalled(struct shepherd *s, uint32_t signo)
+{
+    s->exit_code = NR_EXIT_SIGNALLED + (int)(signo & 0x7f);
+    leave(s);
+}
+
 static void send_record_fd(struct shepherd *s, const unsigned char *buf, size_t len, int fd)
 {
     union {
@@ -702,7 +710,9 @@ static void send_record_fd(struct shepherd *s, const unsigned char *buf, size_t 
             if (poll(&p, 1, 1000) > 0)
                 continue;
         }
-        s->owner = 0; /* the owner is gone; nobody to tell */
+        if (errno != EPIPE && errno != ECONNRESET && s->exit_code == NR_EXIT_OK)
+            s->exit_code = NR_EXIT_SYSTEM; /* not a hang-up: the owner may be there to read the code */
+        s->owner = 0; /* the owner is gone, or cannot be told; stop */
         return;
     }
 }
@@ -918,7 +928,7 @@ static void serve_again(struct shepherd *s)
     release(s);
     while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo != SIGCHLD)
-            leave(s);
+            leave_signalled(s, si.ssi_signo);
     }
     init_state(s, ctl, sfd, self);
     s->tree.children_fd = children_fd;
@@ -1583,6 +1593,8 @@ static int on_control(struct shepherd *s)
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return 0;
     if (n <= 0) {
+        if (n < 0 && errno != ECONNRESET)
+            s->exit_code = NR_EXIT_SYSTEM; /* not a hang-up (out of memory, say): stop all the same */
         hang_up(s); /* end of file, or a reset: the owner is gone */
         return 0;
     }
@@ -1638,7 +1650,7 @@ static void on_signals(struct shepherd *s)
             if (si[i].ssi_signo == SIGCHLD)
                 chld = 1;
             else if (s->state == WAIT_SPAWN || s->state == DONE)
-                leave(s);
+                leave_signalled(s, si[i].ssi_signo);
             else
                 begin_stop(s, 0); /* SIGTERM, SIGINT, SIGHUP, SIGQUIT to the shepherd */
         }
@@ -1717,6 +1729,7 @@ static void __attribute__((noreturn)) loop(struct shepherd *s)
             if (errno == EINTR)
                 continue;
             fail("poll");
+            s->exit_code = NR_EXIT_SYSTEM;
             hang_up(s);
             continue;
         }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from helpers_aio import arun
 
 import netrunner
 import netrunner.aio
+from netrunner._drivers import drive
 from netrunner._engine import Handle
 
 #: Statuses a stopped command can really have: its own exit (0 here) or a
@@ -163,6 +165,50 @@ def test_first_news_and_release_race_for_the_fds_handed_over() -> None:
         f"fds left open: {len(os.listdir('/proc/self/fd'))} against {before}"
     )
 
+
+def test_release_from_four_threads_gives_a_shepherd_back_once() -> None:
+    """A stream that is over (its shepherd, idle again, waiting to be given
+    back) closed from four threads at once: it is given back once, or, not
+    wanted, hung up once -- never kept idle and also closed, which left the
+    next command a dead socket. Every command after it runs; no fd of ours
+    is left open. The threads switch every microsecond, so that they
+    interleave inside the releases."""
+    from helpers import settled_fd_count
+
+    fds_before = settled_fd_count()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for i in range(iterations(400)):
+            s = netrunner.stream(["true"])
+            h = s._h
+            drive(h.flow_collect(None, None, None, None, True))  # over: EXITED read, the shepherd idle
+            barrier = threading.Barrier(4)
+            errors: list[BaseException] = []
+
+            def release(h: Handle = h, barrier: threading.Barrier = barrier,
+                        errors: list[BaseException] = errors) -> None:
+                barrier.wait()
+                try:
+                    h.release()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=release, daemon=True) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=20)
+            s._done = True  # released above, by the threads
+            assert not any(t.is_alive() for t in threads), f"iteration {i}: release() still running after 20 s"
+            assert not errors, f"iteration {i}: {errors!r}"
+            try:
+                assert netrunner.run(["echo", str(i)]).stdout == f"{i}\n".encode(), f"iteration {i}"
+            except netrunner.ShepherdError as exc:
+                raise AssertionError(f"iteration {i}: the next command: ShepherdError: {exc}") from exc
+    finally:
+        sys.setswitchinterval(interval)
+    assert settled_fd_count() == fds_before
 
 def test_stop_from_six_threads_while_exiting() -> None:
     """stop() called by 6 threads at once on a command that exits at that

@@ -95,6 +95,41 @@ def test_stop_and_wait_from_threads_while_the_stages_exit() -> None:
         assert all(s in (0, STOPPED) for s in p.pipestatus or (None,)), (seed, i, p.pipestatus)
 
 
+def test_a_pipeline_closed_from_several_threads_closes_each_fd_once() -> None:
+    """close() from four threads at once on a pipeline, running or over:
+    every call returns, none raises (a number closed twice raises EBADF, or
+    closes what reused it), and no fd of ours is left open. The threads
+    switch every microsecond, so that they interleave inside the releases."""
+    fds_before = settled_fd_count()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for i in range(iterations(300)):
+            p = netrunner.start(pipe(["sleep", "0.002"], ["cat"]), kill_timeout=1)
+            if i % 2:
+                p.wait(timeout=30)  # over: each close() goes straight to the release
+            barrier = threading.Barrier(4, action=functools.partial(time.sleep, 0.0005 * (i % 6)))
+            errors: list[BaseException] = []
+
+            def close(p: netrunner.Process[bytes] = p, barrier: threading.Barrier = barrier,
+                      errors: list[BaseException] = errors) -> None:
+                barrier.wait()
+                try:
+                    p.close()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=close, daemon=True) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=20)
+            assert not any(t.is_alive() for t in threads), f"iteration {i}: close() still running after 20 s"
+            assert not errors, f"iteration {i}: {errors!r}"
+    finally:
+        sys.setswitchinterval(interval)
+    assert settled_fd_count() == fds_before
+
 def test_timeout_at_the_moment_of_exit() -> None:
     seed = random.randrange(1 << 30)
     rnd = random.Random(seed)

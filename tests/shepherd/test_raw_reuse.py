@@ -7,6 +7,7 @@ after the other on the same shepherd."""
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import signal
@@ -138,7 +139,31 @@ def test_a_hang_up_or_a_signal_ends_an_idle_reused_shepherd() -> None:
             assert events(sock) == [None], how
         finally:
             sock.close()
-        reap(pid)
+        # a signal's exit code names it: an owner learns why the shepherd went
+        reap(pid, expect=wire.EXIT_OK if how == "hang up" else wire.EXIT_SIGNALLED + signal.SIGTERM)
+
+
+def test_a_signal_to_a_shepherd_with_no_command_names_itself_in_the_exit_code() -> None:
+    """A new shepherd (waiting for its spawn) that is sent SIGTERM, SIGINT,
+    SIGHUP or SIGQUIT hangs up, having started nothing, and exits with 128
+    plus the signal's number: an owner that finds it gone learns why. (It
+    is sent once it takes them through its signalfd: a signal that comes
+    between its clone and then ends it as any process.)"""
+
+    def blocked(pid: int, sig: int) -> bool:
+        with open(f"/proc/{pid}/status") as f:
+            mask = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+        return bool(mask & (1 << (sig - 1)))
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        pid, sock = idle_shepherd()
+        try:
+            assert wait_until(functools.partial(blocked, pid, sig), timeout=10), f"shepherd {pid} never blocked {sig!r}"
+            os.kill(pid, sig)
+            assert events(sock) == [None], sig
+        finally:
+            sock.close()
+        reap(pid, expect=wire.EXIT_SIGNALLED + sig)
 
 
 def test_a_spawn_frame_that_is_wrong_after_reuse_is_still_refused() -> None:

@@ -224,7 +224,8 @@ EXITED_REUSABLE = 0x40  # FLAG_REUSE and no child left: the shepherd stays, idle
 EXIT_OK = 0  # the tree is gone (or the idle shepherd was not needed)
 EXIT_USAGE = 64  # bad command line
 EXIT_PROTOCOL = 76  # the peer broke protocol
-EXIT_SYSTEM = 71  # a system call failed
+EXIT_SYSTEM = 71  # a system call failed (the control socket's included: not a hang-up)
+EXIT_SIGNALLED = 128  # + the signal's number: SIGTERM, SIGINT, SIGHUP or SIGQUIT ended it before or after a command
 
 # S_ERROR codes
 ERR_MALFORMED = 1  # a frame of the wrong size or an unknown type
@@ -286,6 +287,7 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("EXIT_USAGE", EXIT_USAGE),
     ("EXIT_PROTOCOL", EXIT_PROTOCOL),
     ("EXIT_SYSTEM", EXIT_SYSTEM),
+    ("EXIT_SIGNALLED", EXIT_SIGNALLED),
     ("ERR_MALFORMED", ERR_MALFORMED),
     ("ERR_UNEXPECTED", ERR_UNEXPECTED),
     ("ERR_TOO_LARGE", ERR_TOO_LARGE),
