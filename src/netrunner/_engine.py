@@ -566,20 +566,24 @@ class Handle:
 
     def read_once(self, which: int, size: int) -> bytes | None:
         """One non-blocking read of stdout (1) or stderr (2): data, b"" at
-        EOF, or None if nothing is there yet."""
-        fd = self.stdout_fd if which == 1 else self.stderr_fd
-        if fd is None or (self.out_eof if which == 1 else self.err_eof):
-            return b""
-        try:
-            data = os.read(fd, size)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            # A PTY master reads EIO once every slave fd is closed and all
-            # that was written before is read: the end of output.
-            if not (self.tty and which == 1 and exc.errno == errno.EIO):
-                raise
-            data = b""
+        EOF, or None if nothing is there yet. Under the fd registry's lock:
+        a release in another thread cannot close the number between the
+        look and the read (the read would fail, or take another file's
+        data once the number is reused); the read does not block."""
+        with fds.lock:
+            fd = self.stdout_fd if which == 1 else self.stderr_fd
+            if fd is None or (self.out_eof if which == 1 else self.err_eof):
+                return b""
+            try:
+                data = os.read(fd, size)
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                # A PTY master reads EIO once every slave fd is closed and all
+                # that was written before is read: the end of output.
+                if not (self.tty and which == 1 and exc.errno == errno.EIO):
+                    raise
+                data = b""
         if data:
             self.core.read_count += 1
             if which == 1:
@@ -787,20 +791,19 @@ class Handle:
         """Write all of ``data`` to stdin, waiting while the pipe is full."""
         view = memoryview(data).cast("B")
         while view:
-            fd = self.stdin_fd
-            if fd is None:
-                raise _stdin_closed(self)
-            try:
-                n = os.write(fd, view)
-            except BlockingIOError:
-                yield from self._wait((), (fd,), None)
+            with fds.lock:  # a close_stdin() in another thread comes before or after, never between
+                fd = self.stdin_fd
+                if fd is None:
+                    raise _stdin_closed(self)
+                try:
+                    n = os.write(fd, view)
+                except BlockingIOError:
+                    n = -1
+                except BrokenPipeError:
+                    raise BrokenPipeError(errno.EPIPE, "the command closed its stdin") from None
+            if n < 0:
+                yield from self._wait((), (fd,), None)  # a close_stdin() meanwhile shows at the next write
                 continue
-            except BrokenPipeError:
-                raise BrokenPipeError(errno.EPIPE, "the command closed its stdin") from None
-            except OSError as exc:
-                if exc.errno == errno.EBADF and self.stdin_fd is None:
-                    raise _stdin_closed(self) from None
-                raise
             self.core.bytes_in += n
             self.core.write_count += 1
             self.last_in = view[n - 1]
@@ -877,11 +880,13 @@ class Handle:
                 if data and out is not None and out.add(data) and stopped is None:
                     stopped = "stdout"
                     self.send(codec.encode_stop(None))
-                if data and len(data) == size < STREAM_PIPE_SIZE and self.stdout_fd is not None:
+                if data and len(data) == size < STREAM_PIPE_SIZE:
                     # A full pipe: output in bulk. A larger pipe and larger
                     # reads from now on, a quarter of the wake-ups; commands
                     # with little output never pay for the pipe.
-                    _grow_pipe(self.stdout_fd)
+                    with fds.lock:
+                        if self.stdout_fd is not None:
+                            _grow_pipe(self.stdout_fd)
                     size = STREAM_PIPE_SIZE
             if self.stderr_fd in ready:
                 data = self.read_once(2, READ_SIZE)
@@ -1200,13 +1205,18 @@ class Feeder:
                 h.close_stdin()
                 return
             self._pending = memoryview(chunk)
-        fd = h.stdin_fd
-        assert fd is not None
-        try:
-            n = os.write(fd, self._pending)
-        except BlockingIOError:
-            return
-        except BrokenPipeError:  # the command stopped reading: drop the rest
+        with fds.lock:  # against a close_stdin() in another thread (see flow_write)
+            fd = h.stdin_fd
+            if fd is None:  # closed meanwhile: nothing more goes in
+                self._pending = memoryview(b"")
+                return
+            try:
+                n = os.write(fd, self._pending)
+            except BlockingIOError:
+                return
+            except BrokenPipeError:  # the command stopped reading: drop the rest
+                n = -1
+        if n < 0:
             h.close_stdin()
             self._pending = memoryview(b"")
             return

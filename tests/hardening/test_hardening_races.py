@@ -210,6 +210,70 @@ def test_release_from_four_threads_gives_a_shepherd_back_once() -> None:
         sys.setswitchinterval(interval)
     assert settled_fd_count() == fds_before
 
+def test_reads_and_writes_racing_a_close_in_another_thread_touch_only_their_own_fds() -> None:
+    """One thread reads stdout and writes stdin while another closes the
+    process and a third keeps making pipes (which take the numbers that
+    close frees). The reader sees the end of output or its own data, the
+    writer its own stdin closed -- never EBADF, never a byte of another
+    file, and no other pipe loses a byte. The threads switch every
+    microsecond, so that they interleave inside the reads and the close."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    stop_making = threading.Event()
+    stolen: list[str] = []
+
+    def make_pipes() -> None:  # other files of this process, each holding a byte that must stay
+        while not stop_making.is_set():
+            r, w = os.pipe()
+            os.write(w, b"X")
+            time.sleep(0)
+            os.set_blocking(r, False)
+            try:
+                if os.read(r, 1) != b"X":
+                    stolen.append("a pipe lost its byte")
+            except BlockingIOError:
+                stolen.append("a pipe lost its byte")
+            finally:
+                os.close(r)
+                os.close(w)
+
+    maker = threading.Thread(target=make_pipes, daemon=True)
+    maker.start()
+    try:
+        for i in range(iterations(300)):
+            p = netrunner.start(["cat"], kill_timeout=1)
+            errors: list[BaseException] = []
+            seen: list[bytes] = []
+
+            def use(p: netrunner.Process[bytes] = p, errors: list[BaseException] = errors,
+                    seen: list[bytes] = seen) -> None:
+                try:
+                    while True:
+                        try:
+                            p.write(b"ours\n")
+                        except (netrunner.StdinClosed, BrokenPipeError):
+                            pass
+                        data = p.read(65536, timeout=5)
+                        if not data:
+                            return
+                        seen.append(data)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            t = threading.Thread(target=use, daemon=True)
+            t.start()
+            time.sleep(0.0002 * (i % 10))
+            p.close()
+            t.join(timeout=20)
+            assert not t.is_alive(), f"iteration {i}: the reader still runs 20 s after close()"
+            assert not errors, f"iteration {i}: {errors!r}"
+            assert set(b"".join(seen)) <= set(b"ours\n"), f"iteration {i}: read {b''.join(seen)[:80]!r}"
+            assert not stolen, f"iteration {i}: {stolen[0]}"
+    finally:
+        stop_making.set()
+        maker.join(timeout=10)
+        sys.setswitchinterval(interval)
+
 def test_stop_from_six_threads_while_exiting() -> None:
     """stop() called by 6 threads at once on a command that exits at that
     moment: every call returns the same true status, none raises or hangs."""
