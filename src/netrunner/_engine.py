@@ -17,7 +17,11 @@ Invariants:
   polls is never reused under it; stdin is the exception, closed at once by
   ``close_stdin`` so the command sees EOF. Our copies of the command's own
   ends (``passed``, ``held``) are never waited on, and are closed earlier:
-  at the first news from the shepherd, and once the tree is gone.
+  at the first news from the shepherd, and once the tree is gone. A read or
+  a write looks the fd up and uses it under ``fds.lock`` (it never blocks),
+  so a release or ``close_stdin`` in another thread comes before or after it.
+* Who reaps the shepherd -- this handle on its hang-up, or the reaper after
+  a release -- is decided once (``_claim_reaping``).
 * A flow takes the fds it will wait on *before* it checks whether it must
   wait, as with a condition variable. Another thread may read the command's
   last records in between; every control socket in the snapshot then still
