@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
-from pathlib import Path
 
+from _stress import iterations
 from conftest import pids_with_marker, wait_until
 from helpers_aio import arun
 
 import netrunner
 import netrunner.aio
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hardening"))
-from _stress import iterations
 
 #: Exits at once (a restart every ~1 ms), or after a short random sleep.
 COMMANDS = (["true"], ["sh", "-c", "exit 3"], ["sleep", "0.003"])

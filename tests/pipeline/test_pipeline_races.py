@@ -13,20 +13,15 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from _stress import iterations
 from conftest import pids_with_marker
 from helpers import settled_fd_count
 
 import netrunner
 import netrunner.aio
 from netrunner import pipe
-
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent / "hardening") not in sys.path:
-    sys.path.append(str(HERE.parent / "hardening"))
-from _stress import iterations  # noqa: E402
 
 STOPPED = -signal.SIGTERM
 

@@ -46,8 +46,8 @@ import netrunner
 import netrunner.aio
 
 HERE = Path(__file__).resolve().parent
-# The iteration helper and the owners live with the hardening tests, the
-# unprivileged runner with the cgroup tests.
+# The owners live with the hardening tests, the unprivileged runner with
+# the cgroup tests.
 for _dir in ("hardening", "cgroups"):
     if str(HERE.parent / _dir) not in sys.path:
         sys.path.append(str(HERE.parent / _dir))

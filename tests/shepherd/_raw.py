@@ -141,11 +141,6 @@ def reap(pid: int, timeout: float = 10.0, *, check: bool = True, expect: int = w
         time.sleep(0.002)
 
 
-def stress_rounds(default: int = 1) -> int:
-    """How many times to repeat a long loop: 5x with NETRUNNER_STRESS=1."""
-    return default * (5 if os.environ.get("NETRUNNER_STRESS") == "1" else 1)
-
-
 def close_all(fds: list[int]) -> None:
     for fd in fds:
         try:

@@ -24,8 +24,8 @@ from _raw import (
     send_spawn,
     spawn,
     started,
-    stress_rounds,
 )
+from _stress import iterations
 from conftest import pids_with_marker
 
 from netrunner._core import codec, wire
@@ -207,7 +207,7 @@ def test_a_reused_pid_is_never_signalled(marker: str) -> None:
     wrapper = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
     # Each attempt reuses G's pid deterministically (ns_last_pid) and costs
     # seconds (1500 fillers): the stress mode doubles the attempts, no more.
-    attempts = 3 if stress_rounds() == 1 else 6
+    attempts = 3 if iterations(1) == 1 else 6
     report = run_owner(wrapper, {"scenario": "reuse", "shepherd": find_shepherd(), "attempts": attempts,
                                  "fillers": 1500, "kill_timeout_ms": 300,
                                  "records": [r.hex() for r in records]}, timeout=30 + 20 * attempts)
@@ -279,14 +279,14 @@ def collide(order: str) -> None:
 
 @pytest.mark.parametrize("order", ["stop-first", "exit-first", "both-at-once", "during-exec"])
 def test_an_exit_colliding_with_a_stop_has_one_true_outcome(order: str) -> None:
-    for _ in range((1000 if order != "both-at-once" else 300) * stress_rounds()):
+    for _ in range(iterations(1000 if order != "both-at-once" else 300)):
         collide(order)
 
 
 def test_a_stop_sent_before_the_exit_wins_over_detach(marker: str) -> None:
     # The shepherd is held (SIGSTOP) while C_STOP arrives and the command
     # exits; when it resumes it sees both at once and must act on the stop.
-    for _ in range(20 * stress_rounds()):
+    for _ in range(iterations(20)):
         pid, sock = idle_shepherd()
         ours = send_spawn(sock, [SH, b"-c", b"sleep 100 & echo ready; read x; exit 0"], detach=True)
         try:

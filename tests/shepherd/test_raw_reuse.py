@@ -14,7 +14,8 @@ import signal
 import socket
 import sys
 
-from _raw import close_all, events, idle_shepherd, reap, recv_event, send_spawn, spawn, started, stress_rounds
+from _raw import close_all, events, idle_shepherd, reap, recv_event, send_spawn, spawn, started
+from _stress import iterations
 from conftest import pids_with_marker, wait_until
 
 from netrunner._core import codec, wire
@@ -243,7 +244,7 @@ def test_leftovers_exiting_as_the_command_does(marker: str) -> None:
     scripts = [b"true & exit 3", b"(exit 0) & exit 3", b"sleep 0.001 & exit 3", b"true & true & wait; exit 3"]
     reused = 0
     try:
-        for i in range(stress_rounds(60)):
+        for i in range(iterations(60)):
             done, _, err = run_on(sock, [SH, b"-c", scripts[i % len(scripts)]], kill_timeout=2)
             assert os.WEXITSTATUS(done.status) == 3, (done, err)
             assert not pids_with_marker(marker)
@@ -253,4 +254,4 @@ def test_leftovers_exiting_as_the_command_does(marker: str) -> None:
     finally:
         sock.close()
     reap(pid)
-    assert reused == stress_rounds(60)
+    assert reused == iterations(60)
