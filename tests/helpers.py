@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -170,3 +171,29 @@ def in_forked_child(body: Callable[[], bytes]) -> bytes:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, report
     return report
+
+
+def at_once(
+    n: int, call: Callable[[], Any], *, action: Callable[[], None] | None = None, timeout: float = 20.0
+) -> tuple[list[Any], int]:
+    """Run ``call()`` in ``n`` threads released together by a barrier
+    (``action`` runs once as they are released: a delay that varies the
+    phase). Returns what each call returned or raised, in the order they
+    finished, and how many calls were still running after ``timeout`` s."""
+    barrier = threading.Barrier(n, action=action)
+    outcomes: list[Any] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(call())
+        except BaseException as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return outcomes, sum(t.is_alive() for t in threads)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from _stress import iterations
 from conftest import wait_until
-from helpers import py
+from helpers import at_once, py
 from helpers_aio import arun
 
 import netrunner
@@ -98,26 +98,11 @@ def _stop_from_six_threads(i: int) -> None:
     p = netrunner.start(["sleep", "0.005"], kill_timeout=1)
     # release all six at about the moment the command exits (the phase is
     # varied; the outcome is checked whatever it is)
-    barrier = threading.Barrier(6, action=lambda: time.sleep(0.0005 * (i % 16)))
-    results: list[Any] = []
-
-    def stopper() -> None:
-        barrier.wait()
-        try:
-            results.append(p.stop())
-        except BaseException as exc:
-            results.append(exc)
-
-    threads = [threading.Thread(target=stopper, daemon=True) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=10)
-    hung = [t for t in threads if t.is_alive()]
+    results, hung = at_once(6, p.stop, action=lambda: time.sleep(0.0005 * (i % 16)), timeout=10)
     if hung:
         p.kill()
     p.close()
-    assert not hung, f"iteration {i}: {len(hung)} stop() calls still blocked after 10 s"
+    assert not hung, f"iteration {i}: {hung} stop() calls still blocked after 10 s"
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, f"iteration {i}: stop() raised {errors!r}"
     assert len(set(results)) == 1, f"iteration {i}: threads disagree: {results}"
@@ -183,25 +168,10 @@ def test_release_from_four_threads_gives_a_shepherd_back_once() -> None:
             s = netrunner.stream(["true"])
             h = s._h
             drive(h.flow_collect(None, None, None, None, True))  # over: EXITED read, the shepherd idle
-            barrier = threading.Barrier(4)
-            errors: list[BaseException] = []
-
-            def release(h: Handle = h, barrier: threading.Barrier = barrier,
-                        errors: list[BaseException] = errors) -> None:
-                barrier.wait()
-                try:
-                    h.release()
-                except BaseException as exc:
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=release, daemon=True) for _ in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=20)
+            outcomes, hung = at_once(4, h.release)
             s._done = True  # released above, by the threads
-            assert not any(t.is_alive() for t in threads), f"iteration {i}: release() still running after 20 s"
-            assert not errors, f"iteration {i}: {errors!r}"
+            assert not hung, f"iteration {i}: release() still running after 20 s"
+            assert outcomes == [None] * 4, f"iteration {i}: {outcomes!r}"
             try:
                 assert netrunner.run(["echo", str(i)]).stdout == f"{i}\n".encode(), f"iteration {i}"
             except netrunner.ShepherdError as exc:

@@ -17,7 +17,7 @@ import time
 import pytest
 from _stress import iterations
 from conftest import pids_with_marker
-from helpers import settled_fd_count
+from helpers import at_once, settled_fd_count
 
 import netrunner
 import netrunner.aio
@@ -103,24 +103,9 @@ def test_a_pipeline_closed_from_several_threads_closes_each_fd_once() -> None:
             p = netrunner.start(pipe(["sleep", "0.002"], ["cat"]), kill_timeout=1)
             if i % 2:
                 p.wait(timeout=30)  # over: each close() goes straight to the release
-            barrier = threading.Barrier(4, action=functools.partial(time.sleep, 0.0005 * (i % 6)))
-            errors: list[BaseException] = []
-
-            def close(p: netrunner.Process[bytes] = p, barrier: threading.Barrier = barrier,
-                      errors: list[BaseException] = errors) -> None:
-                barrier.wait()
-                try:
-                    p.close()
-                except BaseException as exc:
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=close, daemon=True) for _ in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=20)
-            assert not any(t.is_alive() for t in threads), f"iteration {i}: close() still running after 20 s"
-            assert not errors, f"iteration {i}: {errors!r}"
+            outcomes, hung = at_once(4, p.close, action=functools.partial(time.sleep, 0.0005 * (i % 6)))
+            assert not hung, f"iteration {i}: close() still running after 20 s"
+            assert outcomes == [None] * 4, f"iteration {i}: {outcomes!r}"
     finally:
         sys.setswitchinterval(interval)
     assert settled_fd_count() == fds_before
