@@ -444,21 +444,25 @@ class Handle:
     def _kill_group(self) -> None:
         """The shepherd is gone: SIGKILL the command's process group through
         the pidfd the shepherd made at its birth, never by a number (the
-        command may be reaped and its number reused by now)."""
+        command may be reaped and its number reused by now). Under the fd
+        registry's lock: a release in another thread cannot close the pidfd,
+        and another command's take its number, in between."""
         if self.core.status is not None:
             return
         self.core.status = _signal.SIGKILL  # a raw wait status: killed by SIGKILL
-        if self.pidfd is None:
-            return  # never started, or the kernel's parent-death signal has it
-        try:
-            _signal.pidfd_send_signal(self.pidfd, _signal.SIGKILL, None, _PIDFD_SIGNAL_PROCESS_GROUP)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                return  # ESRCH: the whole group is gone already
-            try:  # before Linux 6.9: the leader only; its group cannot be named safely
-                _signal.pidfd_send_signal(self.pidfd, _signal.SIGKILL)
-            except OSError:
-                pass
+        with fds.lock:
+            pidfd = self.pidfd
+            if pidfd is None:
+                return  # never started, released, or the kernel's parent-death signal has it
+            try:
+                _signal.pidfd_send_signal(pidfd, _signal.SIGKILL, None, _PIDFD_SIGNAL_PROCESS_GROUP)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    return  # ESRCH: the whole group is gone already
+                try:  # before Linux 6.9: the leader only; its group cannot be named safely
+                    _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+                except OSError:
+                    pass
 
     def send(self, frame: bytes) -> None:
         """Send one frame to the shepherd (dropped if it is already gone)."""
