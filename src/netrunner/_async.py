@@ -14,6 +14,7 @@ scope exits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
@@ -1163,8 +1164,18 @@ class Daemon(DaemonBase):
             await _abort(h, waiter, lib)
             raise
         self._begin(h)
-        self._task = lib.spawn(adrive, self._flow_supervise(), waiter, name=f"netrunner daemon {self.name}")
+        task = self._task = lib.spawn(adrive, self._flow_supervise(), waiter, name=f"netrunner daemon {self.name}")
+        task.on_done(functools.partial(self._task_ended, task))
         return self
+
+    def _task_ended(self, task: Task) -> None:
+        """The supervision task has ended. Supervision not over means its
+        flow never ran: the task was cancelled before its first step (an
+        ``asyncio.run`` or ``trio.run`` that ends right after ``start()``),
+        and a generator closed before it starts runs no ``finally``. The
+        current run is handed to its shepherd here, as the flow's end would."""
+        if self._task is task and self._state == "supervised":
+            self._over()
 
     async def stop(self, kill_timeout: float | None = None) -> None:
         """Stop the daemon for good: SIGTERM the current run's tree, wait up

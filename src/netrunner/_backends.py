@@ -58,6 +58,11 @@ class Task(Protocol):
     async def joined(self) -> None:
         """:meth:`settled`, then raise what the task raised."""
 
+    def on_done(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (in the task's thread) once the task has ended,
+        however it ended: cancelled before it ran a single step too, when
+        the coroutine never ran and none of its ``finally`` clauses did."""
+
 
 class Library(Protocol):
     name: str
@@ -100,6 +105,9 @@ class _AsyncioTask:
 
     async def joined(self) -> None:
         await asyncio.shield(self._task)
+
+    def on_done(self, callback: Callable[[], object]) -> None:
+        self._task.add_done_callback(lambda _: callback())
 
 
 class _Asyncio:
@@ -177,7 +185,7 @@ class _TrioTask:
     raises is kept for its owner, never left to trio's system nursery (which
     would crash the run); it runs in a copy of the spawner's context."""
 
-    __slots__ = ("_scope", "_ended", "_failure")
+    __slots__ = ("_scope", "_ended", "_failure", "_callbacks")
 
     def __init__(
         self, trio: Any, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...], name: str
@@ -185,6 +193,7 @@ class _TrioTask:
         self._scope = trio.CancelScope()
         self._ended = trio.Event()
         self._failure: BaseException | None = None
+        self._callbacks: list[Callable[[], object]] = []
         trio.lowlevel.spawn_system_task(self._main, trio, fn, args, name=name, context=contextvars.copy_context())
 
     async def _main(self, trio: Any, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]) -> None:
@@ -197,6 +206,8 @@ class _TrioTask:
             self._failure = exc
         finally:
             self._ended.set()
+            for callback in self._callbacks:
+                callback()
 
     def cancel(self) -> None:
         self._scope.cancel()
@@ -214,6 +225,12 @@ class _TrioTask:
         await self._ended.wait()
         if self._failure is not None:
             raise self._failure
+
+    def on_done(self, callback: Callable[[], object]) -> None:
+        if self._ended.is_set():
+            callback()
+        else:
+            self._callbacks.append(callback)
 
 
 class _Trio:

@@ -426,6 +426,20 @@ def test_daemon_stop_from_another_task(marker: str) -> None:
     trun(main)
 
 
+def test_daemon_whose_trio_run_ends_right_after_start_is_stopped(marker: str) -> None:
+    """``trio.run`` ending right after ``start()``: the supervision task is
+    cancelled before its first step, so its flow never runs (a generator
+    closed before it starts runs no ``finally``); the run is handed to its
+    shepherd all the same."""
+
+    async def main() -> None:
+        await aio.Daemon(["sleep", "1000"], kill_timeout=0.3).start()
+
+    for _ in range(3):
+        trun(main)
+        assert wait_until(lambda: not pids_with_marker(marker), timeout=5.0)
+
+
 def test_daemon_left_running_when_trio_run_ends_is_stopped(tmp_path: Path, marker: str) -> None:
     """A supervision is a system task: when ``trio.run`` ends it is cancelled,
     and the current run is handed to its shepherd, which stops the tree."""
