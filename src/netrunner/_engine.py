@@ -375,11 +375,17 @@ class Handle:
         waiter polls the socket's number any more). It is given back at
         :meth:`release`, control socket and all -- unless enough are idle
         already: then we hang up now, and it exits and is reaped as
-        before."""
-        if zygote.wants_back():
-            self.reuse = "pending"
+        before. Under the fd registry's lock, which :meth:`release` takes to
+        claim the reaping: a release in another thread comes before (it has
+        handed the pid to the reaper: the shepherd must not be kept too,
+        and is hung up) or after (it finds the shepherd to give back)."""
+        with fds.lock:
+            keep = not self.reaped and not self.closed and zygote.wants_back()
+            if keep:
+                self.reuse = "pending"
+                self.reaped = True  # by whoever takes it next, or the reaper
+        if keep:
             self.ctl_open = False
-            self.reaped = True
             _lifetime.forget(self)
             return
         try:

@@ -180,6 +180,47 @@ def test_release_from_four_threads_gives_a_shepherd_back_once() -> None:
         sys.setswitchinterval(interval)
     assert settled_fd_count() == fds_before
 
+def test_a_release_racing_the_read_of_a_reusable_exit_hands_the_shepherd_to_one_place() -> None:
+    """A stream's last wait (it reads EXITED, whose shepherd offers to serve
+    again) in one thread while another releases the stream: the shepherd
+    ends up kept idle, or handed to the reaper and reaped -- never both
+    (the reaper then waited on a number the next command's shepherd may
+    take), never neither (a zombie nobody reaps). The threads switch every
+    microsecond, so that they interleave inside the give-back and the
+    release."""
+    from conftest import own_children
+
+    from netrunner import _lifetime
+    from netrunner._io import zygote
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for i in range(iterations(400)):
+            s = netrunner.stream(["true"])
+            h = s._h
+            drive(h.flow_started())
+
+            def read_to_the_exit(h: Handle = h) -> None:
+                while h.ctl_open and not h.core.done:
+                    h.pump_control()
+
+            calls = iter([read_to_the_exit, h.release])
+            outcomes, hung = at_once(2, lambda: next(calls)())
+            s._done = True  # released above
+            assert not hung, f"iteration {i}: still running after 20 s"
+            assert [o for o in outcomes if isinstance(o, BaseException)] == [], f"iteration {i}: {outcomes!r}"
+            pid = h.shepherd_pid
+            idle = {p for p, _, _ in zygote._idle}
+            assert not (pid in idle and pid in _lifetime._detached), f"iteration {i}: idle and handed to the reaper"
+            if pid not in idle:
+                gone = wait_until(lambda: (_lifetime.reap_detached(), pid not in own_children())[1], timeout=10)
+                assert gone, f"iteration {i}: shepherd {pid} neither kept idle nor reaped"
+            assert netrunner.run(["echo", str(i)]).stdout == f"{i}\n".encode(), f"iteration {i}"
+    finally:
+        sys.setswitchinterval(interval)
+
+
 def test_reads_and_writes_racing_a_close_in_another_thread_touch_only_their_own_fds() -> None:
     """One thread reads stdout and writes stdin while another closes the
     process and a third keeps making pipes (which take the numbers that
