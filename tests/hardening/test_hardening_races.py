@@ -206,7 +206,7 @@ def test_a_release_racing_the_read_of_a_reusable_exit_hands_the_shepherd_to_one_
                     h.pump_control()
 
             calls = iter([read_to_the_exit, h.release])
-            outcomes, hung = at_once(2, lambda: next(calls)())
+            outcomes, hung = at_once(2, lambda calls=calls: next(calls)())
             s._done = True  # released above
             assert not hung, f"iteration {i}: still running after 20 s"
             assert [o for o in outcomes if isinstance(o, BaseException)] == [], f"iteration {i}: {outcomes!r}"
@@ -214,7 +214,7 @@ def test_a_release_racing_the_read_of_a_reusable_exit_hands_the_shepherd_to_one_
             idle = {p for p, _, _ in zygote._idle}
             assert not (pid in idle and pid in _lifetime._detached), f"iteration {i}: idle and handed to the reaper"
             if pid not in idle:
-                gone = wait_until(lambda: (_lifetime.reap_detached(), pid not in own_children())[1], timeout=10)
+                gone = wait_until(lambda pid=pid: (_lifetime.reap_detached(), pid not in own_children())[1], timeout=10)
                 assert gone, f"iteration {i}: shepherd {pid} neither kept idle nor reaped"
             assert netrunner.run(["echo", str(i)]).stdout == f"{i}\n".encode(), f"iteration {i}"
     finally:
