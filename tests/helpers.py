@@ -4,11 +4,12 @@ nothing here sleeps to decide correctness."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from conftest import helper_pids, own_children, pids_with_marker, wait_until
@@ -25,6 +26,7 @@ __all__ = [
     "rss_bytes",
     "settled_fd_count",
     "stray_children",
+    "switching_often",
     "wait_until",
 ]
 
@@ -197,3 +199,16 @@ def at_once(
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     return outcomes, sum(t.is_alive() for t in threads)
+
+
+@contextlib.contextmanager
+def switching_often() -> Iterator[None]:
+    """Threads switch every microsecond inside the block (instead of every
+    5 ms): racing threads interleave inside the calls they race, not only
+    between them."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)

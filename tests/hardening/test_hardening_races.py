@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 from _stress import iterations
 from conftest import wait_until
-from helpers import at_once, py
+from helpers import at_once, py, switching_often
 from helpers_aio import arun
 
 import netrunner
@@ -161,9 +160,7 @@ def test_release_from_four_threads_gives_a_shepherd_back_once() -> None:
     from helpers import settled_fd_count
 
     fds_before = settled_fd_count()
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with switching_often():
         for i in range(iterations(400)):
             s = netrunner.stream(["true"])
             h = s._h
@@ -176,9 +173,8 @@ def test_release_from_four_threads_gives_a_shepherd_back_once() -> None:
                 assert netrunner.run(["echo", str(i)]).stdout == f"{i}\n".encode(), f"iteration {i}"
             except netrunner.ShepherdError as exc:
                 raise AssertionError(f"iteration {i}: the next command: ShepherdError: {exc}") from exc
-    finally:
-        sys.setswitchinterval(interval)
     assert settled_fd_count() == fds_before
+
 
 def test_a_release_racing_the_read_of_a_reusable_exit_hands_the_shepherd_to_one_place() -> None:
     """A stream's last wait (it reads EXITED, whose shepherd offers to serve
@@ -193,9 +189,7 @@ def test_a_release_racing_the_read_of_a_reusable_exit_hands_the_shepherd_to_one_
     from netrunner import _lifetime
     from netrunner._io import zygote
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with switching_often():
         for i in range(iterations(400)):
             s = netrunner.stream(["true"])
             h = s._h
@@ -217,8 +211,6 @@ def test_a_release_racing_the_read_of_a_reusable_exit_hands_the_shepherd_to_one_
                 gone = wait_until(lambda pid=pid: (_lifetime.reap_detached(), pid not in own_children())[1], timeout=10)
                 assert gone, f"iteration {i}: shepherd {pid} neither kept idle nor reaped"
             assert netrunner.run(["echo", str(i)]).stdout == f"{i}\n".encode(), f"iteration {i}"
-    finally:
-        sys.setswitchinterval(interval)
 
 
 def test_reads_and_writes_racing_a_close_in_another_thread_touch_only_their_own_fds() -> None:
@@ -228,8 +220,6 @@ def test_reads_and_writes_racing_a_close_in_another_thread_touch_only_their_own_
     writer its own stdin closed -- never EBADF, never a byte of another
     file, and no other pipe loses a byte. The threads switch every
     microsecond, so that they interleave inside the reads and the close."""
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
     stop_making = threading.Event()
     stolen: list[str] = []
 
@@ -248,42 +238,43 @@ def test_reads_and_writes_racing_a_close_in_another_thread_touch_only_their_own_
                 os.close(r)
                 os.close(w)
 
-    maker = threading.Thread(target=make_pipes, daemon=True)
-    maker.start()
-    try:
-        for i in range(iterations(300)):
-            p = netrunner.start(["cat"], kill_timeout=1)
-            errors: list[BaseException] = []
-            seen: list[bytes] = []
+    with switching_often():
+        maker = threading.Thread(target=make_pipes, daemon=True)
+        maker.start()
+        try:
+            for i in range(iterations(300)):
+                p = netrunner.start(["cat"], kill_timeout=1)
+                errors: list[BaseException] = []
+                seen: list[bytes] = []
 
-            def use(p: netrunner.Process[bytes] = p, errors: list[BaseException] = errors,
-                    seen: list[bytes] = seen) -> None:
-                try:
-                    while True:
-                        try:
-                            p.write(b"ours\n")
-                        except (netrunner.StdinClosed, BrokenPipeError):
-                            pass
-                        data = p.read(65536, timeout=5)
-                        if not data:
-                            return
-                        seen.append(data)
-                except BaseException as exc:
-                    errors.append(exc)
+                def use(p: netrunner.Process[bytes] = p, errors: list[BaseException] = errors,
+                        seen: list[bytes] = seen) -> None:
+                    try:
+                        while True:
+                            try:
+                                p.write(b"ours\n")
+                            except (netrunner.StdinClosed, BrokenPipeError):
+                                pass
+                            data = p.read(65536, timeout=5)
+                            if not data:
+                                return
+                            seen.append(data)
+                    except BaseException as exc:
+                        errors.append(exc)
 
-            t = threading.Thread(target=use, daemon=True)
-            t.start()
-            time.sleep(0.0002 * (i % 10))
-            p.close()
-            t.join(timeout=20)
-            assert not t.is_alive(), f"iteration {i}: the reader still runs 20 s after close()"
-            assert not errors, f"iteration {i}: {errors!r}"
-            assert set(b"".join(seen)) <= set(b"ours\n"), f"iteration {i}: read {b''.join(seen)[:80]!r}"
-            assert not stolen, f"iteration {i}: {stolen[0]}"
-    finally:
-        stop_making.set()
-        maker.join(timeout=10)
-        sys.setswitchinterval(interval)
+                t = threading.Thread(target=use, daemon=True)
+                t.start()
+                time.sleep(0.0002 * (i % 10))
+                p.close()
+                t.join(timeout=20)
+                assert not t.is_alive(), f"iteration {i}: the reader still runs 20 s after close()"
+                assert not errors, f"iteration {i}: {errors!r}"
+                assert set(b"".join(seen)) <= set(b"ours\n"), f"iteration {i}: read {b''.join(seen)[:80]!r}"
+                assert not stolen, f"iteration {i}: {stolen[0]}"
+        finally:
+            stop_making.set()
+            maker.join(timeout=10)
+
 
 def test_stop_from_six_threads_while_exiting() -> None:
     """stop() called by 6 threads at once on a command that exits at that

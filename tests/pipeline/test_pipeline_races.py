@@ -10,14 +10,13 @@ import asyncio
 import functools
 import random
 import signal
-import sys
 import threading
 import time
 
 import pytest
 from _stress import iterations
 from conftest import pids_with_marker
-from helpers import at_once, settled_fd_count
+from helpers import at_once, settled_fd_count, switching_often
 
 import netrunner
 import netrunner.aio
@@ -96,9 +95,7 @@ def test_a_pipeline_closed_from_several_threads_closes_each_fd_once() -> None:
     closes what reused it), and no fd of ours is left open. The threads
     switch every microsecond, so that they interleave inside the releases."""
     fds_before = settled_fd_count()
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with switching_often():
         for i in range(iterations(300)):
             p = netrunner.start(pipe(["sleep", "0.002"], ["cat"]), kill_timeout=1)
             if i % 2:
@@ -106,8 +103,6 @@ def test_a_pipeline_closed_from_several_threads_closes_each_fd_once() -> None:
             outcomes, hung = at_once(4, p.close, action=functools.partial(time.sleep, 0.0005 * (i % 6)))
             assert not hung, f"iteration {i}: close() still running after 20 s"
             assert outcomes == [None] * 4, f"iteration {i}: {outcomes!r}"
-    finally:
-        sys.setswitchinterval(interval)
     assert settled_fd_count() == fds_before
 
 def test_timeout_at_the_moment_of_exit() -> None:
