@@ -126,9 +126,15 @@ def helper_pids() -> set[int]:
 
 
 @pytest.fixture(autouse=True)
-def marker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A unique marker in the environment; after the test, assert no survivors
-    and no shepherd or command left as a child of this process."""
+def marker(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A unique marker in the environment; after the test, assert no survivors,
+    no shepherd or command left as a child of this process, and no fd of
+    netrunner's closed by anyone else, nor one not its own closed by it
+    (``fd_guard``)."""
+    import fd_guard
+
+    fd_guard.install()
+    fd_guard.take()  # what a test before found is that test's
     value = uuid.uuid4().hex
     before = own_children()
     monkeypatch.setenv(MARKER_VAR, value)
@@ -149,6 +155,9 @@ def marker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     del extra
     stray = own_children() - before - helper_pids()
     assert not stray, f"child processes (shepherds?) left unreaped: {sorted(stray)}"
+    fd_findings = fd_guard.take() + fd_guard.changed_since_registered()
+    if request.node.get_closest_marker("breaks_netrunner_fds") is None:
+        assert not fd_findings, "netrunner's fds were mishandled:\n" + "\n".join(fd_findings)
 
 
 @pytest.fixture

@@ -114,6 +114,7 @@ def _shepherd_gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.breaks_netrunner_fds
 def test_a_control_socket_that_fails_is_named_and_the_command_stopped(marker: str) -> None:
     """Reading the control socket fails with an error that is not a hang-up
     (here its number was made to name /dev/null behind netrunner's back):
