@@ -58,7 +58,7 @@ from ._core.output import Backlog, Capture, Decoder, InputSource, Tail, cut_head
 from ._core.state import Phase, ProcessCore
 from ._errors import ShepherdError
 from ._io import attrs as read_attrs
-from ._io import cgroup, fds, zygote
+from ._io import cgroup, fds, seqpacket, zygote
 from ._options import Options, exec_paths
 from ._results import Stats
 
@@ -313,10 +313,10 @@ class Handle:
                 try:
                     if core.phase is Phase.STARTING:  # STARTED brings the pidfd
                         with fds.lock:
-                            record, ancillary, _, _ = ctl.recvmsg(_RECORD_ROOM, _ANCILLARY, _CMSG_CLOEXEC)
+                            record, ancillary = seqpacket.receive(ctl, _RECORD_ROOM, _ANCILLARY, _CMSG_CLOEXEC)
                             received = _adopt(_fds_of(ancillary)) if ancillary else []
                     else:  # no other record carries fds (any would be closed by the kernel)
-                        record, received = ctl.recv(_RECORD_ROOM), []
+                        record, received = seqpacket.receive(ctl, _RECORD_ROOM)[0], []
                 except BlockingIOError:
                     return
                 except ConnectionResetError:

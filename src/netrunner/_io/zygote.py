@@ -48,7 +48,7 @@ from typing import Any
 from .._core import codec, wire
 from .._core.attrs import SHARED_UMASK, Attrs
 from .._errors import ShepherdError
-from . import attrs, fds
+from . import attrs, fds, seqpacket
 from .shepherd import find_shepherd, find_spawn_library
 
 __all__ = ["take_shepherd", "take_back", "wants_back", "replenish", "current_pid", "helper_pids", "shutdown"]
@@ -150,7 +150,7 @@ class _Zygote:
 
     def _receive(self) -> codec.Event:
         try:
-            record = self.sock.recv(wire.MAX_RECORD)
+            record = seqpacket.receive(self.sock, wire.MAX_RECORD)[0]
         except TimeoutError:
             raise ShepherdError("the netrunner zygote did not answer") from None
         except OSError as exc:
