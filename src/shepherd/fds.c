@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include "rawsys.h"
 
@@ -46,4 +47,16 @@ void nr_close_from(int lowfd)
               : 65536;
     for (long fd = lowfd; fd < max; fd++)
         nr_sys1(SYS_close, fd);
+}
+
+ssize_t nr_recv_record(int sock, struct msghdr *msg, int flags)
+{
+    size_t room = msg->msg_controllen;
+    ssize_t n = recvmsg(sock, msg, flags);
+
+    if (n == 0) {
+        msg->msg_controllen = room; /* the first receive set it to what came */
+        n = recvmsg(sock, msg, flags);
+    }
+    return n;
 }

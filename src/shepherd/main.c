@@ -178,18 +178,12 @@ static int serve(int sock)
         ssize_t n;
         pid_t pid;
 
-        /* An end of file is believed when read twice: see receive() in
-         * shepherd.c (a blocking receive narrows that window, but does not
-         * close it). */
-        n = 0;
-        for (int attempt = 0; attempt < 2 && n == 0; attempt++) {
-            memset(&msg, 0, sizeof msg);
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.bytes;
-            msg.msg_controllen = sizeof control.bytes;
-            n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-        }
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.bytes;
+        msg.msg_controllen = sizeof control.bytes;
+        n = nr_recv_record(sock, &msg, MSG_CMSG_CLOEXEC);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)

@@ -225,14 +225,8 @@ static int64_t now_ms(void)
 }
 
 /* Receive one record and the fds that came with it (at most max_fds kept;
- * any more are closed and reported as a count above max_fds).
- *
- * An end of file is believed only when a second receive reports it too. A
- * non-blocking SOCK_SEQPACKET receive takes a record from the queue and,
- * finding none, then checks for the peer's hang-up: a peer that queues its
- * last record and closes between the two steps gets that record reported as
- * the end of file. The record was queued before the hang-up was recorded,
- * so the next receive finds it. */
+ * any more are closed and reported as a count above max_fds). An end of
+ * file is believed only when read twice (nr_recv_record). */
 static ssize_t receive(int sock, unsigned char *buf, size_t len, int *fds, int max_fds, int *nfds, int *flags)
 {
     union {
@@ -241,17 +235,15 @@ static ssize_t receive(int sock, unsigned char *buf, size_t len, int *fds, int m
     } control;
     struct iovec iov = {.iov_base = buf, .iov_len = len};
     struct msghdr msg;
-    ssize_t n = 0;
+    ssize_t n;
 
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof control.bytes;
     *nfds = 0;
-    for (int attempt = 0; attempt < 2 && n == 0; attempt++) {
-        memset(&msg, 0, sizeof msg);
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.bytes;
-        msg.msg_controllen = sizeof control.bytes;
-        n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    }
+    n = nr_recv_record(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0)
         return n;
     *flags = msg.msg_flags;

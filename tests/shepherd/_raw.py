@@ -68,10 +68,15 @@ def send_spawn(sock: socket.socket, argv: list[bytes], *, env: list[bytes] | Non
 
 
 def recv_record(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """One record and the fds that came with it (close-on-exec)."""
+    """One record and the fds that came with it (close-on-exec); ``b""`` at
+    an end of file read twice (see ``netrunner._io.seqpacket``: the kernel
+    can report one with the peer's last record still queued)."""
     fds = array.array("i")
-    record, anc, flags, _ = sock.recvmsg(wire.MAX_RECORD, socket.CMSG_SPACE(8 * fds.itemsize),
-                                         socket.MSG_CMSG_CLOEXEC)
+    for _ in range(2):
+        record, anc, flags, _ = sock.recvmsg(wire.MAX_RECORD, socket.CMSG_SPACE(8 * fds.itemsize),
+                                             socket.MSG_CMSG_CLOEXEC)
+        if record:
+            break
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])

@@ -14,7 +14,8 @@ is therefore believed only when a second receive reports it too.
 The sockets read here are non-blocking, or have a timeout (non-blocking
 underneath). A blocking receive looks at the queue once more before it
 reports a hang-up, which narrows the window without closing it; the
-shepherd and the zygote read twice too (``receive()`` in ``shepherd.c``).
+shepherd and the zygote read twice too (``nr_recv_record`` in the
+shepherd's ``fds.c``).
 """
 
 from __future__ import annotations
