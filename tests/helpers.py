@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from conftest import helper_pids, own_children, pids_with_marker, wait_until
@@ -178,21 +178,30 @@ def in_forked_child(body: Callable[[], bytes]) -> bytes:
 def at_once(
     n: int, call: Callable[[], Any], *, action: Callable[[], None] | None = None, timeout: float = 20.0
 ) -> tuple[list[Any], int]:
-    """Run ``call()`` in ``n`` threads released together by a barrier
-    (``action`` runs once as they are released: a delay that varies the
-    phase). Returns what each call returned or raised, in the order they
-    finished, and how many calls were still running after ``timeout`` s."""
-    barrier = threading.Barrier(n, action=action)
+    """Run ``call()`` in ``n`` threads released together: see
+    :func:`each_at_once`."""
+    return each_at_once([call] * n, action=action, timeout=timeout)
+
+
+def each_at_once(
+    calls: Sequence[Callable[[], Any]], *, action: Callable[[], None] | None = None, timeout: float = 20.0
+) -> tuple[list[Any], int]:
+    """Run each of ``calls`` in a thread of its own, the threads released
+    together by a barrier (``action`` runs once as they are released: a
+    delay that varies the phase). Returns what each call returned or
+    raised, in the order they finished, and how many calls were still
+    running after ``timeout`` s."""
+    barrier = threading.Barrier(len(calls), action=action)
     outcomes: list[Any] = []
 
-    def run() -> None:
+    def run(call: Callable[[], Any]) -> None:
         barrier.wait()
         try:
             outcomes.append(call())
         except BaseException as exc:
             outcomes.append(exc)
 
-    threads = [threading.Thread(target=run, daemon=True) for _ in range(n)]
+    threads = [threading.Thread(target=run, args=(call,), daemon=True) for call in calls]
     for t in threads:
         t.start()
     deadline = time.monotonic() + timeout

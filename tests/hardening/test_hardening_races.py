@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from _stress import iterations
 from conftest import wait_until
-from helpers import at_once, py, switching_often
+from helpers import at_once, each_at_once, py, switching_often
 from helpers_aio import arun
 
 import netrunner
@@ -189,6 +189,10 @@ def test_a_release_racing_the_read_of_a_reusable_exit_hands_the_shepherd_to_one_
     from netrunner import _lifetime
     from netrunner._io import zygote
 
+    def reaped(pid: int) -> bool:
+        _lifetime.reap_detached()  # as each new command does first
+        return pid not in own_children()
+
     with switching_often():
         for i in range(iterations(400)):
             s = netrunner.stream(["true"])
@@ -199,8 +203,7 @@ def test_a_release_racing_the_read_of_a_reusable_exit_hands_the_shepherd_to_one_
                 while h.ctl_open and not h.core.done:
                     h.pump_control()
 
-            calls = iter([read_to_the_exit, h.release])
-            outcomes, hung = at_once(2, lambda calls=calls: next(calls)())
+            outcomes, hung = each_at_once([read_to_the_exit, h.release])
             s._done = True  # released above
             assert not hung, f"iteration {i}: still running after 20 s"
             assert [o for o in outcomes if isinstance(o, BaseException)] == [], f"iteration {i}: {outcomes!r}"
@@ -208,8 +211,9 @@ def test_a_release_racing_the_read_of_a_reusable_exit_hands_the_shepherd_to_one_
             idle = {p for p, _, _ in zygote._idle}
             assert not (pid in idle and pid in _lifetime._detached), f"iteration {i}: idle and handed to the reaper"
             if pid not in idle:
-                gone = wait_until(lambda pid=pid: (_lifetime.reap_detached(), pid not in own_children())[1], timeout=10)
-                assert gone, f"iteration {i}: shepherd {pid} neither kept idle nor reaped"
+                assert wait_until(lambda pid=pid: reaped(pid), timeout=10), (
+                    f"iteration {i}: shepherd {pid} neither kept idle nor reaped"
+                )
             assert netrunner.run(["echo", str(i)]).stdout == f"{i}\n".encode(), f"iteration {i}"
 
 
