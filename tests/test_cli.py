@@ -544,6 +544,32 @@ def test_a_stop_of_the_job_needs_one_fg_and_the_command_reads(case: str, marker:
     assert status == 0
 
 
+def _session_snapshot(leader: int, master: int) -> str:
+    """What the processes of ``leader``'s session are doing (a job that
+    neither ended nor stopped: which of them is stopped, or asleep where),
+    and which group has the terminal: for the message of a failed test."""
+    lines = []
+    try:
+        lines.append(f"terminal's foreground group: {os.tcgetpgrp(master)}")
+    except OSError as exc:
+        lines.append(f"terminal's foreground group: {exc}")
+    for entry in sorted(os.listdir("/proc"), key=lambda e: (not e.isdigit(), e.zfill(10))):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/wchan") as f:
+                wchan = f.read() or "-"
+        except OSError:
+            continue  # gone meanwhile
+        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        state, ppid, pgrp, sid = rest[0], rest[1], rest[2], rest[3]
+        if sid == str(leader):
+            lines.append(f"pid {entry} ppid {ppid} group {pgrp} state {state} wchan {wchan} ({comm})")
+    return "\n".join(lines)
+
+
 def _read_to_the_end(master: int, timeout: float = 15.0) -> bytes:
     """Everything a PTY's master reads until the last slave fd is closed (EIO)."""
     buf = b""

@@ -382,7 +382,7 @@ def test_ctrl_z_at_any_moment_of_the_start_stops_the_job(marker: str) -> None:
     with the handover once undid a Ctrl-Z typed in that instant, and a
     Ctrl-Z that reached the CLI stopped it alone.) The command forks
     nothing (see the vfork note in test_cli.py's Ctrl-Z test)."""
-    from test_cli import PY, _job, _read_to_the_end, read_until
+    from test_cli import PY, _job, _read_to_the_end, _session_snapshot, read_until
 
     handover = 0.2  # seconds from `job started` to the handover, as last seen
     for i in range(iterations(20)):
@@ -397,8 +397,16 @@ def test_ctrl_z_at_any_moment_of_the_start_stops_the_job(marker: str) -> None:
                 if not handed and os.tcgetpgrp(master) != cli_group:
                     handed, handover = True, now - start
                     typed_at = min(typed_at, now + 0.0002 * (i % 10))
+            typed = time.monotonic()
             os.write(master, b"\x1a")
-            out += _read_to_the_end(master)
+            try:
+                out += _read_to_the_end(master)
+            except AssertionError as exc:
+                seen = f"after the handover, seen at {handover:.4f} s" if handed else "with no handover seen yet"
+                raise AssertionError(
+                    f"iteration {i}: Ctrl-Z typed {typed - start:.4f} s after `job started`, {seen}: {exc}\n"
+                    + _session_snapshot(pid, master)
+                ) from None
         finally:
             os.close(master)
             _, status = os.waitpid(pid, 0)
