@@ -561,12 +561,14 @@ def _session_snapshot(leader: int, master: int) -> str:
                 stat = f.read()
             with open(f"/proc/{entry}/wchan") as f:
                 wchan = f.read() or "-"
+            with open(f"/proc/{entry}/status") as f:
+                masks = " ".join(line.replace("\t", "") for line in f.read().splitlines() if line.startswith("Sig"))
         except OSError:
             continue  # gone meanwhile
         comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
         state, ppid, pgrp, sid = rest[0], rest[1], rest[2], rest[3]
         if sid == str(leader):
-            lines.append(f"pid {entry} ppid {ppid} group {pgrp} state {state} wchan {wchan} ({comm})")
+            lines.append(f"pid {entry} ppid {ppid} group {pgrp} state {state} wchan {wchan} ({comm}) {masks}")
     return "\n".join(lines)
 
 
