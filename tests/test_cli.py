@@ -553,9 +553,7 @@ def _session_snapshot(leader: int, master: int) -> str:
         lines.append(f"terminal's foreground group: {os.tcgetpgrp(master)}")
     except OSError as exc:
         lines.append(f"terminal's foreground group: {exc}")
-    for entry in sorted(os.listdir("/proc"), key=lambda e: (not e.isdigit(), e.zfill(10))):
-        if not entry.isdigit():
-            continue
+    for entry in sorted((e for e in os.listdir("/proc") if e.isdigit()), key=int):
         try:
             with open(f"/proc/{entry}/stat") as f:
                 stat = f.read()

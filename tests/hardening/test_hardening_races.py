@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from _stress import iterations
 from conftest import wait_until
-from helpers import at_once, each_at_once, py, switching_often
+from helpers import at_once, each_at_once, py, status_field, switching_often
 from helpers_aio import arun
 
 import netrunner
@@ -392,13 +392,10 @@ def _build_tool_in_group(cli: int) -> bool:
         return False  # the CLI has exited
     for child in children:
         try:
-            with open(f"/proc/{child}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{child}/status") as f:
-                ignored = next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+            group = os.getpgid(int(child))
+            ignored = int(status_field(child, "SigIgn"), 16)
         except (FileNotFoundError, ProcessLookupError):
             continue  # gone meanwhile
-        group = int(stat[stat.rindex(")") + 2 :].split()[2])
         if group == cli and ignored & _TERMINAL_STOP_BITS != _TERMINAL_STOP_BITS:
             return True
     return False

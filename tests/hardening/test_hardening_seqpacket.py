@@ -84,7 +84,7 @@ def _one_collision(ctl: socket.socket, use_recvmsg: bool) -> tuple[list[bytes], 
         raise AssertionError("the peer neither sent its record nor hung up within 10 s")
     finally:
         ours.close()
-        theirs.close()
+        theirs.close()  # when the send failed; a socket object closes once
 
 
 @pytest.mark.slow
