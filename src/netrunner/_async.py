@@ -102,17 +102,23 @@ class _AsyncInput:
     a background task (``Library.spawn``): the next item is taken only once
     the last one is written, so the source is consumed as the command reads.
     When the command stops reading, the rest is dropped; the source is closed
-    at the end (``aclose``: an ``aio.Stream``'s tree is stopped). The task
+    at the end (``aclose``: an ``aio.Stream``'s tree is stopped), by
+    :meth:`finish` if the task was cancelled before its first step. The task
     never outlives the command's ``run``/``Stream``: every way out of them
     ends it (:meth:`finish`, :meth:`abandon`) and waits for its end; a
     dropped ``Stream`` ends it through :meth:`dropped`."""
 
-    __slots__ = ("_h", "_waiter", "_lib", "_task", "_closing", "_soon", "_dropped")
+    __slots__ = ("_h", "_waiter", "_lib", "_task", "_closing", "_soon", "_dropped", "_source", "_started")
 
     def __init__(self, source: Any, h: Handle, waiter: Waiter, lib: Library) -> None:
         self._h = h
         self._waiter = waiter
         self._lib = lib
+        #: Kept until the task has run a step: an asyncio task cancelled
+        #: before its first step never runs its coroutine, whose ``finally``
+        #: would have closed the source; finish() closes it then.
+        self._source: Any = source
+        self._started = False
         #: The task is in its cleanup (closing the source, which may stop a
         #: stream's tree): finish() waits for it instead of cancelling it.
         #: Under asyncio ``shielded()`` shields nothing, and a cancellation
@@ -124,6 +130,8 @@ class _AsyncInput:
         self._task: Task = lib.spawn(self._feed, source, name=f"netrunner input of {h.args[0]!r}")
 
     async def _feed(self, source: Any) -> None:
+        self._started = True
+        self._source = None  # the coroutine closes it from now on
         try:
             await self._write_all(source)
         except Exception as exc:
@@ -151,15 +159,20 @@ class _AsyncInput:
             h.send(codec.encode_stop(None))
             raise
         finally:
-            self._closing = True
-            fd = h.stdin_fd
-            if fd is not None:
-                self._waiter.forget(fd)
-                h.close_stdin()
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                with self._lib.shielded():
-                    await aclose()
+            await self._close(source)
+
+    async def _close(self, source: Any) -> None:
+        """The end of feeding: the command's stdin closed, the source too."""
+        self._closing = True
+        h = self._h
+        fd = h.stdin_fd
+        if fd is not None:
+            self._waiter.forget(fd)
+            h.close_stdin()
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            with self._lib.shielded():
+                await aclose()
 
     async def finish(self) -> None:
         """The tree is gone: stop feeding; raise what the source raised."""
@@ -168,6 +181,9 @@ class _AsyncInput:
             task.cancel()
         with self._lib.shielded():
             await task.settled()
+            if not self._started:  # cancelled before its first step
+                source, self._source = self._source, None
+                await self._close(source)
         failure = task.failure()
         if failure is not None:
             raise failure

@@ -311,6 +311,42 @@ async def test_a_cancelled_run_with_async_input_stops_the_tree_and_closes_the_so
     assert not pids_with_marker(marker)
 
 
+class _Endless:
+    """An async iterator that never yields, and counts its ``aclose`` calls."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def __aiter__(self) -> _Endless:
+        return self
+
+    async def __anext__(self) -> bytes:
+        await anyio.sleep(1000)
+        return b"never\n"
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+async def test_a_stream_closed_before_its_input_task_ran_closes_the_source(marker: str) -> None:
+    """Entered and left with no await between: under asyncio the feeding
+    task is cancelled before its first step, so its coroutine (and the
+    ``finally`` that closes the source) never runs; the close comes from
+    the stream's end instead. An ``aio.Stream`` source that runs is
+    stopped by that close."""
+    source = _Endless()
+    async with aio.stream(["cat"], input=source):
+        pass
+    assert source.closed == 1
+
+    upstream = aio.stream(["sh", "-c", "trap '' PIPE; while :; do echo y; done"], check=False)
+    assert await upstream.__anext__()  # started: its tree runs
+    async with aio.stream(["cat"], input=upstream):
+        pass
+    # ``upstream`` is still referenced: no finalizer stopped it
+    assert not pids_with_marker(marker), "the upstream tree outlived the stream that took it as input"
+
+
 # --------------------------------------------------------------- Daemon
 
 
