@@ -469,6 +469,9 @@ STOPS_AT_THE_ZYGOTES_START = (
     "    while not done.is_set():\n"
     "        os.killpg(0, signal.SIGTSTP)  # Ctrl-Z, again and again\n"
     "threading.Thread(target=storm, daemon=True).start()\n"
+    "if sys.argv[1] == 'vfork':  # neither starter can clone3: subprocess starts the zygote\n"
+    "    exec(sys.argv[2])\n"
+    "    print('clone3 refused' if refused else 'clone3 allowed', flush=True)\n"
     "try:\n"
     "    print('ran', netrunner.run(['true']).returncode, flush=True)\n"
     "finally:\n"
@@ -476,7 +479,7 @@ STOPS_AT_THE_ZYGOTES_START = (
 )
 
 
-@pytest.mark.parametrize("starter", ["clone3", "posix_spawn"])
+@pytest.mark.parametrize("starter", ["clone3", "posix_spawn", "vfork"])
 def test_ctrl_z_as_the_zygote_starts_stops_nothing(starter: str, marker: str) -> None:
     """SIGTSTP sent to the process group of a program that handles it, over
     and over, while netrunner starts its zygote. The zygote is made in that
@@ -485,14 +488,20 @@ def test_ctrl_z_as_the_zygote_starts_stops_nothing(starter: str, marker: str) ->
     exec in an uninterruptible sleep (the clone shares its memory) or for a
     hello that never comes -- Ctrl-Z hung the terminal. The zygote's
     start holds the stop signals off and drops them. The program runs in a
-    group of its own in our session (not orphaned: stop signals work)."""
+    group of its own in our session (not orphaned: stop signals work).
+    ``vfork``: clone3 refused by a seccomp filter, so the zygote is started
+    by ``subprocess``, whose child resets the program's handler before its
+    exec."""
     import subprocess
 
     from helpers import PY
+    from test_hardening_seccomp import CLONE3_REFUSED
 
+    expected = b"clone3 refused\nran 0\n" if starter == "vfork" else b"ran 0\n"
     for i in range(iterations(10)):
         proc = subprocess.Popen(
-            [PY, "-c", STOPS_AT_THE_ZYGOTES_START, starter], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [PY, "-c", STOPS_AT_THE_ZYGOTES_START, starter, CLONE3_REFUSED],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             preexec_fn=os.setpgrp,  # a group of its own in our session
         )
         try:
@@ -501,4 +510,4 @@ def test_ctrl_z_as_the_zygote_starts_stops_nothing(starter: str, marker: str) ->
             os.killpg(proc.pid, signal.SIGKILL)  # the group this test made
             out, _ = proc.communicate()
             raise AssertionError(f"iteration {i}: hung; {out!r}") from None
-        assert out == b"ran 0\n" and proc.returncode == 0, f"iteration {i}: {proc.returncode} {out!r}"
+        assert out == expected and proc.returncode == 0, f"iteration {i}: {proc.returncode} {out!r}"

@@ -283,13 +283,24 @@ def _load_starter() -> Any:
 def _spawn_with_vfork(path: str, sock_fd: int, env: dict[str, str]) -> int:
     """Start the zygote through ``subprocess`` (vfork and exec, fds closed but
     its socket, which it moves to 3 itself; it also resets every signal and
-    makes its own process group). netrunner reaps it, not ``subprocess``."""
+    makes its own process group). netrunner reaps it, not ``subprocess``.
+
+    The terminal's stop signals are blocked in this thread meanwhile, so
+    the child inherits them blocked through its exec, as the other
+    starters hand them: until then it is in our process group, and a
+    Ctrl-Z that stopped it before its exec would leave this thread in
+    ``vfork`` for good. The zygote drops one still pending; one meant for
+    us is delivered here when the mask is restored."""
     import subprocess
 
-    proc = subprocess.Popen(
-        [path, "--zygote", str(sock_fd)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        pass_fds=(sock_fd,), env=env,
-    )
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINAL_STOPS)
+    try:
+        proc = subprocess.Popen(
+            [path, "--zygote", str(sock_fd)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            pass_fds=(sock_fd,), env=env,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     proc.returncode = 0  # ours to reap: keep subprocess from warning about, or reaping, it
     return proc.pid
 
