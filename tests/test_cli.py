@@ -544,6 +544,93 @@ def test_a_stop_of_the_job_needs_one_fg_and_the_command_reads(case: str, marker:
     assert status == 0
 
 
+# A shell whose job is orphaned under it: the job's leader (a wrapper, as a
+# script that runs the CLI would be) gives the job the terminal, starts the
+# CLI in the job's group and exits once the CLI has handed the terminal to
+# the command. No process of the CLI's group then has a parent in another
+# group of the session: the group is orphaned, and the kernel drops every
+# stop signal sent to it. The shell takes the terminal back, says so, and
+# waits for a line typed (the test's, at the end).
+ORPHANING_SHELL = (
+    "import os, signal, sys, time\n"
+    "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
+    "cli = sys.argv[1:]\n"
+    "wrapper = os.fork()\n"
+    "if wrapper == 0:\n"
+    "    os.setpgid(0, 0)\n"
+    "    os.tcsetpgrp(0, os.getpgrp())\n"
+    "    signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
+    "    if os.fork() == 0:\n"
+    "        os.execv(cli[0], cli)\n"
+    "    while os.tcgetpgrp(0) == os.getpgrp():  # until the CLI hands the terminal over\n"
+    "        time.sleep(0.005)\n"
+    "    os._exit(0)\n"
+    "try:\n"
+    "    os.setpgid(wrapper, wrapper)\n"
+    "except PermissionError:\n"
+    "    pass\n"
+    "os.tcsetpgrp(0, wrapper)\n"
+    "os.waitpid(wrapper, 0)\n"
+    "os.tcsetpgrp(0, os.getpgrp())\n"
+    "print('shell has the terminal', flush=True)\n"
+    "sys.stdin.readline()\n"
+)
+
+# A command of an orphaned job that stops: (the command, the CLI's exit code,
+# what the command printed, the stats' reason).
+ORPHANED_STOPS = {
+    # It reads the terminal from the background (the shell took it back):
+    # stopped by SIGTTIN. Continued, it would stop so again and again (an
+    # orphan's read gets EIO instead). It is hung up, as the kernel hangs up
+    # an orphaned group with a stopped member.
+    "reads-the-terminal": (
+        "while os.tcgetpgrp(0) == os.getpgrp():\n"
+        "    time.sleep(0.01)  # until the shell took the terminal back\n"
+        "print('got', input(), flush=True)\n",
+        128 + signal.SIGHUP, b"", "signal",
+    ),
+    # It stops itself by SIGTSTP: a stop the job cannot follow, dropped for
+    # the command as the kernel drops it for the job: it goes on.
+    "stopped-by-sigtstp": (
+        "os.kill(os.getpid(), signal.SIGTSTP)\n"
+        "print('went on', flush=True)\n",
+        0, b"went on", "exit",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ORPHANED_STOPS))
+def test_a_stop_in_an_orphaned_job_neither_spins_nor_hangs(case: str, tmp_path: Path, marker: str) -> None:
+    """The CLI follows a command's stop by stopping its own job; in an
+    orphaned job the kernel drops that stop at once. Continuing a command
+    stopped by the terminal then looped for good (stopped again at once,
+    the CLI at 100% of a CPU); the stop is now seen dropped, and the
+    command goes on, or is hung up."""
+    code, exit_code, printed, reason = ORPHANED_STOPS[case]
+    stats = tmp_path / "stats.json"
+    pid, master = os.forkpty()
+    if pid == 0:  # pragma: no cover - the child execs at once
+        os.execv(PY, [PY, "-c", ORPHANING_SHELL, *MODULE, "run", "--stats-json", str(stats), "--", PY, "-c",
+                      "import os, signal, time\n" + code])
+    try:
+        out = read_until(master, b"shell has the terminal")
+        deadline = time.monotonic() + 15
+        while not stats.exists() or not stats.read_text().endswith("}\n"):
+            assert time.monotonic() < deadline, f"the CLI did not end: {out!r}\n" + _session_snapshot(pid, master)
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if ready:
+                out += os.read(master, 65536)
+        os.write(master, b"\n")  # the shell may go
+        out += _read_to_the_end(master)
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    got = json.loads(stats.read_text())
+    assert (got["exit_code"], got["reason"]) == (exit_code, reason), (got, out)
+    assert printed in out, out
+
+
 def _session_snapshot(leader: int, master: int) -> str:
     """What the processes of ``leader``'s session are doing (a job that
     neither ended nor stopped: which of them is stopped, or asleep where),

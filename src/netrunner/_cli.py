@@ -331,6 +331,7 @@ class _Runner:
         self.stops = 0  # the command's stops acted on (S_STOPPED)
         self.background = False  # continued by `bg` after a stop: the terminal is the shell's
         self.tstp_waits = False  # a SIGTSTP came before the command exec'd: sent once it has
+        self.hung_up = False  # stopped by the terminal in an orphaned job: SIGHUP sent (_orphaned)
 
     def _forward(self, signum: int, frame: Any) -> None:
         if self.h is None:
@@ -549,19 +550,42 @@ class _Runner:
         it runs on without it (and a read of it stops it, and us, again).
         Either way it is continued, through its shepherd."""
         assert h.core.pid is not None
+        took = False
         try:
             if os.tcgetpgrp(tty) == h.core.pid:
-                _set_foreground(tty, os.getpgrp())
+                took = _set_foreground(tty, os.getpgrp())
         except OSError:
             pass
         own = signo if signo in (signal.SIGTTIN, signal.SIGTTOU) else signal.SIGTSTP
-        _stop_by(own, group=True)  # returns once we are continued
+        if not _stop_by(own, group=True):  # else it returns once we are continued
+            if took:
+                _set_foreground(tty, h.core.pid)
+            self._orphaned(h, signo)
+            return
         try:
             self.background = os.tcgetpgrp(tty) != os.getpgrp()
         except OSError:
             self.background = True
         if not self.background:
             _set_foreground(tty, h.core.pid)
+        h.send(codec.encode_signal(signal.SIGCONT))
+
+    def _orphaned(self, h: Handle, signo: int) -> None:
+        """The command stopped, and the job cannot: our process group is
+        orphaned (its shell is gone), so the kernel dropped our stop. A
+        stop by a key or a signal is dropped for the command too, as the
+        kernel drops it for an orphan: it goes on. One by the terminal
+        (SIGTTIN, SIGTTOU: it touched the terminal from the background)
+        would only come again if it went on; an orphan would get EIO there
+        instead, which we cannot give. The command is hung up, SIGHUP then
+        SIGCONT, as the kernel does for an orphaned group with a stopped
+        member, once: if it goes on and stops so again, it stays stopped
+        until a signal sent to the CLI (forwarded with SIGCONT) ends it."""
+        if signo in (signal.SIGTTIN, signal.SIGTTOU):
+            if self.hung_up:
+                return
+            self.hung_up = True
+            h.send(codec.encode_signal(signal.SIGHUP))
         h.send(codec.encode_signal(signal.SIGCONT))
 
     def _give_back_terminal(self) -> None:
@@ -753,17 +777,27 @@ def _controlling_terminal() -> int | None:
     return None
 
 
-def _stop_by(signo: int, group: bool) -> None:
+def _stop_by(signo: int, group: bool) -> bool:
     """Stop the CLI (``group``: its whole process group, the job) by
     ``signo``'s default action, our SIGTSTP handler set aside meanwhile.
-    Returns once continued."""
+    Returns True once continued; False at once if the kernel dropped the
+    stop, as it drops every stop signal to a process of an orphaned
+    process group (the shell that ran the job is gone: nothing would
+    continue it). Told apart by SIGCONT, held pending meanwhile: only a
+    SIGCONT ends a stop. (No other thread of the CLI takes it: netrunner's
+    reaper thread blocks every signal.)"""
     handler = signal.signal(signal.SIGTSTP, signal.SIG_DFL) if signo == signal.SIGTSTP else None
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCONT})
     try:
+        while signal.sigtimedwait({signal.SIGCONT}, 0) is not None:
+            pass  # an earlier one, which continued nothing of this stop
         if group:
             os.killpg(os.getpgrp(), signo)
         else:
             os.kill(os.getpid(), signo)
+        return signal.sigtimedwait({signal.SIGCONT}, 0) is not None
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if handler is not None:
             signal.signal(signal.SIGTSTP, handler)
 

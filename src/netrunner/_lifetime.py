@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import os
 import select
+import signal
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -59,10 +60,16 @@ def detach(pid: int) -> None:
         _detached[pid] = pidfd
         if _reaper is None:
             reaper = threading.Thread(target=_reap_loop, name="netrunner-reaper", daemon=True)
+            # It starts with every signal blocked: the process's signals
+            # are for the caller's threads (the CLI tells a stop from a
+            # dropped one by the SIGCONT that ends it).
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
             try:
                 reaper.start()
             except RuntimeError:  # the interpreter is shutting down: atexit reaps
                 return
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             _reaper = reaper
 
 

@@ -113,6 +113,34 @@ time.sleep(1000)
     finish(owner)
 
 
+REAPER_MASK = """
+import gc, signal, threading
+import netrunner
+p = netrunner.start(["sh", "-c", "trap '' TERM; echo armed; while :; do sleep 1; done"], kill_timeout=3)
+assert p.readline(timeout=15) == b"armed\\n"
+del p
+gc.collect()  # its shepherd stops the tree, in 3 s (SIGKILL); the reaper waits for it
+reaper = next(t for t in threading.enumerate() if t.name == "netrunner-reaper")
+with open(f"/proc/self/task/{reaper.native_id}/status") as f:
+    blocked = int(next(line for line in f if line.startswith("SigBlk")).split()[1], 16)
+catchable = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
+print(sorted(int(s) for s in catchable if not blocked >> (s - 1) & 1))
+"""
+
+
+def test_the_reaper_thread_takes_no_signal(marker: str) -> None:
+    """The thread that reaps shepherds handed off (a dropped reference's)
+    blocks every signal: a process-directed signal goes to the caller's
+    threads, and a SIGCONT held pending by one is not taken by the reaper
+    (the CLI tells a stop from one the kernel dropped by it)."""
+    import subprocess
+
+    from helpers import py
+
+    r = subprocess.run(py(REAPER_MASK), capture_output=True, timeout=30)
+    assert (r.returncode, r.stdout) == (0, b"[]\n"), r.stderr.decode()
+
+
 def test_fork_then_owner_sigkilled(marker: str) -> None:
     owner = start_owner(NR_TREE + """
 import multiprocessing
