@@ -343,23 +343,28 @@ def test_keys_typed_reach_the_command() -> None:
 # the terminal's foreground); the "shell" reports how the job stopped and
 # who had the terminal then, brings it back with `fg` or `bg`, and reports
 # how it ended (a job that never stopped is reported at its end only).
-# `how` is `fg`, `bg`, or steps in turn: `bg-then-fg`.
-# It says `job started` once the job has the terminal.
+# `how` is `fg`, `bg`, or steps in turn: `bg-then-fg`; prefixed with `&-`,
+# the job is started in the background (`netrunner run ... &`).
+# It says `job started` once the job has the terminal (or, `&-`, runs).
 JOB_SHELL = (
     "import os, signal, sys, time\n"
     "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
     "how, cli = sys.argv[1], sys.argv[2:]\n"
+    "foreground = not how.startswith('&-')\n"
+    "how = how[2:] if not foreground else how\n"
     "pid = os.fork()\n"
     "if pid == 0:\n"
     "    os.setpgid(0, 0)\n"
-    "    os.tcsetpgrp(0, os.getpgrp())\n"
+    "    if foreground:\n"
+    "        os.tcsetpgrp(0, os.getpgrp())\n"
     "    signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
     "    os.execv(cli[0], cli)\n"
     "try:\n"
     "    os.setpgid(pid, pid)\n"
     "except PermissionError:\n"
     "    pass  # the child has exec'd: it did it itself, as shells know\n"
-    "os.tcsetpgrp(0, pid)\n"
+    "if foreground:\n"
+    "    os.tcsetpgrp(0, pid)\n"
     "print('job started', flush=True)\n"
     "holder = lambda: {pid: 'job', os.getpgrp(): 'shell'}.get(os.tcgetpgrp(0), 'other')\n"
     "_, st = os.waitpid(pid, os.WUNTRACED)\n"
@@ -516,6 +521,16 @@ JOB_STOPS = {
         ((b"job stopped", b"hello\n"),),
         b"job stopped %d job" % signal.SIGTSTP,
     ),
+    # Started in the background (`netrunner run ... &`), the command reads
+    # the terminal: stopped by SIGTTIN, that is the job's stop, and `fg`
+    # continues it with the terminal (it stayed stopped for good when the
+    # CLI acted only on the stops of a job started in the foreground).
+    "reads-the-terminal-of-a-background-job": (
+        "&-fg",
+        "print('got', input(), flush=True)\n",
+        ((b"job stopped", b"hello\n"),),
+        b"job stopped %d shell" % signal.SIGTTIN,
+    ),
     # SIGSTOP sent to the CLI alone: its job stops, the command runs on.
     # `fg` gives the terminal to the CLI's group; the command, which then
     # reads it from the background, is stopped by SIGTTIN, and the CLI
@@ -545,31 +560,35 @@ def test_a_stop_of_the_job_needs_one_fg_and_the_command_reads(case: str, marker:
 
 
 # A shell whose job is orphaned under it: the job's leader (a wrapper, as a
-# script that runs the CLI would be) gives the job the terminal, starts the
-# CLI in the job's group and exits once the CLI has handed the terminal to
-# the command. No process of the CLI's group then has a parent in another
-# group of the session: the group is orphaned, and the kernel drops every
-# stop signal sent to it. The shell takes the terminal back, says so, and
-# waits for a line typed (the test's, at the end).
+# script that runs the CLI would be) starts the CLI in the job's group and
+# exits. No process of the CLI's group then has a parent in another group
+# of the session: the group is orphaned, and the kernel drops every stop
+# signal sent to it. `foreground`: the job has the terminal, and the
+# wrapper exits once the CLI has handed it to the command; the shell then
+# takes it back. `background`: the job never has it, and the wrapper exits
+# at once (`(netrunner run -- cmd &)`). The shell says when it holds the
+# terminal, and waits for a line typed (the test's, at the end).
 ORPHANING_SHELL = (
     "import os, signal, sys, time\n"
     "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
-    "cli = sys.argv[1:]\n"
+    "where, cli = sys.argv[1], sys.argv[2:]\n"
     "wrapper = os.fork()\n"
     "if wrapper == 0:\n"
     "    os.setpgid(0, 0)\n"
-    "    os.tcsetpgrp(0, os.getpgrp())\n"
+    "    if where == 'foreground':\n"
+    "        os.tcsetpgrp(0, os.getpgrp())\n"
     "    signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
     "    if os.fork() == 0:\n"
     "        os.execv(cli[0], cli)\n"
-    "    while os.tcgetpgrp(0) == os.getpgrp():  # until the CLI hands the terminal over\n"
+    "    while where == 'foreground' and os.tcgetpgrp(0) == os.getpgrp():  # until the handover\n"
     "        time.sleep(0.005)\n"
     "    os._exit(0)\n"
     "try:\n"
     "    os.setpgid(wrapper, wrapper)\n"
     "except PermissionError:\n"
     "    pass\n"
-    "os.tcsetpgrp(0, wrapper)\n"
+    "if where == 'foreground':\n"
+    "    os.tcsetpgrp(0, wrapper)\n"
     "os.waitpid(wrapper, 0)\n"
     "os.tcsetpgrp(0, os.getpgrp())\n"
     "print('shell has the terminal', flush=True)\n"
@@ -599,18 +618,22 @@ ORPHANED_STOPS = {
 }
 
 
+@pytest.mark.parametrize("where", ["foreground", "background"])
 @pytest.mark.parametrize("case", sorted(ORPHANED_STOPS))
-def test_a_stop_in_an_orphaned_job_neither_spins_nor_hangs(case: str, tmp_path: Path, marker: str) -> None:
+def test_a_stop_in_an_orphaned_job_neither_spins_nor_hangs(
+    case: str, where: str, tmp_path: Path, marker: str
+) -> None:
     """The CLI follows a command's stop by stopping its own job; in an
     orphaned job the kernel drops that stop at once. Continuing a command
     stopped by the terminal then looped for good (stopped again at once,
-    the CLI at 100% of a CPU); the stop is now seen dropped, and the
-    command goes on, or is hung up."""
+    the CLI at 100% of a CPU), and one started in the background stayed
+    stopped for good; the stop is now seen dropped, and the command goes
+    on, or is hung up."""
     code, exit_code, printed, reason = ORPHANED_STOPS[case]
     stats = tmp_path / "stats.json"
     pid, master = os.forkpty()
     if pid == 0:  # pragma: no cover - the child execs at once
-        os.execv(PY, [PY, "-c", ORPHANING_SHELL, *MODULE, "run", "--stats-json", str(stats), "--", PY, "-c",
+        os.execv(PY, [PY, "-c", ORPHANING_SHELL, where, *MODULE, "run", "--stats-json", str(stats), "--", PY, "-c",
                       "import os, signal, time\n" + code])
     try:
         out = read_until(master, b"shell has the terminal")

@@ -327,9 +327,9 @@ class _Runner:
         self.stopped: str | None = None
         self.over: str | None = None  # the stream that passed --max-output
         self.deadline: float | None = None
-        self.tty: int | None = None  # our controlling terminal, if its foreground was ours at the start
+        self.tty: int | None = None  # our controlling terminal, if we have one (not with --pty)
         self.stops = 0  # the command's stops acted on (S_STOPPED)
-        self.background = False  # continued by `bg` after a stop: the terminal is the shell's
+        self.background = False  # the terminal is not ours: started in the background, or `bg` after a stop
         self.tstp_waits = False  # a SIGTSTP came before the command exec'd: sent once it has
         self.hung_up = False  # stopped by the terminal in an orphaned job: SIGHUP sent (_orphaned)
 
@@ -357,8 +357,8 @@ class _Runner:
         shell shows stopped. Before the command has exec'd it waits for the
         exec (``_flow`` sends it then): a stop before would hold the exec,
         and its shepherd reports the stops of the command only. With the
-        command gone, or without a terminal (its stops are not acted on
-        then), the CLI just stops."""
+        command gone, or without a controlling terminal (its stops are not
+        acted on then), the CLI just stops."""
         h = self.h
         if self.tty is None or (h is not None and h.core.done):
             _stop_by(signal.SIGTSTP, group=False)
@@ -372,7 +372,8 @@ class _Runner:
         if self.args.pty:
             previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._resize)
         else:  # on a PTY the command has a terminal of its own, and Ctrl-Z is a key
-            self.tty = _controlling_terminal()
+            self.tty, foreground = _controlling_terminal()
+            self.background = not foreground  # the terminal is not ours to take back at the end
             previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._on_tstp)
         try:
             try:
@@ -760,21 +761,22 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _controlling_terminal() -> int | None:
-    """Our controlling terminal, if our process group is its foreground (a
-    job the shell runs in the foreground); None otherwise. Only then does
-    the CLI hand the terminal to the command and act on its stops."""
+def _controlling_terminal() -> tuple[int | None, bool]:
+    """Our controlling terminal (None without one), and whether our process
+    group is its foreground (a job the shell runs in the foreground, which
+    hands the terminal to the command at once). With a terminal, the CLI
+    acts on the command's stops as a job's, in the background too: a
+    command that reads the terminal there stops the job, and `fg`
+    continues it with the terminal."""
     try:
         tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
-        return None  # no controlling terminal
+        return None, False  # no controlling terminal
     try:
-        if os.tcgetpgrp(tty) == os.getpgrp():
-            return tty
+        return tty, os.tcgetpgrp(tty) == os.getpgrp()
     except OSError:
-        pass
-    os.close(tty)
-    return None
+        os.close(tty)
+        return None, False
 
 
 def _stop_by(signo: int, group: bool) -> bool:
