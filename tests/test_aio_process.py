@@ -209,6 +209,33 @@ def test_communicate_after_reading_ahead_and_inside_a_character() -> None:
     arun(main())
 
 
+def test_communicate_after_a_timeout_writes_the_rest_of_the_first_input(tmp_path: Path) -> None:
+    code = (
+        "import os, sys, time\n"
+        "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+        "sys.stdout.buffer.write(sys.stdin.buffer.read())"
+    )
+    data = os.urandom(1 << 20)  # far more than a pipe holds
+    go = tmp_path / "go"
+
+    async def main() -> None:
+        async with await netrunner.aio.start(py(code, str(go))) as proc:
+            with pytest.raises(netrunner.Timeout):
+                await proc.communicate(data, timeout=0.3)
+            with pytest.raises(ValueError, match="input can only be given to the first call"):
+                await proc.communicate(b"again", timeout=0.3)
+            go.touch()
+            assert await proc.communicate(timeout=30) == (data, b"")  # each byte once, in order
+            assert proc.returncode == 0
+        async with await netrunner.aio.start(["cat"]) as proc:
+            proc.close_stdin()
+            with pytest.raises(netrunner.StdinClosed):
+                await proc.communicate(b"lost?")
+            assert await proc.communicate(timeout=10) == (b"", b"")
+
+    arun(main())
+
+
 def test_communicate_timeout_leaves_the_process_running() -> None:
     async def main() -> None:
         async with await netrunner.aio.start(py(IGNORE_TERM)) as proc:

@@ -188,6 +188,12 @@ def test_timeout_is_124_and_keeps_partial_output() -> None:
     assert elapsed < 6.0
 
 
+@pytest.mark.parametrize("seconds", ["inf", "1e300", "5184000"])
+def test_a_timeout_longer_than_one_wait_can_last_runs_the_command_to_its_end(seconds: str) -> None:
+    r = cli("--timeout", seconds, "--", "sh", "-c", "sleep 0.2; echo out; exit 3")
+    assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"")
+
+
 def test_kill_timeout_bounds_the_stop_of_a_term_ignoring_command() -> None:
     code = (
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "

@@ -326,6 +326,69 @@ def test_communicate_timeout_does_not_stop_the_tree() -> None:
         assert not pid_alive(proc.pid)
 
 
+# Echoes stdin once the file named by argv[1] exists: until then its stdin pipe fills up.
+ECHO_WHEN_TOLD = (
+    "import os, sys, time\n"
+    "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+    "sys.stdout.buffer.write(sys.stdin.buffer.read())"
+)
+
+
+def test_communicate_after_a_timeout_writes_the_rest_of_the_first_input(tmp_path: pathlib.Path) -> None:
+    data = os.urandom(1 << 20)  # far more than a pipe holds: the first call cannot write it all
+    go = tmp_path / "go"
+    with netrunner.start(py(ECHO_WHEN_TOLD, str(go))) as proc:
+        with pytest.raises(netrunner.Timeout):
+            proc.communicate(data, timeout=0.3)
+        assert proc.alive
+        go.touch()
+        out, err = proc.communicate(timeout=30)
+        assert out == data  # each byte once, in order: none dropped, none written twice
+        assert (err, proc.returncode) == (b"", 0)
+        assert proc.stats.bytes_in == len(data)
+
+
+def test_communicate_input_on_a_later_call_is_an_error(tmp_path: pathlib.Path) -> None:
+    data = os.urandom(1 << 20)
+    go = tmp_path / "go"
+    with netrunner.start(py(ECHO_WHEN_TOLD, str(go))) as proc:
+        with pytest.raises(netrunner.Timeout):
+            proc.communicate(data, timeout=0.3)
+        with pytest.raises(ValueError, match=r"communicate\(\): input can only be given to the first call"):
+            proc.communicate(data, timeout=0.3)
+        go.touch()
+        assert proc.communicate(b"", timeout=30) == (data, b"")  # empty input is no input, as with Popen
+        with pytest.raises(ValueError, match="without input"):
+            proc.communicate(b"more")
+        assert proc.communicate() == (data, b"")
+
+
+def test_communicate_input_for_a_closed_stdin_is_an_error_not_dropped() -> None:
+    with netrunner.start(["cat"]) as proc:
+        proc.close_stdin()
+        with pytest.raises(netrunner.StdinClosed):
+            proc.communicate(b"lost?")
+        assert proc.communicate(timeout=10) == (b"", b"")
+    with netrunner.start(["cat"], stdin="discard") as proc:
+        with pytest.raises(BrokenPipeError, match=r"stdin is not a pipe to write to \(stdin='discard'\)"):
+            proc.communicate(b"lost?")
+        assert proc.communicate(timeout=10) == (b"", b"")
+    with netrunner.start(["cat"]) as proc:
+        with pytest.raises(TypeError, match=r"communicate\(\): input must be bytes or str, got int"):
+            proc.communicate(5)  # type: ignore[arg-type]
+        assert proc.communicate(b"still the first", timeout=10) == (b"still the first", b"")
+
+
+def test_write_to_a_command_that_ended_says_nothing_reads_it() -> None:
+    with netrunner.start(["true"]) as proc:
+        assert proc.wait(timeout=10) == 0
+        with pytest.raises(BrokenPipeError) as ei:
+            proc.write(b"x")
+        assert not isinstance(ei.value, netrunner.StdinClosed)
+        assert ei.value.errno == errno.EPIPE
+        assert "has no reader any more" in str(ei.value)
+
+
 # --- wait and poll ----------------------------------------------------------------
 
 

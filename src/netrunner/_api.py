@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic
 from ._core import codec
 from ._core.output import Capture, InputSource, Lines, Tail, cut_head, decode_all, encode_text, finder
 from ._core.state import Phase
-from ._engine import EndOfOutput, Feeder, Handle, LimitReached, WaitTimeout, set_window_size
+from ._engine import EndOfOutput, Feeder, Handle, LimitReached, WaitTimeout, set_window_size, stdin_closed_error
 from ._errors import AbnormalExit, OutputLimitExceeded, ProcessError, Timeout
 from ._io import fds
 from ._options import Options
@@ -57,12 +57,14 @@ def check_kill_timeout(kill_timeout: Any) -> float | None:
     return float(kill_timeout)
 
 
-def encode_input(data: Any, opts: Options) -> bytes:
+def encode_input(data: Any, opts: Options, what: str = "write() takes") -> bytes:
+    """``data`` for the command's stdin, as bytes (``str`` encoded with the
+    process's encoding); ``what`` starts the message of a wrong type."""
     if isinstance(data, str):
         return data.encode(opts.encoding or "utf-8")
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
-    raise TypeError(f"write() takes bytes or str, got {type(data).__name__}")
+    raise TypeError(f"{what} bytes or str, got {type(data).__name__}")
 
 
 def conclude(
@@ -129,14 +131,17 @@ def _stderr_kept(h: Handle, err: Capture | Tail | None) -> bytes:
 
 
 class _Communication:
-    """What ``communicate`` keeps across calls: its captures, the stdout
+    """What ``communicate`` keeps across calls: the first call's input
+    still to be written (``feeder``: a call cut short by its timeout leaves
+    the rest for the next one, as ``Popen`` does), its captures, the stdout
     that ``readline``/``read_until`` had read ahead (``ahead``, in text
     mode; in binary mode it goes into ``out``), and once it is done, the
     pair it returns."""
 
-    __slots__ = ("out", "err", "ahead", "pair")
+    __slots__ = ("feeder", "out", "err", "ahead", "pair")
 
-    def __init__(self, h: Handle) -> None:
+    def __init__(self, h: Handle, feeder: Feeder | None) -> None:
+        self.feeder = feeder
         self.out = Capture()
         self.err = Capture()
         self.ahead: Any = h.pending[:0]
@@ -295,16 +300,26 @@ class ProcessBase:
         """Start (or go on with) ``communicate``: its feeder and captures.
         Called with the process's stdout lock held."""
         h = self._h
+        data = encode_input(input, h.opts, "communicate(): input must be") if input is not None else None
         comm = self._comm
         if comm is None:
-            comm = self._comm = _Communication(h)
+            feeder = None
+            if data is not None:
+                if h.stdin_fd is None:  # the input would be lost: say why it cannot go in
+                    raise stdin_closed_error(h)
+                feeder = Feeder(h, InputSource(data, h.opts.encoding))
+            elif h.stdin_fd is not None:
+                self.close_stdin()
+            comm = self._comm = _Communication(h, feeder)
+        elif data:
+            raise ValueError(
+                "communicate(): input can only be given to the first call; call communicate() "
+                "again without input to go on (what is left of the first call's input is still written)"
+            )
         comm.take_ahead(h)
-        feeder = None
-        if input is not None and h.stdin_fd is not None:
-            feeder = Feeder(h, InputSource(encode_input(input, h.opts), h.opts.encoding))
-        elif h.stdin_fd is not None:
-            self.close_stdin()
-        return feeder, comm.out, comm.err
+        if comm.feeder is not None and not comm.feeder.active:
+            comm.feeder = None  # all written, or the command closed its stdin
+        return comm.feeder, comm.out, comm.err
 
     def _communicated(self) -> tuple[Any, Any]:
         """What ``communicate`` returns once both streams are at their end.

@@ -25,6 +25,20 @@ _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 
 
+#: The longest single blocking wait, in seconds. ``poll()`` takes at most
+#: about 24.8 days (an int of milliseconds) and a lock's ``acquire`` at most
+#: ``threading.TIMEOUT_MAX``; a longer timeout (``1e12``, ``float("inf")``
+#: where it reaches a driver) is waited in steps of this.
+LONGEST_WAIT = 86_400.0
+
+
+def seconds_left(deadline: float) -> float:
+    """How long one blocking wait for ``deadline`` (``time.monotonic()``
+    seconds) may last: until it, at most :data:`LONGEST_WAIT`, never < 0.
+    The caller waits again when it wakes before the deadline."""
+    return min(max(0.0, deadline - time.monotonic()), LONGEST_WAIT)
+
+
 def drive(flow: Flow) -> Any:
     """Run ``flow`` to completion in this thread, blocking in ``poll()``."""
     ready: Any = None
@@ -41,7 +55,9 @@ def drive(flow: Flow) -> Any:
             if deadline is None:
                 events = poller.poll()
             else:
-                events = poller.poll(max(0.0, (deadline - time.monotonic()) * 1000.0))
+                while not (events := poller.poll(seconds_left(deadline) * 1000.0)):
+                    if time.monotonic() >= deadline:
+                        break
             ready = dict(events)  # fd -> events: what a flow asks is "fd in ready"
     except StopIteration as stop:
         return stop.value
@@ -329,7 +345,7 @@ class Hub:
             poller = select.poll()
             for fd, mask in masks.items():
                 poller.register(fd, mask)
-            timeout = None if deadline is None else max(0.0, (deadline - time.monotonic()) * 1000.0)
+            timeout = None if deadline is None else seconds_left(deadline) * 1000.0  # an early wake-up steps no flow
             ready = {fd for fd, _ in poller.poll(timeout)}
             if wake in ready:
                 try:

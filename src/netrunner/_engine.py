@@ -808,13 +808,13 @@ class Handle:
             with fds.lock:  # a close_stdin() in another thread comes before or after, never between
                 fd = self.stdin_fd
                 if fd is None:
-                    raise _stdin_closed(self)
+                    raise stdin_closed_error(self)
                 try:
                     n = os.write(fd, view)
                 except BlockingIOError:
                     n = -1
                 except BrokenPipeError:
-                    raise BrokenPipeError(errno.EPIPE, "the command closed its stdin") from None
+                    raise BrokenPipeError(errno.EPIPE, _NO_READER) from None
             if n < 0:
                 yield from self._wait((), (fd,), None)  # a close_stdin() meanwhile shows at the next write
                 continue
@@ -1185,7 +1185,13 @@ def attrs_error(err: int, sent: attrs.Changes | None) -> OSError:
     return OSError(err, f"the command could not be given the caller's {given}: {os.strerror(err)}")
 
 
-def _stdin_closed(handle: Handle) -> BrokenPipeError:
+#: A write's EPIPE: the command closed its stdin, or ended (by itself, or
+#: stopped by a close() or stop() in another thread).
+_NO_READER = "the command's stdin has no reader any more (the command closed it, or ended)"
+
+
+def stdin_closed_error(handle: Handle) -> BrokenPipeError:
+    """Why nothing can be written to the command's stdin (its fd is None)."""
     from ._errors import StdinClosed
 
     if handle.stdin_closed_by_user:

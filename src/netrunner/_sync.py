@@ -24,7 +24,7 @@ from ._api import (
 from ._command import resolve
 from ._core.output import Capture, Lines
 from ._daemon import DaemonBase
-from ._drivers import drive, hub
+from ._drivers import drive, hub, seconds_left
 from ._engine import Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._help import document, params
 from ._io import fds
@@ -479,7 +479,10 @@ def _take(lock: threading.Lock, deadline: float | None) -> bool:
     """Acquire ``lock`` by ``deadline`` (None: however long it takes)."""
     if deadline is None:
         return lock.acquire()
-    return lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+    while not lock.acquire(timeout=seconds_left(deadline)):
+        if time.monotonic() >= deadline:
+            return False
+    return True
 
 
 class Process(ProcessBase, Generic[OutT]):
@@ -893,9 +896,15 @@ class Daemon(DaemonBase):
         """Wait until the daemon has stopped for good (``stop()``, giving up,
         or a run its policy does not restart); False if ``timeout`` seconds
         passed first."""
+        deadline = deadline_of(timeout)
         if self._state == "new":
             raise RuntimeError("Daemon.wait(): the daemon was never started")
-        return self._over_event.wait(timeout)
+        if deadline is None:
+            return self._over_event.wait()
+        while not self._over_event.wait(seconds_left(deadline)):
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
     def run(self) -> None:
         """Start (unless supervised already) and wait until the daemon has
