@@ -6,21 +6,28 @@ for the peer's hang-up, in two steps; a record queued and a hang-up made
 between them is reported as the end of file. That is how a shepherd's
 ``S_EXITED``, sent right before it exits, could be read as "the shepherd
 exited unexpectedly". ``_io/seqpacket.receive`` believes an end of file only
-when it reads it twice.
+when it reads it twice, and so does the shepherd's and the zygote's C
+receive, ``nr_recv_record`` (``src/shepherd/fds.c``).
 
 The collisions are real: a peer process sends one record and closes its end
 while this process polls the other end with non-blocking receives, over and
 over, until the kernel has reported the end of file ahead of a queued
 record several times (which a plain receive would have taken for the end).
-Loops; ``NETRUNNER_STRESS=1`` makes them 5x longer."""
+The C side is checked the same way by ``recv_record_check.c`` (beside this
+file), built against ``fds.c`` with ``recvmsg`` wrapped to see what the
+kernel answered; run with a plain ``recvmsg`` in its place, the same check
+fails. Loops; ``NETRUNNER_STRESS=1`` makes them 5x longer."""
 
 from __future__ import annotations
 
 import array
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from _stress import iterations
@@ -111,3 +118,45 @@ def test_a_record_queued_right_before_the_hang_up_is_read_not_taken_for_the_end(
         f"in {rounds} rounds the kernel reported the end of file ahead of a queued record only {hidden} times, "
         f"fewer than the {wanted} this test needs to show that receive() reads it"
     )
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def recv_record_check(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``recv_record_check.c`` built against the shepherd's ``fds.c``, warnings as errors."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    assert cc, "no C compiler (cc, gcc or $CC): the shepherd's receive cannot be checked"
+    exe = tmp_path_factory.mktemp("recv-record") / "recv_record_check"
+    subprocess.run(
+        [cc, "-O1", "-std=gnu99", "-Wall", "-Wextra", "-Werror", "-Wl,--wrap=recvmsg", f"-I{ROOT / 'src/shepherd'}",
+         str(Path(__file__).with_name("recv_record_check.c")), str(ROOT / "src/shepherd/fds.c"), "-o", str(exe)],
+        check=True, stdin=subprocess.DEVNULL,
+    )
+    return exe
+
+
+@pytest.mark.slow
+def test_the_shepherds_receive_reads_a_record_queued_right_before_the_hang_up(recv_record_check: Path) -> None:
+    wanted = iterations(3)
+    done = subprocess.run(
+        [str(recv_record_check), str(wanted), "300"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        timeout=400,
+    )
+    assert done.returncode != 2, (
+        f"the kernel hid a queued record behind the end of file fewer than {wanted} times: {done.stdout.strip()}"
+    )
+    assert (done.returncode, done.stderr) == (0, ""), f"{done.stdout}{done.stderr}"
+
+
+@pytest.mark.slow
+def test_the_check_of_the_shepherds_receive_fails_a_plain_receive(recv_record_check: Path) -> None:
+    # The control: recvmsg believing the first end of file loses a record
+    # within the same kind of run, and the check says so.
+    done = subprocess.run(
+        [str(recv_record_check), "1", "300", "plain"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        timeout=400,
+    )
+    assert done.returncode == 1, f"exit {done.returncode}: {done.stdout}{done.stderr}"
+    assert "the receive gave 1 results, the first 0" in done.stderr
