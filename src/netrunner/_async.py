@@ -763,7 +763,9 @@ class Process(ProcessBase, Generic[OutT]):
     async def communicate(
         self, input: bytes | str | None = None, timeout: float | None = None
     ) -> tuple[OutT, OutT]:
-        """Write ``input``, close stdin, read both pipes to EOF and wait."""
+        """Write ``input``, close stdin, read both pipes to EOF and wait;
+        after a :class:`netrunner.Timeout`, call again without ``input`` to go
+        on (what is left of the first call's input is still written)."""
         self._h.own()
         deadline = deadline_of(timeout)
         async with self._in_lock, self._out_lock, self._err_lock:

@@ -583,7 +583,9 @@ class Process(ProcessBase, Generic[OutT]):
     def communicate(self, input: bytes | str | None = None, timeout: float | None = None) -> tuple[OutT, OutT]:
         """Write ``input``, close stdin, read stdout and stderr to EOF and wait.
         Raises :class:`netrunner.Timeout` (tree left running) if it takes
-        longer than ``timeout``; call again to go on collecting."""
+        longer than ``timeout``; call again without ``input`` to go on (what
+        is left of the first call's input is still written). Input given to
+        a later call is a ``ValueError``; a second call returns the same pair."""
         self._h.own()
         deadline = deadline_of(timeout)
         with self._in_lock, self._out_lock, self._err_lock:
