@@ -263,7 +263,7 @@ def _validate(entry: str, given: Mapping[str, Any]) -> Options:
     if "kill_timeout" in given:
         kw["kill_timeout"] = _positive_number(entry, "kill_timeout", given["kill_timeout"], 3600.0)
     timeout = g("timeout")
-    if timeout is not None and not (type(timeout) is float and timeout == math.inf):  # inf: no limit, as None
+    if timeout is not None and not (isinstance(timeout, float) and timeout == math.inf):  # inf: no limit, as None
         kw["timeout"] = _positive_number(entry, "timeout", timeout)
     if g("max_output_size") is not None:
         kw["max_output_size"] = _positive_int(entry, "max_output_size", given["max_output_size"])
