@@ -224,6 +224,8 @@ def test_communicate_after_a_timeout_writes_the_rest_of_the_first_input(tmp_path
                 await proc.communicate(data, timeout=0.3)
             with pytest.raises(ValueError, match="input can only be given to the first call"):
                 await proc.communicate(b"again", timeout=0.3)
+            with pytest.raises(ValueError, match="cut short before it wrote all of its input"):
+                await proc.write(b"cut in")
             go.touch()
             assert await proc.communicate(timeout=30) == (data, b"")  # each byte once, in order
             assert proc.returncode == 0

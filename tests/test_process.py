@@ -356,6 +356,8 @@ def test_communicate_input_on_a_later_call_is_an_error(tmp_path: pathlib.Path) -
             proc.communicate(data, timeout=0.3)
         with pytest.raises(ValueError, match=r"communicate\(\): input can only be given to the first call"):
             proc.communicate(data, timeout=0.3)
+        with pytest.raises(ValueError, match=r"write\(\): communicate\(\) was cut short before it wrote all"):
+            proc.write(b"cut in")  # would land inside the first call's input
         go.touch()
         assert proc.communicate(b"", timeout=30) == (data, b"")  # empty input is no input, as with Popen
         with pytest.raises(ValueError, match="without input"):

@@ -321,6 +321,16 @@ class ProcessBase:
             comm.feeder = None  # all written, or the command closed its stdin
         return comm.feeder, comm.out, comm.err
 
+    def _check_no_input_pending(self) -> None:
+        """Before a ``write``: a ``communicate`` cut short by its timeout
+        still has input to write, and a write now would cut into it."""
+        comm = self._comm
+        if comm is not None and comm.feeder is not None and comm.feeder.active:
+            raise ValueError(
+                "write(): communicate() was cut short before it wrote all of its input; "
+                "call communicate() again to write the rest"
+            )
+
     def _communicated(self) -> tuple[Any, Any]:
         """What ``communicate`` returns once both streams are at their end.
         In text mode the captures are decoded by the decoders ``read`` and

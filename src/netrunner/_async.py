@@ -710,6 +710,7 @@ class Process(ProcessBase, Generic[OutT]):
         self._h.own()
         payload = encode_input(data, self._h.opts)
         async with self._in_lock:
+            self._check_no_input_pending()
             await adrive(self._h.flow_write(payload), self._waiter)
 
     async def _read(self, which: int, lock: Lock, max_bytes: int, timeout: float | None) -> Any:

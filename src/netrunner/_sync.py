@@ -526,6 +526,7 @@ class Process(ProcessBase, Generic[OutT]):
         self._h.own()
         payload = encode_input(data, self._h.opts)
         with self._in_lock:
+            self._check_no_input_pending()
             drive(self._h.flow_write(payload))
 
     def _read(self, which: int, lock: threading.Lock, max_bytes: int, timeout: float | None) -> Any:
