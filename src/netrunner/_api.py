@@ -147,6 +147,12 @@ class _Communication:
         self.ahead: Any = h.pending[:0]
         self.pair: tuple[Any, Any] | None = None
 
+    def unwritten(self) -> Feeder | None:
+        """The first call's feeder while it has input left to write."""
+        if self.feeder is not None and not self.feeder.active:
+            self.feeder = None  # all written, or the command closed its stdin
+        return self.feeder
+
     def take_ahead(self, h: Handle) -> None:
         """Take what was read ahead of stdout (before this call, or in
         between two calls): it comes first."""
@@ -317,15 +323,12 @@ class ProcessBase:
                 "again without input to go on (what is left of the first call's input is still written)"
             )
         comm.take_ahead(h)
-        if comm.feeder is not None and not comm.feeder.active:
-            comm.feeder = None  # all written, or the command closed its stdin
-        return comm.feeder, comm.out, comm.err
+        return comm.unwritten(), comm.out, comm.err
 
     def _check_no_input_pending(self) -> None:
         """Before a ``write``: a ``communicate`` cut short by its timeout
         still has input to write, and a write now would cut into it."""
-        comm = self._comm
-        if comm is not None and comm.feeder is not None and comm.feeder.active:
+        if self._comm is not None and self._comm.unwritten() is not None:
             raise ValueError(
                 "write(): communicate() was cut short before it wrote all of its input; "
                 "call communicate() again to write the rest"

@@ -39,6 +39,19 @@ def seconds_left(deadline: float) -> float:
     return min(max(0.0, deadline - time.monotonic()), LONGEST_WAIT)
 
 
+def wait_in_steps(wait: Callable[[float], Any], deadline: float) -> Any:
+    """``wait(seconds)`` (a blocking wait that returns something falsy when
+    its time ran out) repeated until it returns something truthy or
+    ``deadline`` has passed; its last result."""
+    while not (got := wait(seconds_left(deadline))) and time.monotonic() < deadline:
+        pass
+    return got
+
+
+def _poll_for(poller: select.poll, seconds: float) -> list[tuple[int, int]]:
+    return poller.poll(seconds * 1000.0)
+
+
 def drive(flow: Flow) -> Any:
     """Run ``flow`` to completion in this thread, blocking in ``poll()``."""
     ready: Any = None
@@ -55,9 +68,7 @@ def drive(flow: Flow) -> Any:
             if deadline is None:
                 events = poller.poll()
             else:
-                while not (events := poller.poll(seconds_left(deadline) * 1000.0)):
-                    if time.monotonic() >= deadline:
-                        break
+                events = wait_in_steps(functools.partial(_poll_for, poller), deadline)
             ready = dict(events)  # fd -> events: what a flow asks is "fd in ready"
     except StopIteration as stop:
         return stop.value

@@ -24,7 +24,7 @@ from ._api import (
 from ._command import resolve
 from ._core.output import Capture, Lines
 from ._daemon import DaemonBase
-from ._drivers import drive, hub, seconds_left
+from ._drivers import drive, hub, wait_in_steps
 from ._engine import Handle, WaitTimeout, feeder_for, finalize_on_drop
 from ._help import document, params
 from ._io import fds
@@ -479,10 +479,7 @@ def _take(lock: threading.Lock, deadline: float | None) -> bool:
     """Acquire ``lock`` by ``deadline`` (None: however long it takes)."""
     if deadline is None:
         return lock.acquire()
-    while not lock.acquire(timeout=seconds_left(deadline)):
-        if time.monotonic() >= deadline:
-            return False
-    return True
+    return bool(wait_in_steps(lambda seconds: lock.acquire(timeout=seconds), deadline))
 
 
 class Process(ProcessBase, Generic[OutT]):
@@ -904,10 +901,7 @@ class Daemon(DaemonBase):
             raise RuntimeError("Daemon.wait(): the daemon was never started")
         if deadline is None:
             return self._over_event.wait()
-        while not self._over_event.wait(seconds_left(deadline)):
-            if time.monotonic() >= deadline:
-                return False
-        return True
+        return bool(wait_in_steps(self._over_event.wait, deadline))
 
     def run(self) -> None:
         """Start (unless supervised already) and wait until the daemon has
