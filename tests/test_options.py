@@ -135,6 +135,56 @@ def test_chunk_size_not_for_run() -> None:
     assert "chunk_size" in str(ei.value)
 
 
+@pytest.mark.parametrize(
+    ("entry", "targets"),
+    [
+        ("run", {"stdout": "inherit", "stderr": "discard"}),
+        ("run", {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}),
+        ("run", {"stdout": "discard", "stderr": "inherit"}),
+        ("stream", {"stderr": "discard"}),
+        ("stream", {"stderr": "redirect"}),
+        ("stream", {"pty": True}),
+    ],
+)
+def test_max_output_size_with_nothing_it_caps_captured(
+    entry: str, targets: dict[str, object], tmp_path: pathlib.Path
+) -> None:
+    """A cap on captured output where nothing it caps is captured would limit
+    nothing, silently: refused before anything is spawned, the Command's
+    options merged with the call's."""
+    flag = tmp_path / "spawned"
+    cmd = py(f"open({str(flag)!r}, 'w').close()")
+    for call in (
+        lambda: launch(entry, cmd, max_output_size=10, **targets),
+        lambda: launch(entry, netrunner.Command(cmd[0], cmd[1:], max_output_size=10), **targets),
+        lambda: launch(entry, netrunner.Command(cmd[0], cmd[1:], **targets), max_output_size=10),
+    ):
+        with pytest.raises(TypeError) as ei:
+            call()
+        assert _names_option(str(ei.value), "max_output_size"), str(ei.value)
+        assert "leave it out" in str(ei.value)
+    assert not flag.exists()
+
+
+@pytest.mark.parametrize("targets", [{"stdout": "discard"}, {"stderr": "discard"}, {"stdout": "inherit"}])
+def test_max_output_size_with_one_stream_captured(targets: dict[str, object]) -> None:
+    """One captured stream is enough for run's cap to apply: it stops the
+    tree there."""
+    write = py("import os\nos.write(1, b'x' * 100)\nos.write(2, b'y' * 100)")
+    with pytest.raises(netrunner.OutputLimitExceeded) as ei:
+        netrunner.run(write, max_output_size=10, **targets)
+    assert ei.value.limit == 10
+    assert ei.value.stream == ("stderr" if targets.get("stderr") is None else "stdout")
+
+
+def test_max_output_size_sizes_a_streams_stderr() -> None:
+    write = py("import os\nos.write(2, b'y' * 90 + b'0123456789')\nos.write(1, b'x' * 100)")
+    with netrunner.stream(write, max_output_size=10) as s:
+        assert b"".join(s) == b"x" * 100
+    assert s.result is not None
+    assert s.result.stderr == b"0123456789"
+
+
 def test_kill_timeout_upper_bound_is_inclusive() -> None:
     assert netrunner.run(["true"], kill_timeout=3600).returncode == 0
     assert netrunner.run(["true"], kill_timeout=0.001).returncode == 0

@@ -267,6 +267,7 @@ def _validate(entry: str, given: Mapping[str, Any]) -> Options:
         kw["timeout"] = _positive_number(entry, "timeout", timeout)
     if g("max_output_size") is not None:
         kw["max_output_size"] = _positive_int(entry, "max_output_size", given["max_output_size"])
+        _refuse_moot_limit(entry, kw)
     if "chunk_size" in given:
         kw["chunk_size"] = _positive_int(entry, "chunk_size", given["chunk_size"])
     if "check" in given:
@@ -289,6 +290,27 @@ def _validate(entry: str, given: Mapping[str, Any]) -> Options:
                 "in a command's cgroup is killed when the command ends; leave out one of them"
             )
     return Options(**kw)
+
+
+def _refuse_moot_limit(entry: str, kw: Mapping[str, Any]) -> None:
+    """``max_output_size`` caps captured output: ``run``'s stdout and stderr
+    (a terminal's output with ``pty``), the stderr a ``stream`` keeps. Given
+    where nothing it caps is captured, it would silently limit nothing. (A
+    ``Command``'s own options are checked with the call's, merged.)"""
+    if entry == "run":
+        if "pty" in kw or kw.get("stdout", "capture") == "capture" or kw.get("stderr", "capture") == "capture":
+            return
+        raise TypeError(
+            "run(): option 'max_output_size' caps captured output, and this call captures neither stdout "
+            "nor stderr; leave it out, or capture one (stdout='capture')"
+        )
+    if entry == "stream" and ("pty" in kw or kw.get("stderr", "capture") != "capture"):
+        where = "goes to the terminal with pty" if "pty" in kw else "is not captured here"
+        raise TypeError(
+            "stream(): option 'max_output_size' caps the stderr a stream keeps (its stdout is read as it "
+            f"comes), and stderr {where}; leave it out"
+            + ("" if "pty" in kw else ", or capture stderr (stderr='capture')")
+        )
 
 
 #: The terminal size given by ``pty=True`` (what terminals and pexpect default to).
