@@ -56,7 +56,8 @@ OPTIONS: dict[str, _Option] = {
         None, "float | None", "seconds for the whole command; then the tree is stopped and Timeout raised",
     ),
     "max_output_size": _Option(
-        None, "int | None", "byte cap on captured stdout (and stderr); past it OutputLimitExceeded (stream: the stderr kept)",
+        None, "int | None",
+        "byte cap on captured stdout (and stderr); past it OutputLimitExceeded (stream: the stderr kept)",
     ),
     "chunk_size": _Option(65536, "int", "the largest chunk of stdout read at once"),
     "cgroup": _Option(None, "str | Cgroup | None", "run in a cgroup: a path, or a Cgroup with limits"),
