@@ -922,16 +922,28 @@ class Handle:
         tree is gone and the shepherd reaped). The deadline is checked before
         each read: a consumer slower than the command finds data waiting at
         every call, and its timeout must still come. Once the tree is gone
-        nothing is left to stop, and what it wrote is read to the end."""
+        nothing is left to stop, and what it wrote is read to the end.
+
+        The caller has just found stdout empty (``_chunk_waiting``), so the
+        flow starts with its wait, and reads the control socket only when a
+        wait says it is readable: the wait includes it, and returns at once
+        for a record already queued. A consumer faster than the command then
+        makes three system calls per chunk (the empty read, ``poll``, the
+        read), not five."""
+        ready: Any = None
         while True:
             if deadline is not None and _monotonic() >= deadline:
                 self.pump_control()
                 if not self.core.done:
                     raise WaitTimeout
-            data = self.read_once(1, size)
-            if data:
-                return data
-            self.pump_control()
+            if ready is not None:
+                data = self.read_once(1, size)
+                if data:
+                    return data
+                for fd in self.control_fds():
+                    if fd in ready:
+                        self.pump_control()
+                        break
             readers = self.readers()  # before the check: see the invariants
             if self.core.done:  # the tree is gone: take what is left, then end
                 data = self.read_once(1, size)
