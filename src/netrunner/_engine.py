@@ -292,6 +292,16 @@ class Handle:
         them before checking whether to wait (see the module's invariants)."""
         return (self.ctl_fd,) if self.ctl_open else ()
 
+    def news_in(self, ready: Any) -> bool:
+        """A wait found a control socket readable (``ready``: the fds it
+        found ready). Flows that wait on their output read the control
+        socket only then: the wait includes it and returns at once for a
+        record already queued, so an empty read of it is never needed."""
+        for fd in self.control_fds():
+            if fd in ready:
+                return True
+        return False
+
     @property
     def finished(self) -> bool:
         """The outcome is known and the shepherd is reaped (or handed off)."""
@@ -723,12 +733,16 @@ class Handle:
         return data
 
     def flow_read(self, which: int, size: int, deadline: float | None) -> Flow:
-        """The next bytes of stdout/stderr (b"" at the end)."""
+        """The next bytes of stdout/stderr (b"" at the end). The control
+        socket is read only when a wait says it is readable: the wait
+        includes it, and returns at once for a record already queued."""
+        ready: Any = ()
         while True:
             data = self.read_once(1, size) if which == 1 else self._read_stderr_once(size)
             if data is not None:
                 return data
-            self.pump_control()
+            if self.news_in(ready):
+                self.pump_control()
             ctl = self.control_fds()  # before the check: see the invariants
             if self.core.done:  # the tree is gone: what is in the pipe is all
                 data = self.read_once(which, size)
@@ -742,11 +756,14 @@ class Handle:
             fd = self.stdout_fd if which == 1 else self.stderr_fd
             assert fd is not None
             if deadline is not None and _monotonic() >= deadline:
-                raise WaitTimeout
+                self.pump_control()  # an end already reported is not a timeout
+                if not self.core.done:
+                    raise WaitTimeout
+                continue
             if which == 1:
-                yield from self._wait((fd, *ctl), (), deadline)
+                ready = yield from self._wait((fd, *ctl), (), deadline)
             else:  # reading stderr itself
-                yield ((fd, *ctl), (), deadline)
+                ready = yield ((fd, *ctl), (), deadline)
 
     def flow_read_output(self, which: int, size: int, deadline: float | None, *, ahead: bool = True) -> Flow:
         """:meth:`flow_read`, decoded in text mode (a character split across
@@ -867,10 +884,10 @@ class Handle:
             with self._err_lock:
                 err.add(self.take_backlog(len(self.err_backlog)))
         size = READ_SIZE
-        # The control socket is read after each wait, not before the first:
-        # for a command just sent, the wait comes at once (see __init__), and
-        # a record already queued makes it return at once (every driver's
-        # wait is level-triggered).
+        # The control socket is read after a wait that found it readable, not
+        # before the first: for a command just sent, the wait comes at once
+        # (see __init__), and a record already queued makes it return at
+        # once (every driver's wait is level-triggered).
         while True:
             readers = self.readers()  # before the check: see the invariants
             if self.core.done:
@@ -888,7 +905,8 @@ class Handle:
                 return stopped
             writers = (self.stdin_fd,) if feeder is not None and feeder.active else ()
             ready = yield (readers, writers, None if stopped else deadline)  # type: ignore[misc]
-            self.pump_control(drain=False)
+            if self.news_in(ready):
+                self.pump_control(drain=False)
             if self.stdout_fd in ready:
                 data = self.read_once(1, size)
                 if data and out is not None and out.add(data) and stopped is None:
@@ -940,10 +958,8 @@ class Handle:
                 data = self.read_once(1, size)
                 if data:
                     return data
-                for fd in self.control_fds():
-                    if fd in ready:
-                        self.pump_control()
-                        break
+                if self.news_in(ready):
+                    self.pump_control()
             readers = self.readers()  # before the check: see the invariants
             if self.core.done:  # the tree is gone: take what is left, then end
                 data = self.read_once(1, size)
