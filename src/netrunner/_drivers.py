@@ -84,101 +84,173 @@ _IDLE_EPOLLS = 32
 
 
 class _Wait:
-    """One wait: its epoll instance, the fds registered in it, those found
-    ready, and how to end it early."""
+    """The waits of one flow: their epoll instance, the fds registered in
+    it (fd -> events), those found ready by the current wait, and how to
+    end that wait early."""
 
-    __slots__ = ("ep", "fds", "ready", "wake", "clean")
+    __slots__ = ("ep", "masks", "ready", "wake", "clean", "fut", "loop")
 
     def __init__(self, ep: select.epoll) -> None:
         self.ep = ep
-        self.fds: list[int] = []
+        self.masks: dict[int, int] = {}
         self.ready: set[int] = set()
         self.wake: Callable[[], object] | None = None
         self.clean = True  # every fd unregistered: the instance can be reused
+        #: asyncio: the future of the current wait, and the loop that has
+        #: the instance as a reader (from the first wait to ``finish``).
+        self.fut: asyncio.Future[bool] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def drop(self, fd: int) -> None:
         """``fd`` is about to be closed: unregister it and end the wait."""
         self.ready.add(fd)
         try:
-            self.fds.remove(fd)
+            del self.masks[fd]
             self.ep.unregister(fd)
-        except (ValueError, OSError):
+        except (KeyError, OSError):
             self.clean = False
         if self.wake is not None:
             self.wake()
+
+    def fire(self) -> None:
+        """The loop found the instance readable: end the current wait."""
+        fut = self.fut
+        if fut is not None and not fut.done():
+            fut.set_result(True)
 
 
 class _EpollWaiter:
     """Waits for fds on an async library's event loop. A flow waits for
     several fds at once, and several tasks may wait on the same fd (a
-    ``read`` and a ``wait`` both watch the control socket). So each wait
+    ``read`` and a ``wait`` both watch the control socket). So each flow
     registers its fds in an epoll instance of its own (taken from a small
     pool) and the library waits for that one fd to become readable, until
-    the flow's deadline. The fds are registered only while the wait lasts,
-    in the loop and in the instance alike: no stale registration can
-    survive an fd being closed, by a finalizer outside the loop included.
+    the flow's deadline.
 
-    So a wait registers one fd with the loop however many it waits for:
-    under asyncio, two calls into the loop's selector per wait rather than
-    two per fd (ADR 3, "Later: one epoll instance per wait")."""
+    A flow's fds stay registered from one of its waits to the next (only
+    what changed is registered or removed) and no longer than the flow:
+    :func:`adrive` ends with :meth:`finish`. Between two waits the flow runs
+    without yielding to the loop, so nothing else can close a registered fd
+    then; a flow closes only fds it no longer waits on (stdin, once its
+    input is written), and a removal that fails marks the instance as not to
+    be reused. Under asyncio the instance is the loop's reader for as long
+    as the flow runs, not per wait: a wait makes no call into the loop's
+    selector but for its deadline's timer.
 
-    __slots__ = ("_waits",)
+    So a flow registers one fd with the loop however many it waits for:
+    under asyncio, two calls into the loop's selector per flow rather than
+    two per fd and wait (ADR 3, "Later: one epoll instance per wait", and
+    "Later: one epoll instance per flow")."""
 
-    def __init__(self) -> None:
-        self._waits: dict[int, dict[_Wait, None]] = {}
+    __slots__ = ()
 
-    def forget(self, fd: int) -> None:
+    @staticmethod
+    def forget(fd: int) -> None:
         """``fd`` is about to be closed: wake whoever waits on it."""
-        waits = self._waits.pop(fd, None)
-        if waits:
-            for w in list(waits):
-                w.drop(fd)
+        with fds.lock:
+            waits = _registered.pop(fd, None)
+            fds.unwatch(fd)
+            if waits:
+                for w in list(waits):
+                    w.drop(fd)
 
     async def _readable(self, w: _Wait, deadline: float | None) -> bool:
         """Wait until ``w.ep`` is readable (True), or until the deadline or
         ``w.wake()`` (False)."""
         raise NotImplementedError
 
-    async def wait(self, readers: tuple[int, ...], writers: tuple[int, ...], deadline: float | None) -> set[int]:
-        ep = _idle_epolls.pop() if _idle_epolls else fds.epoll("the epoll instance of a wait")
-        w = _Wait(ep)
-        table = self._waits
-        try:
-            for fd in readers:
-                if fd not in w.fds:
-                    ep.register(fd, _EPOLLIN)
-                    w.fds.append(fd)
-                    table.setdefault(fd, {})[w] = None
-            for fd in writers:
-                if fd in w.fds:
-                    ep.modify(fd, _EPOLLIN | _EPOLLOUT)
-                    continue
-                ep.register(fd, _EPOLLOUT)
-                w.fds.append(fd)
-                table.setdefault(fd, {})[w] = None
+    def _stop_reading(self, w: _Wait) -> None:
+        """The flow is over: the loop stops watching its instance."""
+
+    def _register(self, w: _Wait, readers: tuple[int, ...], writers: tuple[int, ...]) -> None:
+        """Make the fds registered in ``w.ep`` those of this wait."""
+        want = dict.fromkeys(readers, _EPOLLIN)
+        for fd in writers:
+            want[fd] = want.get(fd, 0) | _EPOLLOUT
+        have = w.masks
+        if want == have:
+            return
+        with fds.lock:  # against a close of one of them in another thread
+            for fd in [fd for fd in have if fd not in want]:
+                _unregister(w, fd)
+            for fd, events in want.items():
+                old = have.get(fd)
+                if old is None:
+                    w.ep.register(fd, events)
+                    have[fd] = events
+                    waits = _registered.get(fd)
+                    if waits is None:
+                        waits = _registered[fd] = {}
+                        fds.watch(fd, _closing)
+                    waits[w] = None
+                elif old != events:
+                    w.ep.modify(fd, events)
+                    have[fd] = events
+
+    def start(self) -> _Wait:
+        """The waits of a new flow."""
+        return _Wait(_idle_epolls.pop() if _idle_epolls else fds.epoll("the epoll instance of a wait"))
+
+    async def wait(
+        self, w: _Wait, readers: tuple[int, ...], writers: tuple[int, ...], deadline: float | None
+    ) -> set[int]:
+        """One wait of the flow of ``w``: the fds found ready (empty when
+        the deadline passed)."""
+        ready = w.ready = set()
+        self._register(w, readers, writers)
+        while True:
             readable = await self._readable(w, deadline)
-            ready = w.ready
-            if readable and len(w.fds) == 1:
-                ready.add(w.fds[0])  # the only fd: no need to ask which
-            else:
-                for fd, _ in ep.poll(0):
-                    ready.add(fd)
-            return ready
-        finally:
-            for fd in w.fds:
-                waits = table.get(fd)
-                if waits is not None:
-                    waits.pop(w, None)
-                    if not waits:
-                        del table[fd]
-                try:
-                    ep.unregister(fd)
-                except OSError:
-                    w.clean = False
-            if w.clean and len(_idle_epolls) < _IDLE_EPOLLS:
-                _idle_epolls.append(ep)
-            else:
-                fds.close_epoll(ep)
+            for fd, _ in w.ep.poll(0):
+                ready.add(fd)
+            # Under asyncio the loop may report the instance readable for
+            # what the flow has handled since (the wake-up of the last wait,
+            # seen again before the flow ran): then nothing is ready yet.
+            if ready or not readable:
+                return ready
+
+    def finish(self, w: _Wait) -> None:
+        """The flow is over: nothing of it stays registered; the instance
+        goes back to the pool if it is clean."""
+        self._stop_reading(w)
+        with fds.lock:
+            for fd in list(w.masks):
+                _unregister(w, fd)
+        if w.clean and len(_idle_epolls) < _IDLE_EPOLLS:
+            _idle_epolls.append(w.ep)
+        else:
+            fds.close_epoll(w.ep)
+
+
+#: fd -> the flows' waits it is registered in (across every waiter).
+_registered: dict[int, dict[_Wait, None]] = {}
+
+
+def _unregister(w: _Wait, fd: int) -> None:
+    """Take ``fd`` out of ``w`` (under ``fds.lock``)."""
+    del w.masks[fd]
+    waits = _registered.get(fd)
+    if waits is not None:
+        waits.pop(w, None)
+        if not waits:
+            del _registered[fd]
+            fds.unwatch(fd)
+    try:
+        w.ep.unregister(fd)
+    except OSError:
+        w.clean = False
+
+
+def _closing(fd: int) -> None:
+    """``fd`` is being closed (``fds.watch``, under ``fds.lock``): out of
+    every instance it is registered in, while the number is still its. A
+    flow that waits on it later registers whatever file the number is then.
+    The waits are not woken: a closed fd reports nothing, as before."""
+    for w in _registered.pop(fd, ()):
+        w.masks.pop(fd, None)
+        try:
+            w.ep.unregister(fd)
+        except OSError:
+            w.clean = False
 
 
 def _settle(fut: asyncio.Future[bool], readable: bool) -> None:
@@ -207,9 +279,11 @@ class AsyncWaiter(_EpollWaiter):
     async def _readable(self, w: _Wait, deadline: float | None) -> bool:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
+        w.fut = fut
         w.wake = functools.partial(_settle, fut, False)
-        efd = w.ep.fileno()
-        loop.add_reader(efd, _settle, fut, True)
+        if w.loop is None:
+            loop.add_reader(w.ep.fileno(), w.fire)
+            w.loop = loop
         timer = None
         if deadline is not None:
             timer = loop.call_later(max(0.0, deadline - time.monotonic()), _settle, fut, False)
@@ -218,7 +292,12 @@ class AsyncWaiter(_EpollWaiter):
         finally:
             if timer is not None:
                 timer.cancel()
-            loop.remove_reader(efd)
+            w.fut = None
+
+    def _stop_reading(self, w: _Wait) -> None:
+        if w.loop is not None:
+            w.loop.remove_reader(w.ep.fileno())
+            w.loop = None
 
 
 class TrioWaiter(_EpollWaiter):
@@ -268,14 +347,19 @@ async def adrive(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
     if waiter.schedules:
         return await _adrive_checkpoint(flow, waiter)
     ready: Any = None
+    w = None
     try:
         while True:
             readers, writers, deadline = flow.send(ready)
-            ready = await waiter.wait(readers, writers, deadline)
+            if w is None:
+                w = waiter.start()
+            ready = await waiter.wait(w, readers, writers, deadline)
     except StopIteration as stop:
         return stop.value
     finally:
         flow.close()
+        if w is not None:
+            waiter.finish(w)
 
 
 async def _adrive_checkpoint(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
@@ -283,17 +367,22 @@ async def _adrive_checkpoint(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> An
     cancellation is noticed before the flow starts, and a flow that ends
     without waiting still lets the other tasks run."""
     ready: Any = None
+    w = None
     try:
         await waiter.before()
         while True:
             readers, writers, deadline = flow.send(ready)
-            ready = await waiter.wait(readers, writers, deadline)
+            if w is None:
+                w = waiter.start()
+            ready = await waiter.wait(w, readers, writers, deadline)
     except StopIteration as stop:
         if ready is None:
             await waiter.after()
         return stop.value
     finally:
         flow.close()
+        if w is not None:
+            waiter.finish(w)
 
 
 class Hub:

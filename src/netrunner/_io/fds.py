@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 
 __all__ = [
     "lock", "pipe", "eventfd", "epoll", "socketpair", "open_fd", "devnull", "adopt", "close", "close_all",
-    "close_socket", "close_epoll",
+    "close_socket", "close_epoll", "watch", "unwatch",
     "after_fork_in_child",
 ]
 
@@ -42,6 +42,8 @@ lock = threading.RLock()
 #: fd -> the socket or epoll object owning it, or None for a plain fd
 _owned: dict[int, socket.socket | select.epoll | None] = {}
 _child_hooks: list[Callable[[], None]] = []
+#: fd -> what to call with it right before it is closed (:func:`watch`)
+_watchers: dict[int, Callable[[int], None]] = {}
 
 
 def _register(fd: int, sock: socket.socket | select.epoll | None = None) -> None:
@@ -228,10 +230,26 @@ def adopt(fd: int) -> int:
     return fd
 
 
+def watch(fd: int, hook: Callable[[int], None]) -> None:
+    """Call ``hook(fd)`` right before ``fd`` is closed through this module,
+    once, under :data:`lock` (:func:`unwatch` cancels it). The async drivers
+    take the fd out of the epoll instances it is registered in there,
+    before its number can be reused."""
+    _watchers[fd] = hook
+
+
+def unwatch(fd: int) -> None:
+    """Cancel :func:`watch` for ``fd``."""
+    _watchers.pop(fd, None)
+
+
 def close(fd: int) -> None:
     """Close a registered fd."""
     with lock:
         _owned.pop(fd, None)
+        hook = _watchers.pop(fd, None)
+        if hook is not None:
+            hook(fd)
         os.close(fd)
 
 
@@ -241,6 +259,9 @@ def close_all(numbers: Iterable[int | None]) -> None:
         for fd in numbers:
             if fd is not None:
                 _owned.pop(fd, None)
+                hook = _watchers.pop(fd, None)
+                if hook is not None:
+                    hook(fd)
                 os.close(fd)
 
 
@@ -250,6 +271,9 @@ def close_socket(sock: socket.socket) -> None:
         fd = sock.fileno()
         if fd >= 0:
             _owned.pop(fd, None)
+            hook = _watchers.pop(fd, None)
+            if hook is not None:
+                hook(fd)
         sock.close()
 
 
@@ -304,6 +328,7 @@ def after_fork_in_child() -> None:
             pass
     _owned.clear()
     _devnull.clear()
+    _watchers.clear()
     lock = threading.RLock()
     for hook in _child_hooks:
         hook()
