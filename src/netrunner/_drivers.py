@@ -113,9 +113,17 @@ class _Wait:
             self.wake()
 
     def fire(self) -> None:
-        """The loop found the instance readable: end the current wait."""
+        """The loop found the instance readable (asyncio): end the current
+        wait with the fds ready now. None may be: the loop can report the
+        last wait's readiness once more, after the flow has handled it and
+        begun its next wait; that wait goes on."""
         fut = self.fut
-        if fut is not None and not fut.done():
+        if fut is None or fut.done():
+            return
+        ready = self.ready
+        for fd, _ in self.ep.poll(0):
+            ready.add(fd)
+        if ready:
             fut.set_result(True)
 
 
@@ -200,11 +208,9 @@ class _EpollWaiter:
         self._register(w, readers, writers)
         while True:
             readable = await self._readable(w, deadline)
-            for fd, _ in w.ep.poll(0):
-                ready.add(fd)
-            # Under asyncio the loop may report the instance readable for
-            # what the flow has handled since (the wake-up of the last wait,
-            # seen again before the flow ran): then nothing is ready yet.
+            if readable and not ready:  # asyncio's fire() has asked already
+                for fd, _ in w.ep.poll(0):
+                    ready.add(fd)
             if ready or not readable:
                 return ready
 
