@@ -137,13 +137,17 @@ class _EpollWaiter:
 
     A flow's fds stay registered from one of its waits to the next (only
     what changed is registered or removed) and no longer than the flow:
-    :func:`adrive` ends with :meth:`finish`. Between two waits the flow runs
-    without yielding to the loop, so nothing else can close a registered fd
-    then; a flow closes only fds it no longer waits on (stdin, once its
-    input is written), and a removal that fails marks the instance as not to
-    be reused. Under asyncio the instance is the loop's reader for as long
-    as the flow runs, not per wait: a wait makes no call into the loop's
-    selector but for its deadline's timer.
+    :func:`adrive` ends with :meth:`finish`. A flow may outlive an fd it
+    waited on (a daemon's flow outlives each command's control socket),
+    and the number may be reused by the next one. So every fd registered
+    is watched (``fds.watch``): its close, on any path and in any thread,
+    first takes it out of every instance, while the number is still its,
+    and a later wait on that number registers the new file. Under asyncio
+    the instance is the loop's reader for as long as the flow runs, not
+    per wait: a wait makes no call into the loop's selector but for its
+    deadline's timer, and its wake-up asks the instance which fds are ready
+    (the loop may report readiness the flow has already handled; that wait
+    goes on).
 
     So a flow registers one fd with the loop however many it waits for:
     under asyncio, two calls into the loop's selector per flow rather than
