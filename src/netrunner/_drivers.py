@@ -55,16 +55,20 @@ def _poll_for(poller: select.poll, seconds: float) -> list[tuple[int, int]]:
 def drive(flow: Flow) -> Any:
     """Run ``flow`` to completion in this thread, blocking in ``poll()``."""
     ready: Any = None
+    asked: Any = None  # the first wait always makes the poll object
+    poller: select.poll
     try:
         while True:
             readers, writers, deadline = flow.send(ready)
             if not readers and not writers and deadline is None:  # would block for ever
                 raise RuntimeError("netrunner: internal error: a wait on nothing")
-            poller = select.poll()
-            for fd in readers:
-                poller.register(fd, _POLLIN)
-            for fd in writers:
-                poller.register(fd, _POLLOUT)
+            if (readers, writers) != asked:  # a poll object holds no fd: the same numbers, the same request
+                asked = readers, writers
+                poller = select.poll()
+                for fd in readers:
+                    poller.register(fd, _POLLIN)
+                for fd in writers:
+                    poller.register(fd, _POLLOUT)
             if deadline is None:
                 events = poller.poll()
             else:
