@@ -213,3 +213,36 @@ def test_readiness_the_flow_has_handled_does_not_end_its_next_wait(lib: str) -> 
             assert waited >= 0.045
     finally:
         fds.close_all((r, w))
+
+
+def test_a_forked_child_starts_with_nothing_registered() -> None:
+    """A fork while a flow waits: the child has no wait of the parent's,
+    so none of their registrations, and an fd it registers is watched."""
+    r, w = fds.pipe()
+
+    def flow() -> Generator[Any, Any, None]:
+        yield ((r,), (), None)
+
+    async def main() -> int:
+        task = asyncio.ensure_future(adrive(flow(), AsyncWaiter()))
+        await await_until(lambda: registered(r) == [r])
+        pid = os.fork()
+        if pid == 0:  # the child: report, and leave at once
+            code = 0
+            try:
+                if _drivers._registered or fds._watchers:
+                    code = 1
+            finally:
+                os._exit(code)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pid
+
+    try:
+        pid = asyncio.run(asyncio.wait_for(main(), 20))
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "registrations of the parent's waits left in the child"
+        assert registered(r) == []
+    finally:
+        fds.close_all((r, w))

@@ -349,11 +349,14 @@ class TrioWaiter(_EpollWaiter):
         return not scope.cancelled_caught
 
 
-def _forget_idle_epolls() -> None:
-    _idle_epolls.clear()  # closed in the child with every netrunner fd
+def _forget_epolls() -> None:
+    # Closed in the child with every netrunner fd (and their watches
+    # cleared): no wait of the parent's goes on here.
+    _idle_epolls.clear()
+    _registered.clear()
 
 
-fds.on_fork_in_child(_forget_idle_epolls)
+fds.on_fork_in_child(_forget_epolls)
 
 
 async def adrive(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
