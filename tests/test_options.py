@@ -661,6 +661,32 @@ def test_a_closed_fd_target_is_named_at_the_call(name: str, marker: str) -> None
         assert not isinstance(ei.value, netrunner.ShepherdError)
 
 
+@pytest.mark.parametrize(
+    ("entry", "name"),
+    # (a stream's stdout takes "capture" only: that is refused first, tested below)
+    [(e, n) for e in ENTRIES for n in ("stdin", "stdout", "stderr") if (e, n) != ("stream", "stdout")],
+)
+@pytest.mark.parametrize("make", [io.StringIO, io.BytesIO])
+def test_an_in_memory_file_target_says_what_to_do_instead(
+    entry: str, name: str, make: type, tmp_path: pathlib.Path
+) -> None:
+    """``subprocess`` fails on ``fileno()`` of a ``StringIO``; netrunner
+    names the option and the way: capture it, or give stdin as input."""
+    flag = tmp_path / "spawned"
+    with pytest.raises(TypeError) as ei:
+        launch(entry, py(f"open({str(flag)!r}, 'w').close()"), **{name: make()})
+    message = str(ei.value)
+    assert f"option {name!r} must be a file with a file descriptor" in message
+    assert f"a {make.__name__} has none" in message
+    if name != "stdin":
+        assert f"{name}='capture'" in message
+    elif entry == "start":
+        assert "write()" in message
+    else:
+        assert "input=" in message
+    assert not flag.exists()
+
+
 @pytest.mark.parametrize("value", [2**31, 2**40])
 def test_an_fd_past_a_c_int_is_refused_by_name(value: int) -> None:
     for name in ("stdin", "stdout", "stderr"):

@@ -7,6 +7,7 @@ option and saying what it accepts.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import subprocess
@@ -103,6 +104,17 @@ def _stdio(entry: str, name: str, value: Any, modes: dict[Any, str]) -> str | in
         if fileno is not None and not isinstance(value, (str, bytes)):
             try:
                 fd = fileno()
+            except io.UnsupportedOperation as exc:  # io.StringIO, io.BytesIO: no fd to hand over
+                if name != "stdin":
+                    way = f"capture it ({name}='capture') and write the result's {name} there"
+                elif entry in ("run", "stream"):
+                    way = "pass it as input= instead"
+                else:
+                    way = "write its contents to the command with write()"
+                raise TypeError(
+                    f"{entry}(): option {name!r} must be a file with a file descriptor, and a "
+                    f"{type(value).__name__} has none (it lives in memory): {way}"
+                ) from exc
             except (OSError, ValueError) as exc:
                 raise _fail(entry, name, "an open file", value) from exc
             if isinstance(fd, int) and 0 <= fd <= _MAX_FD:
