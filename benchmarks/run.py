@@ -89,11 +89,17 @@ def bench_latency(rounds: int) -> None:
         p = await asyncio.create_subprocess_exec("true")
         await p.wait()
 
+    async def asyncio_true_captured() -> None:
+        pipe = asyncio.subprocess.PIPE
+        p = await asyncio.create_subprocess_exec("true", stdout=pipe, stderr=pipe)
+        await p.communicate()
+
     for _ in range(20):  # warm up: zygote started, caches hot
         netrunner.run(["true"])
         subprocess.run(["true"])
         loop.run_until_complete(aio_true())
         loop.run_until_complete(asyncio_true())
+        loop.run_until_complete(asyncio_true_captured())
     med = interleave(
         {
             "subprocess.run(['true'])": timed(lambda: subprocess.run(["true"])),
@@ -102,6 +108,9 @@ def bench_latency(rounds: int) -> None:
                 lambda: subprocess.run(["true"], capture_output=True)
             ),
             "asyncio create_subprocess_exec + wait": timed(lambda: loop.run_until_complete(asyncio_true())),
+            "asyncio, stdout and stderr PIPE + communicate": timed(
+                lambda: loop.run_until_complete(asyncio_true_captured())
+            ),
             "netrunner.aio.run(['true'])": timed(lambda: loop.run_until_complete(aio_true())),
         },
         rounds,
@@ -119,6 +128,9 @@ def bench_latency(rounds: int) -> None:
     print(f"  like for like, both capturing: netrunner.run(['true']) / subprocess.run(capture_output=True): "
           f"{like:.2f}x")
     print(f"  target: netrunner.aio.run(['true']) <= 1.1x asyncio create_subprocess_exec + wait: {aio_ratio:.2f}x")
+    aio_like = med["netrunner.aio.run(['true'])"] / med["asyncio, stdout and stderr PIPE + communicate"]
+    print(f"  like for like, both capturing: netrunner.aio.run(['true']) / asyncio with PIPEs + communicate: "
+          f"{aio_like:.2f}x")
 
 
 def _producer(size: int) -> list[str]:
