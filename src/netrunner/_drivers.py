@@ -105,14 +105,19 @@ class _Wait:
         self.fut: asyncio.Future[bool] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
+    def remove(self, fd: int) -> None:
+        """Take ``fd`` out of the instance; if that fails, something of it
+        may stay registered, and the instance is not reused."""
+        self.masks.pop(fd, None)
+        try:
+            self.ep.unregister(fd)
+        except OSError:
+            self.clean = False
+
     def drop(self, fd: int) -> None:
         """``fd`` is about to be closed: unregister it and end the wait."""
         self.ready.add(fd)
-        try:
-            del self.masks[fd]
-            self.ep.unregister(fd)
-        except (KeyError, OSError):
-            self.clean = False
+        self.remove(fd)
         if self.wake is not None:
             self.wake()
 
@@ -241,17 +246,13 @@ _registered: dict[int, dict[_Wait, None]] = {}
 
 def _unregister(w: _Wait, fd: int) -> None:
     """Take ``fd`` out of ``w`` (under ``fds.lock``)."""
-    del w.masks[fd]
     waits = _registered.get(fd)
     if waits is not None:
         waits.pop(w, None)
         if not waits:
             del _registered[fd]
             fds.unwatch(fd)
-    try:
-        w.ep.unregister(fd)
-    except OSError:
-        w.clean = False
+    w.remove(fd)
 
 
 def _closing(fd: int) -> None:
@@ -260,11 +261,7 @@ def _closing(fd: int) -> None:
     flow that waits on it later registers whatever file the number is then.
     The waits are not woken: a closed fd reports nothing, as before."""
     for w in _registered.pop(fd, ()):
-        w.masks.pop(fd, None)
-        try:
-            w.ep.unregister(fd)
-        except OSError:
-            w.clean = False
+        w.remove(fd)
 
 
 def _settle(fut: asyncio.Future[bool], readable: bool) -> None:
