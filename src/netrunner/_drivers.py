@@ -357,40 +357,23 @@ fds.on_fork_in_child(_forget_epolls)
 
 
 async def adrive(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
-    """Run ``flow`` to completion with an async library's waiter."""
-    if waiter.schedules:
-        return await _adrive_checkpoint(flow, waiter)
-    ready: Any = None
-    w = None
-    try:
-        while True:
-            readers, writers, deadline = flow.send(ready)
-            if w is None:
-                w = waiter.start()
-            ready = await waiter.wait(w, readers, writers, deadline)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        flow.close()
-        if w is not None:
-            waiter.finish(w)
-
-
-async def _adrive_checkpoint(flow: Flow, waiter: AsyncWaiter | TrioWaiter) -> Any:
-    """:func:`adrive` as a trio checkpoint, like trio's own calls: a
+    """Run ``flow`` to completion with an async library's waiter. Under trio
+    (``waiter.schedules``) it is a checkpoint, like trio's own calls: a
     cancellation is noticed before the flow starts, and a flow that ends
     without waiting still lets the other tasks run."""
+    checkpoint = waiter.schedules
     ready: Any = None
     w = None
     try:
-        await waiter.before()
+        if checkpoint:
+            await waiter.before()
         while True:
             readers, writers, deadline = flow.send(ready)
             if w is None:
                 w = waiter.start()
             ready = await waiter.wait(w, readers, writers, deadline)
     except StopIteration as stop:
-        if ready is None:
+        if checkpoint and ready is None:
             await waiter.after()
         return stop.value
     finally:
