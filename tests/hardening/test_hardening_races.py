@@ -401,6 +401,29 @@ def _build_tool_in_group(cli: int) -> bool:
     return False
 
 
+def _stopped_build_tool(cli: int) -> int | None:
+    """The child of the CLI ``cli`` that a Ctrl-Z stopped before its exec
+    while it was the editable install's build tool (as
+    :func:`_build_tool_in_group` tells them apart), or None. Its pid is
+    pinned: the CLI, blocked in ``vfork`` until that child execs, cannot
+    reap it."""
+    try:
+        with open(f"/proc/{cli}/task/{cli}/children") as f:
+            children = f.read().split()
+    except FileNotFoundError:
+        return None
+    for child in children:
+        try:
+            group = os.getpgid(int(child))
+            ignored = int(status_field(child, "SigIgn"), 16)
+            state = status_field(child, "State")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if group == cli and ignored & _TERMINAL_STOP_BITS != _TERMINAL_STOP_BITS and state.startswith("T"):
+            return int(child)
+    return None
+
+
 def _outwait_build_tool(cli: int) -> None:
     """Wait (up to 10 s) until the CLI runs no build tool of the editable
     install in its group (see :func:`_build_tool_in_group`)."""
@@ -423,6 +446,7 @@ def test_ctrl_z_at_any_moment_of_the_start_stops_the_job(marker: str) -> None:
     from test_cli import PY, _job, _read_to_the_end, _session_snapshot, read_until
 
     handover = 0.2  # seconds from `job started` to the handover, as last seen
+    build_tool_hit = 0
     for i in range(iterations(20)):
         pid, master = _job("wait-then-fg", "--", PY, "-c", TICKING)
         try:
@@ -441,6 +465,16 @@ def test_ctrl_z_at_any_moment_of_the_start_stops_the_job(marker: str) -> None:
             try:
                 out += _read_to_the_end(master)
             except AssertionError as exc:
+                tool = _stopped_build_tool(cli_group)
+                if tool is not None:
+                    # The build tool started after _outwait_build_tool looked,
+                    # and the Ctrl-Z stopped it before its exec: not a moment
+                    # of netrunner's (there is no such child in an installed
+                    # netrunner). Let it go on, and type at the next moment.
+                    os.kill(tool, signal.SIGCONT)
+                    _read_to_the_end(master)
+                    build_tool_hit += 1
+                    continue
                 seen = f"after the handover, seen at {handover:.4f} s" if handed else "with no handover seen yet"
                 raise AssertionError(
                     f"iteration {i}: Ctrl-Z typed {typed - start:.4f} s after `job started`, {seen}: {exc}\n"
@@ -455,6 +489,8 @@ def test_ctrl_z_at_any_moment_of_the_start_stops_the_job(marker: str) -> None:
         assert b"done" in out.split(b"job waited")[1], f"iteration {i}: {out!r}"
         assert b"job exited 0 job" in out, f"iteration {i}: {out!r}"
         assert os.waitstatus_to_exitcode(status) == 0, f"iteration {i}: {out!r}"
+    # the moments tried are netrunner's, nearly all of them
+    assert build_tool_hit <= iterations(20) // 10, f"{build_tool_hit} Ctrl-Z stopped the build tool"
 
 
 STOPS_AT_THE_ZYGOTES_START = (
