@@ -375,60 +375,46 @@ TICKING = (
 _TERMINAL_STOP_BITS = (1 << (signal.SIGTSTP - 1)) | (1 << (signal.SIGTTIN - 1)) | (1 << (signal.SIGTTOU - 1))
 
 
-def _build_tool_in_group(cli: int) -> bool:
-    """Whether the CLI ``cli`` has a child in its own process group that
-    does not ignore the terminal's stop signals. netrunner's only such
-    child, the zygote before it leaves the group, ignores them. Another is
-    the editable install's loader rebuilding the package at the first
-    import (meson-python runs the build tool through ``subprocess``): a
-    Ctrl-Z that stops its vfork child before its exec hangs the CLI in
-    ``vfork`` -- as it would hang any program in that instant (see the
-    vfork note in test_cli.py) -- and there is no such child in an
-    installed netrunner."""
+def _build_tool_children(cli: int) -> list[tuple[int, str]]:
+    """The children of the CLI ``cli`` in its own process group that do not
+    ignore the terminal's stop signals, with their state (``/proc``'s
+    ``State``). netrunner's only child in that group, the zygote before it
+    leaves it, ignores them. Another is the editable install's loader
+    rebuilding the package at the first import (meson-python runs the build
+    tool through ``subprocess``): a Ctrl-Z that stops its vfork child before
+    its exec hangs the CLI in ``vfork`` -- as it would hang any program in
+    that instant (see the vfork note in test_cli.py) -- and there is no such
+    child in an installed netrunner."""
     try:
         with open(f"/proc/{cli}/task/{cli}/children") as f:
             children = f.read().split()
     except FileNotFoundError:
-        return False  # the CLI has exited
-    for child in children:
-        try:
-            group = os.getpgid(int(child))
-            ignored = int(status_field(child, "SigIgn"), 16)
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # gone meanwhile
-        if group == cli and ignored & _TERMINAL_STOP_BITS != _TERMINAL_STOP_BITS:
-            return True
-    return False
-
-
-def _stopped_build_tool(cli: int) -> int | None:
-    """The child of the CLI ``cli`` that a Ctrl-Z stopped before its exec
-    while it was the editable install's build tool (as
-    :func:`_build_tool_in_group` tells them apart), or None. Its pid is
-    pinned: the CLI, blocked in ``vfork`` until that child execs, cannot
-    reap it."""
-    try:
-        with open(f"/proc/{cli}/task/{cli}/children") as f:
-            children = f.read().split()
-    except FileNotFoundError:
-        return None
+        return []  # the CLI has exited
+    found = []
     for child in children:
         try:
             group = os.getpgid(int(child))
             ignored = int(status_field(child, "SigIgn"), 16)
             state = status_field(child, "State")
         except (FileNotFoundError, ProcessLookupError):
-            continue
-        if group == cli and ignored & _TERMINAL_STOP_BITS != _TERMINAL_STOP_BITS and state.startswith("T"):
-            return int(child)
-    return None
+            continue  # gone meanwhile
+        if group == cli and ignored & _TERMINAL_STOP_BITS != _TERMINAL_STOP_BITS:
+            found.append((int(child), state))
+    return found
+
+
+def _stopped_build_tool(cli: int) -> int | None:
+    """The build tool's child (:func:`_build_tool_children`) that a Ctrl-Z
+    stopped before its exec, or None. Its pid is pinned: the CLI, blocked
+    in ``vfork`` until that child execs, cannot reap it."""
+    return next((pid for pid, state in _build_tool_children(cli) if state.startswith("T")), None)
 
 
 def _outwait_build_tool(cli: int) -> None:
     """Wait (up to 10 s) until the CLI runs no build tool of the editable
-    install in its group (see :func:`_build_tool_in_group`)."""
+    install in its group (see :func:`_build_tool_children`)."""
     deadline = time.monotonic() + 10
-    while _build_tool_in_group(cli):
+    while _build_tool_children(cli):
         assert time.monotonic() < deadline, "the editable install's build tool ran for 10 s"
 
 
